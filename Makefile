@@ -1,0 +1,77 @@
+# Run `make help` for the list. Every target installs what it needs on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT := $(shell infra/scripts/find_python.sh)
+VENV := .venv
+CHROMA_VENV := .venv-chroma
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+PIP_FLAGS := --disable-pip-version-check --quiet
+SAM := $(SAM_VENV)/bin/sam
+# sam build needs the runtime's interpreter (python3.12) on PATH.
+SAM_PATH := $(dir $(PYTHON_BOOT)):$(PATH)
+BUILD_DIR ?= .aws-sam/build
+export PYTHONPATH := $(CURDIR):$(CURDIR)/functions/api
+
+.PHONY: help install dev test unit integration e2e lint format build validate package-size import-time clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt layers/deps/requirements.txt tests/requirements.txt
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements.txt
+	touch $@
+
+$(CHROMA_VENV)/.installed: infra/requirements-chroma.txt
+	$(PYTHON_BOOT) -m venv $(CHROMA_VENV)
+	$(CHROMA_VENV)/bin/pip install $(PIP_FLAGS) -r infra/requirements-chroma.txt
+	touch $@
+
+$(SAM_VENV)/.installed: infra/requirements-sam.txt
+	$(PYTHON_BOOT) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r infra/requirements-sam.txt
+	touch $@
+
+install: $(VENV)/.installed $(CHROMA_VENV)/.installed ## Create the virtualenvs (app + local Chroma server)
+
+dev: install ## Start the whole local stack on 127.0.0.1:5000 (Ctrl-C stops it)
+	$(PY) -m infra.local.stack
+
+test: install ## Run every test tier (unit, integration, end-to-end)
+	$(PY) -m pytest
+
+unit: install ## Unit tests only (pure logic, no servers)
+	$(PY) -m pytest tests/unit
+
+integration: install ## Handlers in-process against the local emulator, Chroma and fakes
+	$(PY) -m pytest tests/integration
+
+e2e: install ## HTTP against a started local stack
+	$(PY) -m pytest tests/e2e
+
+lint: $(VENV)/.installed ## Ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+validate: $(SAM_VENV)/.installed ## sam validate --lint (and cfn-lint) on template.yaml
+	$(SAM) validate --lint
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+
+build: $(SAM_VENV)/.installed ## sam build (arm64, python3.12, no Docker)
+	PATH="$(SAM_PATH)" $(SAM) build --build-dir $(BUILD_DIR)
+
+package-size: build ## Print the unzipped size of the built function and layer
+	du -sh $(BUILD_DIR)/*
+
+import-time: $(VENV)/.installed ## Cold-start import time of the Lambda handler
+	$(PY) infra/scripts/import_time.py
+
+clean: ## Remove virtualenvs, build output and local data
+	rm -rf $(VENV) $(CHROMA_VENV) $(SAM_VENV) .aws-sam .local .pytest_cache .ruff_cache

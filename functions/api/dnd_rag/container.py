@@ -1,0 +1,99 @@
+"""Builds the service's collaborators once per container, from validated settings.
+
+Clients are created lazily (first use) and then reused by every request the container serves;
+the heavy SDKs are imported here, on first use, never per request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dnd_rag.logic.auth import Authenticator
+from dnd_rag.logic.ports import Embedder, Generator
+from dnd_rag.logic.rag import RagService
+from dnd_rag.settings import Settings
+
+
+class Container:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.RLock()  # builders nest (rag -> openai client)
+        self._built: dict[str, Any] = {}
+
+    def _once(self, name: str, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
+
+    @property
+    def authenticator(self) -> Authenticator:
+        return self._once("authenticator", self._build_authenticator)
+
+    @property
+    def rag(self) -> RagService:
+        return self._once("rag", self._build_rag)
+
+    def _build_authenticator(self) -> Authenticator:
+        from dnd_rag.dal.dynamo import dynamodb_client
+        from dnd_rag.dal.token_cache import DynamoTokenCache
+        from dnd_rag.providers.auth_api import HttpAuthApi
+
+        s = self.settings
+        return Authenticator(
+            auth_api=HttpAuthApi(s.auth_api_url, s.auth_timeout_seconds),
+            shared_cache=DynamoTokenCache(dynamodb_client(), s.table_name),
+            clock=self.clock,
+            ttl_seconds=s.token_cache_ttl,
+            negative_ttl_seconds=s.token_negative_cache_ttl,
+        )
+
+    def _openai_client(self) -> Any:
+        from dnd_rag.providers.openai_provider import make_client
+
+        key = self.settings.openai_api_key
+        assert key is not None  # guaranteed by Settings when a provider is openai
+        return self._once("openai", lambda: make_client(key.get_secret_value(), self.settings.openai_base_url))
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._once("embedder", self._build_embedder)
+
+    def _build_embedder(self) -> Embedder:
+        if self.settings.embedding_provider == "openai":
+            from dnd_rag.providers.openai_provider import OpenAIEmbedder
+
+            return OpenAIEmbedder(self._openai_client(), self.settings.embedding_model)
+        from dnd_rag.providers.offline import OfflineEmbedder
+
+        return OfflineEmbedder()
+
+    def _build_generator(self) -> Generator:
+        if self.settings.llm_provider == "openai":
+            from dnd_rag.providers.openai_provider import OpenAIGenerator
+
+            return OpenAIGenerator(
+                self._openai_client(), self.settings.openai_model, self.settings.max_completion_tokens
+            )
+        from dnd_rag.providers.offline import ExtractiveGenerator
+
+        return ExtractiveGenerator(self.settings.max_completion_tokens)
+
+    def chroma_client(self) -> Any:
+        from dnd_rag.providers.chroma_store import connect
+
+        s = self.settings
+        key = s.chroma_api_key.get_secret_value() if s.chroma_api_key else None
+        return connect(s.chroma_host, s.chroma_port, s.chroma_ssl, key, s.chroma_tenant, s.chroma_database)
+
+    def _build_rag(self) -> RagService:
+        from dnd_rag.providers.chroma_store import ChromaRetriever
+
+        s = self.settings
+        embedder = self.embedder
+        retriever = ChromaRetriever(self.chroma_client(), s.chroma_collection, embedder.model)
+        return RagService(embedder, retriever, self._build_generator(), s.price_book)

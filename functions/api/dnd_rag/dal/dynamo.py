@@ -1,0 +1,47 @@
+"""The DynamoDB client and the single-table key design shared by every store.
+
+Keys (pk / sk):
+  TOKEN#<sha256(token)> / AUTH          validation cache (expires_at = TTL)
+  USER#<user_id>        / LIMITS        token bucket + daily count (rate-limit issue)
+  IP#<ip>               / AUTHFAIL      failed-auth bucket per client IP
+  BUDGET#<yyyy-mm-dd>   / TOTAL         spent + reserved micro-dollars for the UTC day
+  BUDGET#<yyyy-mm-dd>   / RES#<id>      one in-flight reservation (expires)
+  LEDGER#<yyyy-mm-dd>   / USER#<id> | MODEL#<model>   daily usage ledgers
+Every item that stops mattering carries ``expires_at`` (epoch seconds) so TTL removes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dnd_rag.errors import StoreUnavailableError
+
+# Fail fast: a limiter that hangs is worse than one that says 503.
+CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3})
+
+
+@cache
+def dynamodb_client() -> Any:
+    """One client per container (endpoint and region come from the standard AWS variables)."""
+    return boto3.client("dynamodb", config=CLIENT_CONFIG)
+
+
+@contextmanager
+def store_errors(operation: str) -> Iterator[None]:
+    """Turn transport and service failures into StoreUnavailableError (503, fail closed)."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
+        raise StoreUnavailableError(
+            "The service is temporarily unavailable. Please retry shortly.",
+            retry_after=5,
+            reason=f"dynamodb {operation}: {code}",
+        ) from None

@@ -1,0 +1,23 @@
+"""Secrets for the deployed stack: read from SSM Parameter Store (SecureString) at cold start.
+
+Locally the same values come from the environment / ``.env``; nothing here runs then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_lambda_powertools.utilities import parameters
+
+# environment variable holding the secret -> variable naming its SSM parameter
+SECRET_PARAMETERS = {"OPENAI_API_KEY": "OPENAI_API_KEY_PARAMETER", "CHROMA_API_KEY": "CHROMA_API_KEY_PARAMETER"}
+
+
+def with_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``environ`` with each secret filled from SSM when only its parameter name is set."""
+    resolved = dict(environ)
+    for variable, parameter_variable in SECRET_PARAMETERS.items():
+        name = environ.get(parameter_variable)
+        if name and not environ.get(variable):
+            resolved[variable] = str(parameters.get_parameter(name, decrypt=True, max_age=3600))
+    return resolved

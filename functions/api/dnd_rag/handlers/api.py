@@ -1,0 +1,31 @@
+"""The Lambda entry point (template.yaml: ``dnd_rag.handlers.api.lambda_handler``).
+
+Cold start validates the configuration (a bad variable fails init, naming it) and builds the app;
+each invocation only routes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from dnd_rag.container import Container
+from dnd_rag.dal.secrets import with_secrets
+from dnd_rag.handlers.routes import create_app
+from dnd_rag.observability import logger, metrics
+from dnd_rag.settings import load_settings
+
+container = Container(load_settings(with_secrets(os.environ)))
+app = create_app(container)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    response = app.resolve(event, context)
+    request_id = event.get("requestContext", {}).get("requestId", "")
+    response.setdefault("headers", {})["X-Request-Id"] = request_id
+    return response

@@ -1,0 +1,129 @@
+"""HTTP routes: thin adapters from the HTTP contract (SPEC §3) to the logic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.metrics import MetricUnit
+
+from dnd_rag.container import Container
+from dnd_rag.errors import InvalidRequestError, PayloadTooLargeError
+from dnd_rag.handlers.error_responses import register_error_handlers
+from dnd_rag.models.api import (
+    CostOut,
+    HealthResponse,
+    MetaOut,
+    QueryRequest,
+    QueryResponse,
+    RateLimitOut,
+    SourceOut,
+    UsageOut,
+)
+from dnd_rag.models.domain import User
+from dnd_rag.observability import hashed_user_id, logger, metrics
+
+MAX_BODY_BYTES = 16 * 1024
+ROUTE_METHODS: dict[str, set[str]] = {"/health": {"GET"}, "/api/query": {"POST"}}
+
+
+class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
+    """Request validation that first refuses oversized bodies and reads every body as JSON.
+
+    ``curl -d`` sends form encoding by default; the API only speaks JSON, so a JSON body sent
+    with the wrong Content-Type is still answered, and anything else is ``invalid_json``.
+    """
+
+    def handler(self, app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
+        body = app.current_event.decoded_body or ""
+        if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        headers = app.current_event.raw_event.setdefault("headers", {})
+        for name in [name for name in headers if name.lower() == "content-type"]:
+            del headers[name]
+        headers["content-type"] = "application/json"
+        return super().handler(app, next_middleware)
+
+
+def cors_config(origins: list[str]) -> CORSConfig | None:
+    """Exact-match origins; a disallowed origin gets no Access-Control-Allow-Origin at all."""
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origin=origins[0],
+        extra_origins=origins[1:],
+        allow_credentials=True,
+        max_age=600,
+        expose_headers=["X-Request-Id", "Retry-After"],
+    )
+
+
+def create_app(container: Container) -> APIGatewayHttpResolver:
+    settings = container.settings
+    app = APIGatewayHttpResolver(cors=cors_config(settings.cors_origins), enable_validation=True)
+    # Powertools runs request validation before any user middleware, so the body checks that must
+    # come first (size, JSON-only) wrap the validation step itself.
+    app._request_validation_middleware = JsonBodyValidation()  # noqa: SLF001
+    register_error_handlers(app, ROUTE_METHODS)
+
+    def authenticate(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
+        result = container.authenticator.authenticate(app.current_event.headers.get("authorization"))
+        cache_metric = "TokenCacheMiss" if result.source == "auth_api" else "TokenCacheHit"
+        metrics.add_metric(name=cache_metric, unit=MetricUnit.Count, value=1)
+        logger.append_keys(user=hashed_user_id(result.user.id))
+        app.append_context(user=result.user)
+        return next_middleware(app)
+
+    authenticated: list[Callable[..., Response]] = [authenticate]
+
+    @app.get("/health")
+    def health() -> HealthResponse:
+        return HealthResponse()
+
+    @app.post("/api/query", middlewares=authenticated)
+    def query(request: Annotated[QueryRequest, Body()]) -> QueryResponse:
+        if len(request.question) > settings.max_question_chars:
+            raise InvalidRequestError(
+                "Some fields are missing or wrong; see details.",
+                details=[
+                    {
+                        "field": "question",
+                        "type": "string_too_long",
+                        "message": f"String should have at most {settings.max_question_chars} characters",
+                    }
+                ],
+            )
+        user: User = app.context["user"]
+        answer = container.rag.answer(request.question, request.k, request.debug)
+        metrics.add_metric(name="QueryCostMicroUsd", unit=MetricUnit.Count, value=float(answer.cost * 1_000_000))
+        return QueryResponse(
+            answer=answer.text,
+            sources=[SourceOut(id=p.id, source=p.source, score=round(p.score, 4)) for p in answer.passages],
+            diagnostics=answer.diagnostics,
+            usage=UsageOut(
+                prompt_tokens=answer.usage.prompt_tokens,
+                completion_tokens=answer.usage.completion_tokens,
+                embedding_tokens=answer.usage.embedding_tokens,
+                model=answer.model,
+            ),
+            meta=MetaOut(
+                user_id=user.id,
+                # Until the rate-limit issue lands these are the configured policy, not live state.
+                rate_limit=RateLimitOut(
+                    remaining_burst=settings.token_bucket_capacity,
+                    daily_remaining=settings.daily_user_request_limit,
+                    refill_rate=round(settings.token_refill_rate, 6),
+                ),
+                cost=CostOut(
+                    query_cost=round(float(answer.cost), 6),
+                    daily_total=None,
+                    daily_budget=float(settings.daily_budget_usd),
+                ),
+            ),
+        )
+
+    return app

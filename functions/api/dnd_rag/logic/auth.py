@@ -1,0 +1,112 @@
+"""Bearer-token authentication with a per-container cache in front of a shared one.
+
+Only the SHA-256 of a token is ever kept or logged. A rejected token is cached briefly
+(negative cache) so a client retrying a bad token cannot hammer the auth API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from dnd_rag.errors import InvalidTokenError, MissingTokenError
+from dnd_rag.logic.ports import AuthApi, SharedTokenCache
+from dnd_rag.models.domain import User
+
+CacheSource = Literal["local", "shared", "auth_api"]
+
+
+@dataclass(frozen=True)
+class Authentication:
+    user: User
+    source: CacheSource
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or MissingTokenError."""
+    if not authorization:
+        raise MissingTokenError("Send an Authorization: Bearer <token> header.")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise MissingTokenError("The Authorization header must be 'Bearer <token>'.")
+    return token
+
+
+class _LocalCache:
+    """A small thread-safe TTL map: per container, so it costs no round trip."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._entries: OrderedDict[str, tuple[User | None, float]] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: str, now: float) -> tuple[User | None] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[1] <= now:
+                del self._entries[key]
+                return None
+            return (entry[0],)
+
+    def put(self, key: str, user: User | None, expires_at: float) -> None:
+        with self._lock:
+            self._entries[key] = (user, expires_at)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+
+class Authenticator:
+    def __init__(
+        self,
+        auth_api: AuthApi,
+        shared_cache: SharedTokenCache,
+        clock: Callable[[], float],
+        ttl_seconds: int,
+        negative_ttl_seconds: int,
+        max_local_entries: int = 10_000,
+    ) -> None:
+        self._auth_api = auth_api
+        self._shared = shared_cache
+        self._clock = clock
+        self._ttl = ttl_seconds
+        self._negative_ttl = negative_ttl_seconds
+        self._local = _LocalCache(max_local_entries)
+
+    def authenticate(self, authorization: str | None) -> Authentication:
+        token = bearer_token(authorization)
+        key = token_hash(token)
+        now = self._clock()
+
+        cached = self._local.get(key, now)
+        if cached is not None:
+            return Authentication(_accepted(cached[0]), "local")
+
+        shared = self._shared.get(key, now)
+        if shared is not None:
+            self._local.put(key, shared[0], now + (self._ttl if shared[0] else self._negative_ttl))
+            return Authentication(_accepted(shared[0]), "shared")
+
+        user = self._auth_api.fetch_user(token)
+        ttl = self._ttl if user else self._negative_ttl
+        if ttl > 0:
+            self._shared.put(key, user, now + ttl)
+            self._local.put(key, user, now + ttl)
+        return Authentication(_accepted(user), "auth_api")
+
+
+def _accepted(user: User | None) -> User:
+    if user is None:
+        raise InvalidTokenError("The token was not accepted. Sign in again.")
+    return user

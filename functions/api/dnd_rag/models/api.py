@@ -1,0 +1,82 @@
+"""Request and response bodies of the HTTP contract (SPEC §3). The OpenAPI schema comes from these."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dnd_rag import SERVICE_NAME, __version__
+
+DEFAULT_K = 15
+
+
+class QueryRequest(BaseModel):
+    """``POST /api/query`` body. Unknown fields are ignored; the question is trimmed first."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+    question: str = Field(min_length=1, description="The rules question, 1..MAX_QUESTION_CHARS after trimming.")
+    debug: bool = Field(default=False, strict=True, description="Include retrieval scores and timings.")
+    k: int = Field(default=DEFAULT_K, ge=1, le=50, strict=True, description="How many passages to retrieve.")
+
+    @field_validator("question", mode="before")
+    @classmethod
+    def _trim(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+    service: str = SERVICE_NAME
+    version: str = __version__
+
+
+class SourceOut(BaseModel):
+    id: str
+    source: str
+    score: float
+
+
+class UsageOut(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    embedding_tokens: int
+    model: str
+
+
+class RateLimitOut(BaseModel):
+    remaining_burst: int
+    daily_remaining: int
+    refill_rate: float
+
+
+class CostOut(BaseModel):
+    query_cost: float
+    daily_total: float | None = Field(description="Today's global spend; null until budget tracking is enabled.")
+    daily_budget: float
+
+
+class MetaOut(BaseModel):
+    user_id: str
+    rate_limit: RateLimitOut
+    cost: CostOut
+
+
+class QueryResponse(BaseModel):
+    answer: str
+    sources: list[SourceOut]
+    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    usage: UsageOut
+    meta: MetaOut
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape (SPEC §3); extra context keys ride along."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+    request_id: str

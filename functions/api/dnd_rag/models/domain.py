@@ -1,0 +1,60 @@
+"""Plain domain values passed between logic and providers (no HTTP, no SDK types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class User(BaseModel):
+    """The caller, as the auth API describes them (``data`` of ``GET /auth/me``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str
+    email: str | None = None
+    plan: str | None = None
+    role: str | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved chunk of the corpus."""
+
+    id: str
+    text: str
+    source: str
+    score: float
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    vectors: list[list[float]]
+    tokens: int
+    model: str
+
+
+@dataclass(frozen=True)
+class Generation:
+    answer: str
+    prompt_tokens: int
+    completion_tokens: int
+    model: str
+
+
+@dataclass
+class Timings:
+    """Milliseconds spent in each stage, reported only in debug diagnostics."""
+
+    stages: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,150 @@
+"""Configuration, read from the environment once per container and validated at cold start.
+
+Every variable of SPEC §5 lives here; nothing else reads ``os.environ``. An invalid value raises
+``ConfigError`` naming the variable, so a misconfigured function fails at init instead of
+silently defaulting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dnd_rag.pricing import PriceBook, UnknownModelError
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable service."""
+
+
+class PlanLimits(BaseModel):
+    """Per-plan overrides of the rate-limit policy (entries of ``PLAN_LIMITS``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capacity: int | None = Field(default=None, ge=1)
+    refill_rate: float | None = Field(default=None, gt=0)
+    daily_limit: int | None = Field(default=None, ge=1)
+
+
+def _split_origins(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _parse_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else {}
+    return value
+
+
+class Settings(BaseModel):
+    """The validated configuration. Field aliases are the environment variable names."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    auth_api_url: str = Field(alias="AUTH_API_URL", pattern=r"^https?://\S+$")
+    auth_timeout_seconds: float = Field(default=5.0, alias="AUTH_TIMEOUT_SECONDS", gt=0, le=10)
+    token_cache_ttl: int = Field(default=300, alias="TOKEN_CACHE_TTL", ge=0, le=3600)
+    token_negative_cache_ttl: int = Field(default=30, alias="TOKEN_NEGATIVE_CACHE_TTL", ge=0, le=600)
+    cors_origins: Annotated[list[str], BeforeValidator(_split_origins)] = Field(
+        default_factory=list, alias="CORS_ORIGINS"
+    )
+    token_bucket_capacity: int = Field(default=15, alias="TOKEN_BUCKET_CAPACITY", ge=1)
+    token_refill_rate: float = Field(default=1 / 60, alias="TOKEN_REFILL_RATE", gt=0)
+    daily_user_request_limit: int = Field(default=30, alias="DAILY_USER_REQUEST_LIMIT", ge=1)
+    plan_limits: Annotated[dict[str, PlanLimits], BeforeValidator(_parse_json)] = Field(
+        default_factory=dict, alias="PLAN_LIMITS"
+    )
+    daily_budget_usd: Decimal = Field(default=Decimal("1.0"), alias="DAILY_BUDGET_USD", ge=0)
+    alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")
+    alert_from: str | None = Field(default=None, alias="ALERT_FROM")
+    openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
+    embedding_model: str = Field(default="text-embedding-3-small", alias="EMBEDDING_MODEL", min_length=1)
+    max_completion_tokens: int = Field(default=500, alias="MAX_COMPLETION_TOKENS", ge=1, le=16384)
+    max_question_chars: int = Field(default=2000, alias="MAX_QUESTION_CHARS", ge=1, le=8000)
+    chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
+    chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)
+    chroma_ssl: bool = Field(default=False, alias="CHROMA_SSL")
+    chroma_api_key: SecretStr | None = Field(default=None, alias="CHROMA_API_KEY")
+    chroma_tenant: str = Field(default="default_tenant", alias="CHROMA_TENANT", min_length=1)
+    chroma_database: str = Field(default="default_database", alias="CHROMA_DATABASE", min_length=1)
+    chroma_collection: str = Field(
+        default="dnd_rules", alias="CHROMA_COLLECTION", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$"
+    )
+    table_name: str = Field(alias="TABLE_NAME", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    llm_provider: Literal["openai", "offline"] = Field(default="offline", alias="LLM_PROVIDER")
+    embedding_provider: Literal["openai", "offline"] = Field(default="offline", alias="EMBEDDING_PROVIDER")
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not _ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com (no path, no slash)")
+        return origins
+
+    @model_validator(mode="after")
+    def _providers_have_keys(self) -> Settings:
+        uses_openai = "openai" in (self.llm_provider, self.embedding_provider)
+        if uses_openai and self.openai_api_key is None:
+            raise ValueError("OPENAI_API_KEY is required when LLM_PROVIDER or EMBEDDING_PROVIDER is openai")
+        return self
+
+    @property
+    def price_book(self) -> PriceBook:
+        return PriceBook.for_models(self.openai_model, self.embedding_model)
+
+
+def _defaults_for_providers(env: dict[str, str]) -> None:
+    """Offline providers unless an OpenAI key is configured (SPEC §6)."""
+    default = "openai" if env.get("OPENAI_API_KEY") else "offline"
+    env.setdefault("LLM_PROVIDER", default)
+    env.setdefault("EMBEDDING_PROVIDER", default)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate the environment; raise ``ConfigError`` naming every bad variable."""
+    source = os.environ if environ is None else environ
+    env = {key: value for key, value in source.items() if value != ""}
+    _defaults_for_providers(env)
+    try:
+        settings = Settings.model_validate(env)
+        settings.price_book  # noqa: B018 - unknown models must fail at cold start, not at the first query
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"PLAN_LIMITS: not valid JSON ({exc.msg})") from None
+    except UnknownModelError as exc:
+        raise ConfigError(str(exc)) from None
+    return settings
+
+
+def _describe(exc: ValidationError) -> str:
+    aliases = {name: field.alias or name for name, field in Settings.model_fields.items()}
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = error["loc"]
+        variable = aliases.get(str(location[0]), str(location[0])) if location else "configuration"
+        problems.append(f"{variable}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,218 @@
+"""A local API Gateway (HTTP API, payload format 2.0) in front of the real Lambda handlers.
+
+Routes come from template.yaml; each request becomes the v2 event API Gateway would send and is
+passed to the very handler function Lambda runs. Requests are served concurrently (one thread
+each), like concurrent Lambda invocations sharing one warm container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from infra.local.template import HttpRoute, http_routes
+
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
+TEXT_TYPES = ("application/json", "text/", "application/xml", "application/x-www-form-urlencoded")
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    route: HttpRoute
+    pattern: re.Pattern[str]
+    handler: Handler
+
+    @property
+    def greedy(self) -> bool:
+        return "+}" in self.route.path
+
+    @property
+    def route_key(self) -> str:
+        return f"{self.route.method} {self.route.path}"
+
+
+def _compile(path: str) -> re.Pattern[str]:
+    regex = re.sub(r"\{(\w+)\+\}", r"(?P<\1>.+)", path)
+    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
+    return re.compile(f"^{regex}$")
+
+
+def load_routes(routes: list[HttpRoute]) -> list[CompiledRoute]:
+    compiled = []
+    for route in routes:
+        if str(route.code_uri) not in sys.path:
+            sys.path.insert(0, str(route.code_uri))
+        module_name, _, function_name = route.handler.rpartition(".")
+        handler = getattr(importlib.import_module(module_name), function_name)
+        compiled.append(CompiledRoute(route, _compile(route.path), handler))
+    # API Gateway prefers exact methods over ANY, and non-greedy paths over greedy ones.
+    compiled.sort(key=lambda c: (c.greedy, c.route.method == "ANY", -len(c.route.path)))
+    return compiled
+
+
+class LambdaContext:
+    """The attributes of the Lambda context object that handlers and Powertools read."""
+
+    def __init__(self, function_name: str, timeout_seconds: float = 29.0) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = 1024
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{function_name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def build_event(
+    method: str,
+    raw_path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    route: CompiledRoute,
+    path_parameters: dict[str, str],
+    source_ip: str,
+) -> dict[str, Any]:
+    content_type = headers.get("content-type", "")
+    is_text = not body or content_type.startswith(TEXT_TYPES)
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route.route_key,
+        "rawPath": raw_path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "000000000000",
+            "apiId": "local",
+            "domainName": headers.get("host", "127.0.0.1"),
+            "domainPrefix": "local",
+            "http": {
+                "method": method,
+                "path": raw_path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:16],
+            "routeKey": route.route_key,
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": not is_text,
+    }
+    if "cookie" in headers:
+        event["cookies"] = [c.strip() for c in headers.pop("cookie").split(";") if c.strip()]
+    if query:
+        event["queryStringParameters"] = dict(parse_qsl(query, keep_blank_values=True))
+    if path_parameters:
+        event["pathParameters"] = path_parameters
+    if body:
+        event["body"] = body.decode("utf-8", errors="replace") if is_text else base64.b64encode(body).decode()
+    return event
+
+
+def make_request_handler(routes: list[CompiledRoute]) -> type[BaseHTTPRequestHandler]:
+    class ApiGatewayHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "local-apigw/1"
+
+        def _dispatch(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_PAYLOAD_BYTES:
+                self._reply(413, {"content-type": "application/json"}, b'{"message":"Request Entity Too Large"}')
+                return
+            body = self.rfile.read(length) if length else b""
+            headers: dict[str, str] = {}
+            for name, value in self.headers.items():  # API Gateway lower-cases and comma-joins headers
+                key = name.lower()
+                headers[key] = f"{headers[key]},{value}" if key in headers else value
+            for compiled in routes:
+                if compiled.route.method not in ("ANY", self.command):
+                    continue
+                match = compiled.pattern.match(url.path)
+                if match:
+                    event = build_event(
+                        self.command,
+                        url.path,
+                        url.query,
+                        headers,
+                        body,
+                        compiled,
+                        match.groupdict(),
+                        self.client_address[0],
+                    )
+                    self._invoke(compiled, event)
+                    return
+            self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+
+        def _invoke(self, compiled: CompiledRoute, event: dict[str, Any]) -> None:
+            try:
+                result = compiled.handler(event, LambdaContext("dnd-rag-local-api"))
+            except Exception as exc:  # an unhandled Lambda error: API Gateway answers 500
+                print(f"handler raised {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                self._reply(500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}')
+                return
+            payload = result.get("body") or ""
+            data = base64.b64decode(payload) if result.get("isBase64Encoded") else str(payload).encode()
+            headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+            self._reply(int(result.get("statusCode", 200)), headers, data, result.get("cookies") or [])
+
+        def _reply(self, status: int, headers: dict[str, str], data: bytes, cookies: list[str] | None = None) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                if name.lower() not in ("content-length", "connection"):
+                    self.send_header(name, value)
+            for cookie in cookies or []:
+                self.send_header("Set-Cookie", cookie)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch  # noqa: N815
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            line = {"access": format % args, "client": self.client_address[0]}
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+    return ApiGatewayHandler
+
+
+def make_api_server(host: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_request_handler(load_routes(http_routes())))
+    server.daemon_threads = True
+    return server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args()
+    server = make_api_server(args.host, args.port)
+    print(f"API listening on http://{args.host}:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

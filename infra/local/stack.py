@@ -1,0 +1,155 @@
+"""``make dev``: the whole stack on 127.0.0.1, until Ctrl-C.
+
+Starts the serialized AWS emulator (4566), Chroma (8060), the dev auth server (8081), prepares
+the table and SES identities, ingests the sample corpus on first run, and serves the API (5000)
+from template.yaml's routes. Every port and setting can be overridden by the environment or
+``.env``; the environment wins over ``.env``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from dotenv import dotenv_values
+
+from infra.local.template import REPO_ROOT
+
+READY_TIMEOUT_SECONDS = 90
+
+
+def local_environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment of every child: ``.env`` under the real environment, then local defaults."""
+    env = {k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None}
+    env.update(base)
+    aws_port = env.setdefault("LOCAL_AWS_PORT", "4566")
+    auth_port = env.setdefault("LOCAL_AUTH_PORT", "8081")
+    env.setdefault("LOCAL_API_PORT", "5000")
+    env.setdefault("LOCAL_DATA_DIR", str(REPO_ROOT / ".local"))
+    defaults = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{aws_port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "TABLE_NAME": "dnd-rag-local",
+        "AUTH_API_URL": f"http://127.0.0.1:{auth_port}",
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": "8060",
+        "CORS_ORIGINS": "http://localhost:3000,http://127.0.0.1:3000",
+        "ALERT_EMAIL": "ops@example.com",
+        "ALERT_FROM": "alerts@example.com",
+        "POWERTOOLS_SERVICE_NAME": "dnd_rag",
+        "POWERTOOLS_METRICS_NAMESPACE": "DndRag",
+        "ANONYMIZED_TELEMETRY": "False",
+    }
+    for key, value in defaults.items():
+        env.setdefault(key, value)
+    paths = [str(REPO_ROOT), str(REPO_ROOT / "functions" / "api"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            hint = f"; see {log}" if log else ""
+            raise SystemExit(f"stack: {name} exited with code {process.returncode}{hint}")
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"stack: {name} did not listen on port {port} within {READY_TIMEOUT_SECONDS}s")
+
+
+def chroma_command(env: dict[str, str], data_dir: Path) -> list[str]:
+    chroma = env.get("CHROMA_BIN") or str(REPO_ROOT / ".venv-chroma" / "bin" / "chroma")
+    if not Path(chroma).exists():
+        raise SystemExit(f"stack: Chroma server not found at {chroma}; run `make install` first")
+    return [chroma, "run", "--path", str(data_dir / "chroma"), "--host", "127.0.0.1", "--port", env["CHROMA_PORT"]]
+
+
+class Stack:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.data_dir = Path(env["LOCAL_DATA_DIR"])
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, command: list[str], port: int, quiet: bool = False) -> None:
+        log = self.data_dir / f"{name}.log" if quiet else None
+        output = log.open("ab") if log else None
+        process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output)
+        self.children.append(process)
+        wait_for_port(port, process, name, log)
+        print(f"stack: {name} ready on http://127.0.0.1:{port}", flush=True)
+
+    def run_step(self, command: list[str]) -> None:
+        subprocess.run(command, env=self.env, cwd=REPO_ROOT, check=True)
+
+    def stop(self) -> None:
+        for process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.children:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> int:
+    env = local_environment(dict(os.environ))
+    stack = Stack(env)
+    stack.data_dir.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+
+    def shutdown(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, shutdown)
+    try:
+        stack.start(
+            "aws-emulator",
+            [python, "-m", "infra.local.aws_emulator", "--port", env["LOCAL_AWS_PORT"]],
+            int(env["LOCAL_AWS_PORT"]),
+            quiet=True,
+        )
+        stack.start("chroma", chroma_command(env, stack.data_dir), int(env["CHROMA_PORT"]), quiet=True)
+        stack.start(
+            "auth",
+            [python, "-m", "infra.local.auth_server", "--port", env["LOCAL_AUTH_PORT"]],
+            int(env["LOCAL_AUTH_PORT"]),
+        )
+        stack.run_step([python, "-m", "infra.local.bootstrap"])
+        stack.run_step([python, "-m", "infra.scripts.ingest", "--if-empty", str(REPO_ROOT / "infra" / "corpus")])
+        stack.start(
+            "api", [python, "-m", "infra.local.api_server", "--port", env["LOCAL_API_PORT"]], int(env["LOCAL_API_PORT"])
+        )
+        print(
+            f"stack: ready. Try: curl -H 'Authorization: Bearer dev-alice' -H 'Content-Type: application/json' "
+            f'-d \'{{"question":"What is a beholder?"}}\' http://127.0.0.1:{env["LOCAL_API_PORT"]}/api/query',
+            flush=True,
+        )
+        while all(process.poll() is None for process in stack.children):
+            time.sleep(0.5)
+        print("stack: a component stopped; shutting down", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstack: stopping", flush=True)
+        return 0
+    except subprocess.CalledProcessError as exc:
+        print(f"stack: setup step failed ({exc})", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
