@@ -18,9 +18,12 @@ from dnd_rag.settings import Settings
 
 
 class Container:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float] = time.time, dynamodb_client: Any | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self._dynamodb_client = dynamodb_client
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
 
@@ -46,7 +49,7 @@ class Container:
         s = self.settings
         return Authenticator(
             auth_api=HttpAuthApi(s.auth_api_url, s.auth_timeout_seconds),
-            shared_cache=DynamoTokenCache(dynamodb_client(), s.table_name),
+            shared_cache=DynamoTokenCache(self._dynamodb_client or dynamodb_client(), s.table_name),
             clock=self.clock,
             ttl_seconds=s.token_cache_ttl,
             negative_ttl_seconds=s.token_negative_cache_ttl,
@@ -55,9 +58,12 @@ class Container:
     def _openai_client(self) -> Any:
         from dnd_rag.providers.openai_provider import make_client
 
-        key = self.settings.openai_api_key
+        s = self.settings
+        key = s.openai_api_key
         assert key is not None  # guaranteed by Settings when a provider is openai
-        return self._once("openai", lambda: make_client(key.get_secret_value(), self.settings.openai_base_url))
+        return self._once(
+            "openai", lambda: make_client(key.get_secret_value(), s.openai_base_url, s.openai_timeout_seconds)
+        )
 
     @property
     def embedder(self) -> Embedder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 
 from aws_lambda_powertools import Logger, Metrics
 
@@ -11,6 +12,9 @@ from dnd_rag import SERVICE_NAME
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "DndRag"))
+
+# Requests such as /health record no metric; that is expected, not worth a warning per container.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 def hashed_user_id(user_id: str) -> str:

@@ -80,6 +80,7 @@ class Settings(BaseModel):
     openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
+    openai_timeout_seconds: float = Field(default=8.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=25)
     embedding_model: str = Field(default="text-embedding-3-small", alias="EMBEDDING_MODEL", min_length=1)
     max_completion_tokens: int = Field(default=500, alias="MAX_COMPLETION_TOKENS", ge=1, le=16384)
     max_question_chars: int = Field(default=2000, alias="MAX_QUESTION_CHARS", ge=1, le=8000)
@@ -133,8 +134,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings.price_book  # noqa: B018 - unknown models must fail at cold start, not at the first query
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"PLAN_LIMITS: not valid JSON ({exc.msg})") from None
     except UnknownModelError as exc:
         raise ConfigError(str(exc)) from None
     return settings

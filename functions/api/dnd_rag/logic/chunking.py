@@ -64,7 +64,7 @@ def chunk_document(text: str, source: str, max_chars: int = 1500) -> list[Chunk]
     chunks: list[Chunk] = []
     for title, body in _sections(text):
         for piece in _split_long(body, max_chars):
-            if piece.strip().lstrip("#").strip():
+            if any(line.strip() and not _HEADING.match(line) for line in piece.splitlines()):
                 index = len(chunks)
                 chunks.append(Chunk(id=f"{source}::{index:04d}", text=piece, source=source, title=title, index=index))
     return chunks

@@ -13,12 +13,13 @@ from dnd_rag.errors import UpstreamError
 from dnd_rag.logic.prompt import build_messages
 from dnd_rag.models.domain import Embedding, Generation, Passage
 
-REQUEST_TIMEOUT = httpx.Timeout(8.0, connect=2.0)
 MAX_RETRIES = 2
+CONNECT_TIMEOUT_SECONDS = 2.0
 
 
-def make_client(api_key: str, base_url: str | None) -> openai.OpenAI:
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=REQUEST_TIMEOUT, max_retries=MAX_RETRIES)
+def make_client(api_key: str, base_url: str | None, timeout_seconds: float) -> openai.OpenAI:
+    timeout = httpx.Timeout(timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds))
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=MAX_RETRIES)
 
 
 class OpenAIEmbedder:

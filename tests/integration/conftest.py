@@ -1,0 +1,169 @@
+"""Integration tier: the real handlers in-process against the real local servers.
+
+Session-wide: the serialized AWS emulator (subprocess), a Chroma server (subprocess), the dev
+auth server and a fake OpenAI server (threads). The table is created from template.yaml.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+
+from dnd_rag.container import Container
+from dnd_rag.handlers.routes import create_app
+from dnd_rag.settings import load_settings
+from infra.local.auth_server import make_auth_server
+from infra.local.bootstrap import ensure_table, verify_identities
+from infra.scripts.ingest import document_paths, ingest
+from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
+from tests.support.events import lambda_context
+from tests.support.servers import REPO_ROOT, chroma_command, emulator_command, free_port, running
+
+CORPUS = REPO_ROOT / "infra" / "corpus"
+ALLOWED_ORIGIN = "http://localhost:3000"
+
+
+@pytest.fixture(scope="session")
+def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("emulator") / "emulator.log"
+    with running(emulator_command(port), port, log):
+        endpoint = f"http://127.0.0.1:{port}"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AWS_ENDPOINT_URL", endpoint)
+            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            patch.delenv("AWS_PROFILE", raising=False)
+            yield endpoint
+
+
+@pytest.fixture(scope="session")
+def dynamodb(aws_endpoint: str) -> Any:
+    return boto3.client("dynamodb")
+
+
+@pytest.fixture(scope="session")
+def table_name(dynamodb: Any) -> str:
+    name = "dnd-rag-test"
+    ensure_table(dynamodb, name)
+    verify_identities(boto3.client("ses"), "alerts@example.com", "ops@example.com")
+    return name
+
+
+@pytest.fixture(scope="session")
+def chroma_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("chroma")
+    with running(chroma_command(port, data), port, data / "chroma.log"):
+        yield port
+
+
+@pytest.fixture(scope="session")
+def auth_url() -> Iterator[str]:
+    server = make_auth_server("127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[tuple[str, FakeOpenAIState]]:
+    server, state = start_fake_openai()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
+    server.shutdown()
+
+
+@pytest.fixture
+def openai_state(fake_openai: tuple[str, FakeOpenAIState]) -> Iterator[FakeOpenAIState]:
+    fake_openai[1].reset()
+    yield fake_openai[1]
+    fake_openai[1].reset()
+
+
+@pytest.fixture(scope="session")
+def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]:
+    """The offline configuration every integration test starts from."""
+    return {
+        "AUTH_API_URL": auth_url,
+        "TABLE_NAME": table_name,
+        "CHROMA_HOST": "127.0.0.1",
+        "CHROMA_PORT": str(chroma_port),
+        "CHROMA_COLLECTION": "rules_offline",
+        "CORS_ORIGINS": f"{ALLOWED_ORIGIN},https://react.example.com",
+        "ALERT_EMAIL": "ops@example.com",
+        "ALERT_FROM": "alerts@example.com",
+        "LLM_PROVIDER": "offline",
+        "EMBEDDING_PROVIDER": "offline",
+    }
+
+
+@pytest.fixture(scope="session")
+def openai_env(base_env: dict[str, str], fake_openai: tuple[str, FakeOpenAIState]) -> dict[str, str]:
+    """The same stack with the real OpenAI client pointed at the local fake server."""
+    return {
+        **base_env,
+        "LLM_PROVIDER": "openai",
+        "EMBEDDING_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-test-key",
+        "OPENAI_BASE_URL": fake_openai[0],
+        "CHROMA_COLLECTION": "rules_openai",
+        "OPENAI_TIMEOUT_SECONDS": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def corpus_ingested(base_env: dict[str, str], openai_env: dict[str, str]) -> None:
+    for env in (base_env, openai_env):
+        ingest(Container(load_settings(env)), document_paths([CORPUS]))
+
+
+Invoke = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def make_app(
+    base_env: dict[str, str], corpus_ingested: None
+) -> Callable[..., tuple[APIGatewayHttpResolver, Container]]:
+    """A fresh container and app (a "cold start") with configuration overrides."""
+
+    def build(env: dict[str, str] | None = None, **kwargs: Any) -> tuple[APIGatewayHttpResolver, Container]:
+        container = Container(load_settings({**base_env, **(env or {})}), **kwargs)
+        return create_app(container), container
+
+    return build
+
+
+@pytest.fixture
+def call() -> Callable[[APIGatewayHttpResolver, dict[str, Any]], dict[str, Any]]:
+    def invoke(app: APIGatewayHttpResolver, event: dict[str, Any]) -> dict[str, Any]:
+        return app.resolve(event, lambda_context())
+
+    return invoke
+
+
+@pytest.fixture
+def lambda_module(base_env: dict[str, str], corpus_ingested: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Lambda entry module, imported (cold start) with the integration configuration."""
+    for key, value in base_env.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("dnd_rag.handlers.api", None)
+    return importlib.import_module("dnd_rag.handlers.api")
+
+
+@pytest.fixture
+def unique_token() -> str:
+    return f"tok-{uuid.uuid4().hex}"
+
+
+def corpus_files() -> list[Path]:
+    return document_paths([CORPUS])
