@@ -1,0 +1,32 @@
+"""End-to-end tier: `infra/local/stack.py` started as `make dev` starts it, on free ports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port, python_env, running
+
+
+@pytest.fixture(scope="session")
+def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    ports = {name: str(free_port()) for name in ("LOCAL_AWS_PORT", "CHROMA_PORT", "LOCAL_AUTH_PORT", "LOCAL_API_PORT")}
+    env = python_env({**ports, "LOCAL_DATA_DIR": str(data_dir), "TABLE_NAME": "dnd-rag-e2e"})
+    for inherited in ("AWS_ENDPOINT_URL", "AUTH_API_URL", "OPENAI_API_KEY", "LLM_PROVIDER", "EMBEDDING_PROVIDER"):
+        env.pop(inherited, None)  # the stack must configure itself, as on a fresh clone
+    api_port = int(ports["LOCAL_API_PORT"])
+    with running(
+        [sys.executable, "-m", "infra.local.stack"], api_port, data_dir / "stack.log", env=env, timeout=180
+    ) as process:
+        yield f"http://127.0.0.1:{api_port}"
+        assert process.poll() is None, "the stack stopped during the tests"
+
+
+@pytest.fixture(scope="session")
+def client(stack_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack_url, timeout=30) as http:
+        yield http

@@ -1,0 +1,102 @@
+"""The README's try-it section, over real HTTP against the started local stack."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+FIGHTER = "How many experience points does a fighter need to become 9th level?"
+DRAGONS = "What is the difference between a red dragon and a white dragon?"
+
+
+def ask(client, question, token="dev-alice", **extra):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post("/api/query", json={"question": question, **extra}, headers=headers)
+
+
+def test_health(client):
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.headers["X-Request-Id"]
+
+
+def test_fighter_question_answers_250001(client):
+    response = ask(client, FIGHTER)
+
+    assert response.status_code == 200, response.text
+    assert "250,001" in response.json()["answer"]
+
+
+def test_curl_style_form_content_type_still_answers(client):
+    response = client.post(
+        "/api/query",
+        content=f'{{"question": "{FIGHTER}"}}',
+        headers={"Authorization": "Bearer dev-bob", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert "250,001" in response.json()["answer"]
+
+
+def test_dragon_question_covers_both_dragons(client):
+    answer = ask(client, DRAGONS, token="dev-bob").json()["answer"].lower()
+
+    assert "red dragon" in answer
+    assert "white dragon" in answer
+
+
+@pytest.mark.parametrize(("token", "code"), [(None, "missing_token"), ("not-a-dev-token", "invalid_token")])
+def test_bad_tokens_are_401(client, token, code):
+    response = ask(client, FIGHTER, token=token)
+
+    assert response.status_code == 401
+    assert response.json()["error"] == code
+    assert response.json()["request_id"] == response.headers["X-Request-Id"]
+
+
+def test_empty_body_object_is_validation_error(client):
+    response = client.post("/api/query", json={}, headers={"Authorization": "Bearer dev-alice"})
+
+    assert (response.status_code, response.json()["error"]) == (400, "validation_error")
+
+
+def test_broken_json_is_invalid_json(client):
+    response = client.post("/api/query", content='{"question":', headers={"Authorization": "Bearer dev-alice"})
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
+
+
+def test_unknown_path_is_not_found_in_the_api_shape(client):
+    response = client.get("/api/unknown")
+
+    assert (response.status_code, response.json()["error"]) == (404, "not_found")
+
+
+def test_cors_preflight_allows_only_configured_origins(client):
+    allowed = client.options(
+        "/api/query",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    denied = client.options(
+        "/api/query", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+
+    assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+    assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+    assert "Access-Control-Allow-Origin" not in denied.headers
+
+
+def test_concurrent_requests_are_all_served(client):
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda n: ask(client, f"What is a beholder? ({n})", token="dev-admin"), range(16)))
+
+    assert [r.status_code for r in responses] == [200] * 16
+    assert len({r.headers["X-Request-Id"] for r in responses}) == 16
