@@ -1,8 +1,10 @@
 """A local API Gateway (HTTP API, payload format 2.0) in front of the real Lambda handlers.
 
 Routes come from template.yaml; each request becomes the v2 event API Gateway would send and is
-passed to the very handler function Lambda runs. Requests are served concurrently (one thread
-each), like concurrent Lambda invocations sharing one warm container.
+passed to the very handler function Lambda runs. Like Lambda, a "container" (here: a worker
+process) handles one invocation at a time and stays warm between them; concurrent requests go to
+other containers, up to LOCAL_API_CONTAINERS (4). That matters: a handler's module state (the
+Powertools resolver's current event, caches) is per container and never shared by two requests.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import argparse
 import base64
 import importlib
 import json
+import multiprocessing
+import os
 import re
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,11 +34,26 @@ TEXT_TYPES = ("application/json", "text/", "application/xml", "application/x-www
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
+INVOKE_TIMEOUT_SECONDS = 30  # API Gateway's integration timeout
+_CONTAINER_HANDLERS: dict[str, Handler] = {}
+
+
+def invoke_in_container(route: HttpRoute, event: dict[str, Any]) -> dict[str, Any]:
+    """Runs inside a worker ("container"): import the handler once (cold start), then call it."""
+    handler = _CONTAINER_HANDLERS.get(route.handler)
+    if handler is None:
+        if str(route.code_uri) not in sys.path:
+            sys.path.insert(0, str(route.code_uri))
+        module_name, _, function_name = route.handler.rpartition(".")
+        handler = getattr(importlib.import_module(module_name), function_name)
+        _CONTAINER_HANDLERS[route.handler] = handler
+    return handler(event, LambdaContext("dnd-rag-local-api"))
+
+
 @dataclass(frozen=True)
 class CompiledRoute:
     route: HttpRoute
     pattern: re.Pattern[str]
-    handler: Handler
 
     @property
     def greedy(self) -> bool:
@@ -50,14 +70,8 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
-def load_routes(routes: list[HttpRoute]) -> list[CompiledRoute]:
-    compiled = []
-    for route in routes:
-        if str(route.code_uri) not in sys.path:
-            sys.path.insert(0, str(route.code_uri))
-        module_name, _, function_name = route.handler.rpartition(".")
-        handler = getattr(importlib.import_module(module_name), function_name)
-        compiled.append(CompiledRoute(route, _compile(route.path), handler))
+def compile_routes(routes: list[HttpRoute]) -> list[CompiledRoute]:
+    compiled = [CompiledRoute(route, _compile(route.path)) for route in routes]
     # API Gateway prefers exact methods over ANY, and non-greedy paths over greedy ones.
     compiled.sort(key=lambda c: (c.greedy, c.route.method == "ANY", -len(c.route.path)))
     return compiled
@@ -86,7 +100,7 @@ def build_event(
     query: str,
     headers: dict[str, str],
     body: bytes,
-    route: CompiledRoute,
+    route_key: str,
     path_parameters: dict[str, str],
     source_ip: str,
 ) -> dict[str, Any]:
@@ -95,7 +109,7 @@ def build_event(
     now = datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": route.route_key,
+        "routeKey": route_key,
         "rawPath": raw_path,
         "rawQueryString": query,
         "headers": headers,
@@ -112,7 +126,7 @@ def build_event(
                 "userAgent": headers.get("user-agent", ""),
             },
             "requestId": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:16],
-            "routeKey": route.route_key,
+            "routeKey": route_key,
             "stage": "$default",
             "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "timeEpoch": int(now.timestamp() * 1000),
@@ -130,7 +144,7 @@ def build_event(
     return event
 
 
-def make_request_handler(routes: list[CompiledRoute]) -> type[BaseHTTPRequestHandler]:
+def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> type[BaseHTTPRequestHandler]:
     class ApiGatewayHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "local-apigw/1"
@@ -167,8 +181,8 @@ def make_request_handler(routes: list[CompiledRoute]) -> type[BaseHTTPRequestHan
 
         def _invoke(self, compiled: CompiledRoute, event: dict[str, Any]) -> None:
             try:
-                result = compiled.handler(event, LambdaContext("dnd-rag-local-api"))
-            except Exception as exc:  # an unhandled Lambda error: API Gateway answers 500
+                result = containers.submit(invoke_in_container, compiled.route, event).result(INVOKE_TIMEOUT_SECONDS)
+            except Exception as exc:  # an unhandled Lambda error or a timeout: API Gateway answers 500
                 print(f"handler raised {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 self._reply(500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}')
                 return
@@ -198,8 +212,21 @@ def make_request_handler(routes: list[CompiledRoute]) -> type[BaseHTTPRequestHan
     return ApiGatewayHandler
 
 
-def make_api_server(host: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_request_handler(load_routes(http_routes())))
+def start_containers(count: int, routes: list[HttpRoute]) -> ProcessPoolExecutor:
+    """The worker pool; one container is warmed now so a configuration error fails at start."""
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+    health = next((r for r in routes if r.path == "/health"), routes[0])
+    warm_up = build_event(
+        "GET", "/health", "", {"host": "127.0.0.1"}, b"", f"{health.method} {health.path}", {}, "127.0.0.1"
+    )
+    pool.submit(invoke_in_container, health, warm_up).result(timeout=120)
+    return pool
+
+
+def make_api_server(host: str, port: int, containers: int) -> ThreadingHTTPServer:
+    routes = http_routes()
+    pool = start_containers(containers, routes)
+    server = ThreadingHTTPServer((host, port), make_request_handler(compile_routes(routes), pool))
     server.daemon_threads = True
     return server
 
@@ -208,8 +235,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--containers", type=int, default=int(os.environ.get("LOCAL_API_CONTAINERS", "4")))
     args = parser.parse_args()
-    server = make_api_server(args.host, args.port)
+    server = make_api_server(args.host, args.port, args.containers)
     print(f"API listening on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
 

@@ -59,3 +59,17 @@ class InvalidRequestError(ServiceError):
     """A field is wrong in a way the schema alone cannot say (e.g. a configured maximum)."""
 
     code = "validation_error"
+
+
+class RateLimitedError(ServiceError):
+    code = "rate_limited"
+
+
+class DailyLimitExceededError(ServiceError):
+    code = "daily_limit_exceeded"
+
+
+class IpRateLimitedError(ServiceError):
+    """Too many failed sign-ins from one address: protects the auth API from token guessing."""
+
+    code = "ip_rate_limited"

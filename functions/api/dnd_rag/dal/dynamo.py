@@ -38,10 +38,17 @@ def store_errors(operation: str) -> Iterator[None]:
     """Turn transport and service failures into StoreUnavailableError (503, fail closed)."""
     try:
         yield
-    except (BotoCoreError, ClientError) as exc:
-        code = exc.response["Error"]["Code"] if isinstance(exc, ClientError) else type(exc).__name__
-        raise StoreUnavailableError(
-            "The service is temporarily unavailable. Please retry shortly.",
-            retry_after=5,
-            reason=f"dynamodb {operation}: {code}",
-        ) from None
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            raise  # an expected answer, not an outage: the caller decides
+        raise _unavailable(operation, exc.response["Error"]["Code"]) from None
+    except BotoCoreError as exc:
+        raise _unavailable(operation, type(exc).__name__) from None
+
+
+def _unavailable(operation: str, code: str) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        "The service is temporarily unavailable. Please retry shortly.",
+        retry_after=5,
+        reason=f"dynamodb {operation}: {code}",
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dnd_rag.models.domain import Embedding, Generation, Passage, User
+
+if TYPE_CHECKING:
+    from dnd_rag.logic.rate_limit import BucketState, Policy, Shape
 
 
 class Embedder(Protocol):
@@ -39,3 +42,15 @@ class SharedTokenCache(Protocol):
         ...
 
     def put(self, token_hash: str, user: User | None, expires_at: float) -> None: ...
+
+
+class LimitStore(Protocol):
+    """Rate-limit state per key; every consuming write is one conditional update."""
+
+    def try_consume(self, key: str, shape: Shape, policy: Policy, now: float) -> tuple[bool, BucketState | None]:
+        """Attempt the write ``shape`` describes: (True, new state) or (False, state as found)."""
+        ...
+
+    def refund(self, key: str, day: str, interval_ms: int) -> None: ...
+
+    def read(self, key: str) -> BucketState | None: ...
