@@ -94,9 +94,14 @@ def test_cors_preflight_allows_only_configured_origins(client):
     assert "Access-Control-Allow-Origin" not in denied.headers
 
 
-def test_concurrent_requests_are_all_served(client):
+def test_concurrent_burst_through_several_containers_admits_exactly_the_capacity(client):
+    # dev-admin is used by no other test; the stack runs the default policy (burst 15)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda n: ask(client, f"What is a beholder? ({n})", token="dev-admin"), range(16)))
+        responses = list(pool.map(lambda n: ask(client, f"What is a beholder? ({n})", token="dev-admin"), range(20)))
 
-    assert [r.status_code for r in responses] == [200] * 16
-    assert len({r.headers["X-Request-Id"] for r in responses}) == 16
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 15 + [429] * 5
+    assert {r.json()["error"] for r in responses if r.status_code == 429} == {"rate_limited"}
+    assert len({r.headers["X-Request-Id"] for r in responses}) == 20
+    usage = client.get("/api/usage", headers={"Authorization": "Bearer dev-admin"}).json()
+    assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (0, 15)

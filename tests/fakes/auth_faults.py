@@ -1,8 +1,13 @@
-"""An auth API that misbehaves on purpose: ``/slow/auth/me`` hangs, ``/broken/auth/me`` answers 500,
-``/garbled/auth/me`` answers 200 without a user. Counts calls so tests can see cache effects."""
+"""Auth APIs for tests.
+
+``FaultyAuthHandler`` misbehaves on purpose: ``/slow/auth/me`` hangs, ``/broken/auth/me`` answers
+500, ``/garbled/auth/me`` answers 200 without a user. ``AnyUserAuthHandler`` accepts every token
+``u-<id>`` (optionally ``u-<id>.<plan>``), so each test can have users of its own.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +44,31 @@ class FaultyAuthHandler(BaseHTTPRequestHandler):
 
 def start_faulty_auth() -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FaultyAuthHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class AnyUserAuthHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        if not token.startswith("u-"):
+            payload, status = b'{"error": "unauthorized"}', 401
+        else:
+            user_id, _, plan = token.partition(".")
+            user = {"id": user_id, "email": f"{user_id}@example.com", **({"plan": plan} if plan else {})}
+            payload, status = json.dumps({"data": user}).encode(), 200
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        return
+
+
+def start_any_user_auth() -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), AnyUserAuthHandler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

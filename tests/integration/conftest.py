@@ -24,6 +24,7 @@ from dnd_rag.settings import load_settings
 from infra.local.auth_server import make_auth_server
 from infra.local.bootstrap import ensure_table, verify_identities
 from infra.scripts.ingest import document_paths, ingest
+from tests.fakes.auth_faults import start_any_user_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
 from tests.support.events import lambda_context
 from tests.support.servers import REPO_ROOT, chroma_command, emulator_command, free_port, running
@@ -77,6 +78,14 @@ def auth_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def any_user_auth_url() -> Iterator[str]:
+    """An auth API that accepts any ``u-<id>[.<plan>]`` token as user ``<id>`` (on plan ``<plan>``)."""
+    server = start_any_user_auth()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
 def fake_openai() -> Iterator[tuple[str, FakeOpenAIState]]:
     server, state = start_fake_openai()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
@@ -104,6 +113,9 @@ def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]
         "ALERT_FROM": "alerts@example.com",
         "LLM_PROVIDER": "offline",
         "EMBEDDING_PROVIDER": "offline",
+        # The shared dev users must not run out during the suite; limit tests use their own users.
+        "TOKEN_BUCKET_CAPACITY": "100000",
+        "DAILY_USER_REQUEST_LIMIT": "100000",
     }
 
 

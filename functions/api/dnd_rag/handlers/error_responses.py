@@ -8,24 +8,31 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.metrics import MetricUnit
 
 from dnd_rag.errors import (
     AuthUnavailableError,
+    DailyLimitExceededError,
     InvalidRequestError,
     InvalidTokenError,
+    IpRateLimitedError,
     MissingTokenError,
     PayloadTooLargeError,
+    RateLimitedError,
     ServiceError,
     StoreUnavailableError,
     UpstreamError,
 )
-from dnd_rag.observability import logger
+from dnd_rag.observability import logger, metrics
 
 STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     InvalidRequestError: HTTPStatus.BAD_REQUEST,
     MissingTokenError: HTTPStatus.UNAUTHORIZED,
     InvalidTokenError: HTTPStatus.UNAUTHORIZED,
     PayloadTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    RateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
+    DailyLimitExceededError: HTTPStatus.TOO_MANY_REQUESTS,
+    IpRateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
     UpstreamError: HTTPStatus.BAD_GATEWAY,
     AuthUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
     StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
@@ -77,6 +84,7 @@ def register_error_handlers(app: APIGatewayHttpResolver, allowed_methods: dict[s
         status = STATUS_BY_ERROR.get(type(exc), HTTPStatus.INTERNAL_SERVER_ERROR)
         log = logger.warning if status >= 500 else logger.info
         log("request rejected", extra={"error": exc.code, "status": status.value, "reason": exc.reason})
+        metrics.add_metric(name=f"Rejected_{exc.code}", unit=MetricUnit.Count, value=1)
         return error_response(app, status, exc.code, exc.message, retry_after=exc.retry_after, **exc.context)
 
     @app.exception_handler(RequestValidationError)

@@ -14,7 +14,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from dnd_rag.container import Container
 from dnd_rag.errors import InvalidRequestError, PayloadTooLargeError
 from dnd_rag.handlers.error_responses import register_error_handlers
+from dnd_rag.logic.clock import iso
 from dnd_rag.models.api import (
+    BucketOut,
     CostOut,
     HealthResponse,
     MetaOut,
@@ -23,12 +25,13 @@ from dnd_rag.models.api import (
     RateLimitOut,
     SourceOut,
     UsageOut,
+    UsageResponse,
 )
 from dnd_rag.models.domain import User
 from dnd_rag.observability import hashed_user_id, logger, metrics
 
 MAX_BODY_BYTES = 16 * 1024
-ROUTE_METHODS: dict[str, set[str]] = {"/health": {"GET"}, "/api/query": {"POST"}}
+ROUTE_METHODS: dict[str, set[str]] = {"/health": {"GET"}, "/api/query": {"POST"}, "/api/usage": {"GET"}}
 
 
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
@@ -71,7 +74,10 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     register_error_handlers(app, ROUTE_METHODS)
 
     def authenticate(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
-        result = container.authenticator.authenticate(app.current_event.headers.get("authorization"))
+        event = app.current_event
+        result = container.authenticator.authenticate(
+            event.headers.get("authorization"), event.request_context.http.source_ip
+        )
         cache_metric = "TokenCacheMiss" if result.source == "auth_api" else "TokenCacheHit"
         metrics.add_metric(name=cache_metric, unit=MetricUnit.Count, value=1)
         logger.append_keys(user=hashed_user_id(result.user.id))
@@ -98,7 +104,9 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
                 ],
             )
         user: User = app.context["user"]
-        answer = container.rag.answer(request.question, request.k, request.debug)
+        outcome = container.queries.ask(user, request.question, request.k, request.debug)
+        answer, standing = outcome.answer, outcome.admission.standing
+        metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="QueryCostMicroUsd", unit=MetricUnit.Count, value=float(answer.cost * 1_000_000))
         return QueryResponse(
             answer=answer.text,
@@ -112,11 +120,10 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
             ),
             meta=MetaOut(
                 user_id=user.id,
-                # Until the rate-limit issue lands these are the configured policy, not live state.
                 rate_limit=RateLimitOut(
-                    remaining_burst=settings.token_bucket_capacity,
-                    daily_remaining=settings.daily_user_request_limit,
-                    refill_rate=round(settings.token_refill_rate, 6),
+                    remaining_burst=standing.remaining_burst,
+                    daily_remaining=standing.daily_remaining,
+                    refill_rate=round(outcome.policy.refill_rate, 6),
                 ),
                 cost=CostOut(
                     query_cost=round(float(answer.cost), 6),
@@ -124,6 +131,26 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
                     daily_budget=float(settings.daily_budget_usd),
                 ),
             ),
+        )
+
+    @app.get("/api/usage", middlewares=authenticated)
+    def usage() -> UsageResponse:
+        user: User = app.context["user"]
+        report = container.usage.report(user)
+        standing, policy = report.standing, report.policy
+        return UsageResponse(
+            user_id=user.id,
+            plan=report.plan,
+            bucket=BucketOut(
+                remaining_burst=standing.remaining_burst,
+                capacity=policy.capacity,
+                refill_rate=round(policy.refill_rate, 6),
+                retry_after=standing.retry_after,
+            ),
+            daily_remaining=standing.daily_remaining,
+            daily_limit=policy.daily_limit,
+            reset_at=iso(standing.reset_at),
+            today={"requests": standing.daily_count},
         )
 
     return app

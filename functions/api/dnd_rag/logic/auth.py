@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dnd_rag.errors import InvalidTokenError, MissingTokenError
+from dnd_rag.logic.ip_guard import FailedAuthGuard
 from dnd_rag.logic.ports import AuthApi, SharedTokenCache
 from dnd_rag.models.domain import User
 
@@ -75,6 +76,7 @@ class Authenticator:
         clock: Callable[[], float],
         ttl_seconds: int,
         negative_ttl_seconds: int,
+        failed_auth_guard: FailedAuthGuard | None = None,
         max_local_entries: int = 10_000,
     ) -> None:
         self._auth_api = auth_api
@@ -83,30 +85,42 @@ class Authenticator:
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
         self._local = _LocalCache(max_local_entries)
+        self._guard = failed_auth_guard
 
-    def authenticate(self, authorization: str | None) -> Authentication:
+    def authenticate(self, authorization: str | None, source_ip: str = "") -> Authentication:
+        """The caller's user, or MissingToken / InvalidToken / IpRateLimited / AuthUnavailable."""
+        result = self._lookup(authorization, source_ip)
+        if result.user is None:
+            if self._guard is not None:
+                self._guard.record_failure(source_ip)
+            raise InvalidTokenError("The token was not accepted. Sign in again.")
+        return Authentication(result.user, result.source)
+
+    def _lookup(self, authorization: str | None, source_ip: str) -> _Lookup:
         token = bearer_token(authorization)
         key = token_hash(token)
         now = self._clock()
 
         cached = self._local.get(key, now)
         if cached is not None:
-            return Authentication(_accepted(cached[0]), "local")
+            return _Lookup(cached[0], "local")
 
         shared = self._shared.get(key, now)
         if shared is not None:
             self._local.put(key, shared[0], now + (self._ttl if shared[0] else self._negative_ttl))
-            return Authentication(_accepted(shared[0]), "shared")
+            return _Lookup(shared[0], "shared")
 
+        if self._guard is not None:
+            self._guard.check(source_ip)  # an address that keeps failing does not reach the auth API
         user = self._auth_api.fetch_user(token)
         ttl = self._ttl if user else self._negative_ttl
         if ttl > 0:
             self._shared.put(key, user, now + ttl)
             self._local.put(key, user, now + ttl)
-        return Authentication(_accepted(user), "auth_api")
+        return _Lookup(user, "auth_api")
 
 
-def _accepted(user: User | None) -> User:
-    if user is None:
-        raise InvalidTokenError("The token was not accepted. Sign in again.")
-    return user
+@dataclass(frozen=True)
+class _Lookup:
+    user: User | None
+    source: CacheSource

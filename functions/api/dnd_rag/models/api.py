@@ -72,6 +72,25 @@ class QueryResponse(BaseModel):
     meta: MetaOut
 
 
+class BucketOut(BaseModel):
+    remaining_burst: int
+    capacity: int
+    refill_rate: float
+    retry_after: int = Field(description="Seconds until the next request is allowed; 0 when one is.")
+
+
+class UsageResponse(BaseModel):
+    """``GET /api/usage``: the caller's standing, consuming nothing."""
+
+    user_id: str
+    plan: str
+    bucket: BucketOut
+    daily_remaining: int
+    daily_limit: int
+    reset_at: str = Field(description="Next UTC midnight, when the bucket and the daily count reset.")
+    today: dict[str, Any] = Field(description="Today's requests (tokens and cost arrive with budget tracking).")
+
+
 class ErrorResponse(BaseModel):
     """The one error shape (SPEC §3); extra context keys ride along."""
 

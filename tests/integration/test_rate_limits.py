@@ -1,0 +1,327 @@
+"""Rate limits on the serialized emulator: exact under concurrency, time-travel with an injected
+clock, and the HTTP contract (429 shapes, nothing consumed by rejections, refunds)."""
+
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from dnd_rag.dal.limits import DynamoLimitStore
+from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
+from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from tests.support.events import http_event, parse
+from tests.support.servers import REPO_ROOT, free_port, python_env
+
+QUESTION = {"question": "What is a beholder?"}
+NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC).timestamp()
+
+
+class Clock:
+    def __init__(self, now=NOON):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def limiter(dynamodb, table_name):
+    return RateLimiter(DynamoLimitStore(dynamodb, table_name))
+
+
+@pytest.fixture
+def key():
+    return f"USER#{uuid.uuid4().hex}"
+
+
+def admitted(limiter, key, policy, now, attempts):
+    results = []
+    for _ in range(attempts):
+        try:
+            limiter.admit(key, policy, now)
+            results.append(True)
+        except (RateLimitedError, DailyLimitExceededError):
+            results.append(False)
+    return results.count(True)
+
+
+# --- exactness under concurrency -------------------------------------------------------------
+
+
+def test_50_concurrent_requests_against_capacity_15_admit_exactly_15(limiter, key):
+    policy = Policy(capacity=15, refill_rate=1e-6, daily_limit=1000)
+    now = time.time()
+
+    def attempt(_):
+        try:
+            return limiter.admit(key, policy, now)
+        except RateLimitedError:
+            return None
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(attempt, range(50)))
+
+    assert sum(r is not None for r in results) == 15
+    assert limiter.peek(key, policy, now).remaining_burst == 0
+
+
+def test_two_processes_together_admit_exactly_the_capacity(table_name, aws_endpoint, key):
+    start_at = time.time() + 3  # both "containers" are up and waiting by then
+    command = [sys.executable, "-m", "tests.support.limiter_worker", table_name, key, "25", "15", "1000", str(start_at)]
+    workers = [
+        subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(), stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    counts = [int(worker.communicate(timeout=120)[0].strip()) for worker in workers]
+
+    assert sum(counts) == 15
+    assert all(worker.returncode == 0 for worker in workers)
+
+
+def test_20_concurrent_requests_against_3_remaining_daily_admit_exactly_3(limiter, key):
+    policy = Policy(capacity=100, refill_rate=1e-6, daily_limit=10)
+    now = time.time()
+    assert admitted(limiter, key, policy, now, 7) == 7
+
+    def attempt(_):
+        try:
+            limiter.admit(key, policy, now)
+            return "ok"
+        except DailyLimitExceededError:
+            return "daily"
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(attempt, range(20)))
+
+    assert results.count("ok") == 3
+    assert results.count("daily") == 17
+
+
+# --- time, with the injected clock ------------------------------------------------------------
+
+
+def test_the_bucket_refills_one_token_per_interval(limiter, key):
+    policy = Policy(capacity=15, refill_rate=1 / 60, daily_limit=1000)
+    clock = Clock()
+    assert admitted(limiter, key, policy, clock(), 16) == 15
+
+    with pytest.raises(RateLimitedError) as raised:
+        limiter.admit(key, policy, clock() + 30)
+    assert raised.value.retry_after == 30
+
+    clock.now += 60
+    assert admitted(limiter, key, policy, clock(), 2) == 1
+    clock.now += 5 * 60
+    assert admitted(limiter, key, policy, clock(), 6) == 5
+
+
+def test_the_bucket_never_holds_more_than_its_capacity(limiter, key):
+    policy = Policy(capacity=3, refill_rate=1 / 60, daily_limit=1000)
+    clock = Clock()
+    limiter.admit(key, policy, clock())
+
+    clock.now += 3600  # an hour idle refills 60 tokens' worth, capped at 3
+    assert admitted(limiter, key, policy, clock(), 5) == 3
+
+
+def test_the_daily_limit_holds_across_refills_then_resets_at_midnight(limiter, key):
+    policy = Policy(capacity=2, refill_rate=1, daily_limit=5)
+    clock = Clock()
+    for _ in range(5):
+        limiter.admit(key, policy, clock())
+        clock.now += 1
+
+    with pytest.raises(DailyLimitExceededError) as raised:
+        limiter.admit(key, policy, clock())
+    assert raised.value.context["rate_info"]["reset_at"] == "2026-11-23T00:00:00Z"
+    assert raised.value.retry_after == pytest.approx(12 * 3600 - 5, abs=1)
+
+    clock.now = datetime(2026, 11, 23, 0, 0, 1, tzinfo=UTC).timestamp()
+    admission = limiter.admit(key, policy, clock())
+    assert admission.day == "2026-11-23"
+    assert admission.standing.daily_remaining == 4
+    assert admission.standing.remaining_burst == 1
+
+
+def test_a_new_day_also_refills_the_bucket(limiter, key):
+    policy = Policy(capacity=2, refill_rate=1e-6, daily_limit=100)
+    clock = Clock(datetime(2026, 11, 22, 23, 59, 58, tzinfo=UTC).timestamp())
+    assert admitted(limiter, key, policy, clock(), 3) == 2
+
+    clock.now += 5  # past midnight
+    assert admitted(limiter, key, policy, clock(), 3) == 2
+
+
+def test_refund_gives_back_the_token_and_the_daily_count(limiter, key):
+    policy = Policy(capacity=2, refill_rate=1e-6, daily_limit=100)
+    now = time.time()
+    limiter.admit(key, policy, now)
+    second = limiter.admit(key, policy, now)
+
+    limiter.refund(second)
+
+    after = limiter.peek(key, policy, now)
+    assert (after.remaining_burst, after.daily_count) == (1, 1)
+
+
+def test_a_rejected_request_costs_one_round_trip_with_a_warm_guess(limiter, key, dynamodb):
+    policy = Policy(capacity=1, refill_rate=1e-6, daily_limit=100)
+    now = time.time()
+    limiter.admit(key, policy, now)
+    calls = []
+
+    def count(**kwargs):
+        calls.append(kwargs["event_name"])
+
+    dynamodb.meta.events.register("before-send.dynamodb", count)
+    try:
+        with pytest.raises(RateLimitedError):
+            limiter.admit(key, policy, now)
+    finally:
+        dynamodb.meta.events.unregister("before-send.dynamodb", count)
+
+    assert len(calls) == 1
+
+
+# --- the HTTP contract ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def user_app(make_app, any_user_auth_url):
+    def build(env=None, **kwargs):
+        return make_app(
+            {
+                "AUTH_API_URL": any_user_auth_url,
+                "TOKEN_BUCKET_CAPACITY": "15",
+                "DAILY_USER_REQUEST_LIMIT": "30",
+                **(env or {}),
+            },
+            **kwargs,
+        )
+
+    return build
+
+
+@pytest.fixture
+def token():
+    return f"u-{uuid.uuid4().hex}"
+
+
+def ask(call, app, token, body=QUESTION):
+    return parse(call(app, http_event("POST", "/api/query", token=token, body=body)))
+
+
+def usage(call, app, token):
+    return parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+
+
+def test_meta_rate_limit_reports_the_state_after_admission(user_app, call, token):
+    app, _ = user_app()
+
+    bodies = [ask(call, app, token)[1] for _ in range(3)]
+
+    assert [b["meta"]["rate_limit"]["remaining_burst"] for b in bodies] == [14, 13, 12]
+    assert [b["meta"]["rate_limit"]["daily_remaining"] for b in bodies] == [29, 28, 27]
+    assert bodies[0]["meta"]["rate_limit"]["refill_rate"] == 0.016667
+
+
+def test_an_empty_bucket_answers_429_rate_limited(user_app, call, token):
+    app, _ = user_app({"TOKEN_BUCKET_CAPACITY": "2"})
+    ask(call, app, token)
+    ask(call, app, token)
+
+    status, body, headers = ask(call, app, token)
+
+    assert (status, body["error"]) == (429, "rate_limited")
+    assert body["rate_info"]["remaining_burst"] == 0
+    assert body["rate_info"]["daily_remaining"] == 28
+    assert 1 <= body["rate_info"]["retry_after"] <= 60
+    assert headers["Retry-After"] == str(body["rate_info"]["retry_after"])
+
+
+def test_a_used_up_day_answers_429_daily_limit_exceeded(user_app, call, token):
+    app, _ = user_app({"DAILY_USER_REQUEST_LIMIT": "2"})
+    ask(call, app, token)
+    ask(call, app, token)
+
+    status, body, headers = ask(call, app, token)
+
+    assert (status, body["error"]) == (429, "daily_limit_exceeded")
+    assert body["rate_info"]["daily_remaining"] == 0
+    assert body["rate_info"]["reset_at"].endswith("T00:00:00Z")
+    assert int(headers["Retry-After"]) == body["rate_info"]["retry_after"] > 0
+
+
+def test_plan_limits_come_from_the_users_plan(user_app, call, token):
+    app, _ = user_app({"PLAN_LIMITS": '{"pro": {"capacity": 40, "daily_limit": 400}}'})
+
+    pro = usage(call, app, f"{token}.pro")
+    default = usage(call, app, token)
+
+    assert (pro["plan"], pro["bucket"]["capacity"], pro["daily_limit"]) == ("pro", 40, 400)
+    assert (default["plan"], default["bucket"]["capacity"], default["daily_limit"]) == ("default", 15, 30)
+
+
+def test_usage_reads_without_consuming(user_app, call, token):
+    app, _ = user_app()
+    ask(call, app, token)
+
+    first = usage(call, app, token)
+    second = usage(call, app, token)
+
+    assert first == second
+    assert first["bucket"]["remaining_burst"] == 14
+    assert first["daily_remaining"] == 29
+    assert first["today"]["requests"] == 1
+    assert first["reset_at"].endswith("T00:00:00Z")
+
+
+def test_rejected_requests_consume_nothing(user_app, call, token):
+    app, _ = user_app()
+    assert ask(call, app, token, body={})[0] == 400
+    assert parse(call(app, http_event("POST", "/api/query", token=token, raw_body="{")))[0] == 400
+    assert ask(call, app, "not-a-user")[0] == 401
+    assert ask(call, app, None)[0] == 401
+
+    after = usage(call, app, token)
+    assert (after["bucket"]["remaining_burst"], after["daily_remaining"], after["today"]["requests"]) == (15, 30, 0)
+
+
+def test_an_upstream_failure_gives_the_request_back(user_app, call, token):
+    app, _ = user_app({"CHROMA_PORT": str(free_port())})
+
+    status, _, _ = ask(call, app, token)
+
+    assert status == 502
+    after = usage(call, app, token)
+    assert (after["bucket"]["remaining_burst"], after["daily_remaining"]) == (15, 30)
+
+
+def test_repeated_failed_sign_ins_from_one_address_are_429_ip_rate_limited(user_app, call):
+    app, _ = user_app({"IP_AUTH_FAILURE_CAPACITY": "3"})
+    ip = f"203.0.113.{uuid.uuid4().int % 250}"
+
+    def guess(n):
+        return parse(
+            call(
+                app,
+                http_event("POST", "/api/query", token=f"guess-{n}-{uuid.uuid4().hex}", body=QUESTION, source_ip=ip),
+            )
+        )
+
+    def valid(token):
+        return parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION, source_ip=ip)))[0]
+
+    signed_in = f"u-{uuid.uuid4().hex}"
+    assert valid(signed_in) == 200  # validated and cached before the guessing starts
+
+    answers = [guess(n) for n in range(5)]
+
+    assert [a[0] for a in answers] == [401, 401, 401, 429, 429]
+    assert answers[3][1]["error"] == "ip_rate_limited"
+    assert int(answers[4][2]["Retry-After"]) > 0
+    assert valid(signed_in) == 200  # a cached token needs no auth API call, so it is not blocked
+    assert valid(f"u-{uuid.uuid4().hex}") == 429  # an uncached one from that address would be

@@ -1,0 +1,42 @@
+"""A separate "container" for the cross-process limiter test: N threads try to admit one key at
+the same moment; prints how many were admitted. Run as a module with AWS_ENDPOINT_URL set."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from dnd_rag.dal.dynamo import dynamodb_client
+from dnd_rag.dal.limits import DynamoLimitStore
+from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
+from dnd_rag.logic.rate_limit import Policy, RateLimiter
+
+
+def main() -> None:
+    table, key, threads, capacity, daily, start_at = sys.argv[1:7]
+    limiter = RateLimiter(DynamoLimitStore(dynamodb_client(), table))
+    policy = Policy(int(capacity), 1e-6, int(daily))
+    admitted = 0
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        nonlocal admitted
+        time.sleep(max(0.0, float(start_at) - time.time()))
+        try:
+            limiter.admit(key, policy, time.time())
+        except (RateLimitedError, DailyLimitExceededError):
+            return
+        with lock:
+            admitted += 1
+
+    workers = [threading.Thread(target=attempt) for _ in range(int(threads))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print(admitted)
+
+
+if __name__ == "__main__":
+    main()
