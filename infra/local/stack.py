@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from types import FrameType
 
 from dotenv import dotenv_values
 
+from infra.local.processes import StartupError, stop, wait_for_port
 from infra.local.template import REPO_ROOT
 
 READY_TIMEOUT_SECONDS = 90
@@ -55,20 +55,6 @@ def local_environment(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            hint = f"; see {log}" if log else ""
-            raise SystemExit(f"stack: {name} exited with code {process.returncode}{hint}")
-        with socket.socket() as probe:
-            probe.settimeout(0.2)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"stack: {name} did not listen on port {port} within {READY_TIMEOUT_SECONDS}s")
-
-
 def chroma_command(env: dict[str, str], data_dir: Path) -> list[str]:
     chroma = env.get("CHROMA_BIN") or str(REPO_ROOT / ".venv-chroma" / "bin" / "chroma")
     if not Path(chroma).exists():
@@ -87,7 +73,10 @@ class Stack:
         output = log.open("ab") if log else None
         process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output)
         self.children.append(process)
-        wait_for_port(port, process, name, log)
+        try:
+            wait_for_port(port, process, READY_TIMEOUT_SECONDS, log)
+        except StartupError as exc:
+            raise SystemExit(f"stack: {name} did not start: {exc}") from None
         print(f"stack: {name} ready on http://127.0.0.1:{port}", flush=True)
 
     def run_step(self, command: list[str]) -> None:
@@ -95,13 +84,7 @@ class Stack:
 
     def stop(self) -> None:
         for process in reversed(self.children):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.children:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
 
 
 def main() -> int:

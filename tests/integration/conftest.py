@@ -27,7 +27,7 @@ from infra.scripts.ingest import document_paths, ingest
 from tests.fakes.auth_faults import start_any_user_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
 from tests.support.events import lambda_context
-from tests.support.servers import REPO_ROOT, chroma_command, emulator_command, free_port, running
+from tests.support.servers import REPO_ROOT, chroma_command, emulator_command, free_port, python_env, running
 
 CORPUS = REPO_ROOT / "infra" / "corpus"
 ALLOWED_ORIGIN = "http://localhost:3000"
@@ -37,7 +37,7 @@ ALLOWED_ORIGIN = "http://localhost:3000"
 def aws_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("emulator") / "emulator.log"
-    with running(emulator_command(port), port, log):
+    with running(emulator_command(port), port, log, env=python_env()):
         endpoint = f"http://127.0.0.1:{port}"
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("AWS_ENDPOINT_URL", endpoint)
@@ -65,7 +65,7 @@ def table_name(dynamodb: Any) -> str:
 def chroma_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     data = tmp_path_factory.mktemp("chroma")
-    with running(chroma_command(port, data), port, data / "chroma.log"):
+    with running(chroma_command(port, data), port, data / "chroma.log", env=python_env()):
         yield port
 
 
