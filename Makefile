@@ -14,8 +14,10 @@ SAM := $(SAM_VENV)/bin/sam
 SAM_PATH := $(dir $(PYTHON_BOOT)):$(PATH)
 BUILD_DIR ?= .aws-sam/build
 export PYTHONPATH := $(CURDIR):$(CURDIR)/functions/api
+# No telemetry from the SAM CLI: CI and tests reach nothing but loopback and the package registries.
+export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install dev test unit integration e2e lint format build validate package-size import-time clean
+.PHONY: help install dev test unit integration e2e lint format build validate package-size import-time bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -69,6 +71,9 @@ build: $(SAM_VENV)/.installed ## sam build (arm64, python3.12, no Docker)
 
 package-size: build ## Print the unzipped size of the built function and layer
 	du -sh $(BUILD_DIR)/*
+
+bench: install ## Limiter and query cost: latency ratios to a bare GetItem, DynamoDB round trips
+	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.scripts.bench
 
 import-time: $(VENV)/.installed ## Cold-start import time of the Lambda handler
 	$(PY) infra/scripts/import_time.py

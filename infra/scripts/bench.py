@@ -1,0 +1,206 @@
+"""`make bench`: what the limiter and the query path cost, measured side by side in one run.
+
+Starts its own serialized AWS emulator, Chroma server and dev auth server on free ports, then:
+  1. a bare DynamoDB GetItem on the emulator (the yardstick),
+  2. the limiter admitting (warm container), rejecting, and admitting with a cold guess,
+  3. POST /api/query through the real handler (offline providers, warm container, cached token),
+     admitted and rate-limited.
+Latencies are reported as p50/p95 and as ratios to the GetItem of the same run, so the figures
+compare across machines; DynamoDB round trips are counted with a botocore event hook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from dnd_rag.container import Container
+from dnd_rag.dal.dynamo import CLIENT_CONFIG
+from dnd_rag.dal.limits import DynamoLimitStore
+from dnd_rag.errors import RateLimitedError
+from dnd_rag.handlers.routes import create_app
+from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.settings import load_settings
+from infra.local.api_server import LambdaContext, build_event
+from infra.local.auth_server import make_auth_server
+from infra.local.bootstrap import ensure_table
+from infra.local.processes import free_port, running
+from infra.local.stack import chroma_command, local_environment
+from infra.scripts.ingest import document_paths, ingest
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
+
+
+class RoundTrips:
+    """Counts DynamoDB requests sent by one client."""
+
+    def __init__(self, client: Any) -> None:
+        self.count = 0
+        client.meta.events.register("before-send.dynamodb", self._seen)
+
+    def _seen(self, **_: Any) -> None:
+        self.count += 1
+
+
+def timed(samples: int, action: Callable[[], object]) -> list[float]:
+    durations = []
+    with contextlib.redirect_stdout(io.StringIO()):  # the handler's EMF metric lines are not the report
+        for _ in range(samples):
+            started = time.perf_counter()
+            action()
+            durations.append((time.perf_counter() - started) * 1000)
+    return durations
+
+
+def p(values: list[float], quantile: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(quantile * 100) - 1]
+
+
+def report(label: str, values: list[float], baseline: list[float], trips: float | None) -> None:
+    p50, p95 = p(values, 0.50), p(values, 0.95)
+    ratio = f"{p50 / p(baseline, 0.50):5.2f}x {p95 / p(baseline, 0.95):5.2f}x"
+    trips_text = f"{trips:5.2f}" if trips is not None else "    -"
+    print(f"  {label:44s} {p50:8.2f} {p95:8.2f}   {ratio}   {trips_text}")
+
+
+def expect_rejection(action: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            action()
+        except RateLimitedError:
+            return
+        raise AssertionError("expected a rejection")
+
+    return run
+
+
+def bench_limiter(client: Any, table: str, samples: int, baseline: list[float]) -> None:
+    trips = RoundTrips(client)
+    store = DynamoLimitStore(client, table)
+    roomy = Policy(capacity=10**9, refill_rate=1e-6, daily_limit=10**9)
+    tight = Policy(capacity=1, refill_rate=1e-6, daily_limit=10**9)
+
+    warm = RateLimiter(store)
+    key = f"USER#bench-{uuid.uuid4().hex}"
+    warm.admit(key, roomy, time.time())
+    before = trips.count
+    admitted = timed(samples, lambda: warm.admit(key, roomy, time.time()))
+    report("limiter: admitted (warm container)", admitted, baseline, (trips.count - before) / samples)
+
+    blocked = f"USER#bench-{uuid.uuid4().hex}"
+    warm.admit(blocked, tight, time.time())
+    before = trips.count
+    rejected = timed(samples, expect_rejection(lambda: warm.admit(blocked, tight, time.time())))
+    report("limiter: rejected (warm container)", rejected, baseline, (trips.count - before) / samples)
+
+    before = trips.count
+    cold = timed(samples, lambda: RateLimiter(store).admit(key, roomy, time.time()))
+    report("limiter: admitted, cold guess (new container)", cold, baseline, (trips.count - before) / samples)
+
+
+def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[float]) -> None:
+    settings = load_settings({**env, "TOKEN_BUCKET_CAPACITY": str(10**6), "DAILY_USER_REQUEST_LIMIT": str(10**6)})
+    container = Container(settings, dynamodb_client=client)
+    app = create_app(container)
+    trips = RoundTrips(client)
+    body = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
+
+    def query(token: str) -> dict[str, Any]:
+        event = build_event(
+            "POST",
+            "/api/query",
+            "",
+            {"authorization": f"Bearer {token}", "content-type": "application/json"},
+            body,
+            "POST /api/query",
+            {},
+            "127.0.0.1",
+        )
+        return app.resolve(event, LambdaContext("bench"))
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert query("dev-alice")["statusCode"] == 200  # cold start, token cached from here on
+    before = trips.count
+    admitted = timed(samples, lambda: query("dev-alice"))
+    report("POST /api/query: admitted (offline providers)", admitted, baseline, (trips.count - before) / samples)
+
+    tight = Container(load_settings({**env, "TOKEN_BUCKET_CAPACITY": "1"}), dynamodb_client=client)
+    tight_app = create_app(tight)
+    event = build_event(
+        "POST", "/api/query", "", {"authorization": "Bearer dev-bob"}, body, "POST /api/query", {}, "127.0.0.1"
+    )
+
+    def rejected_query() -> None:
+        status = tight_app.resolve(dict(event), LambdaContext("bench"))["statusCode"]
+        assert status == 429, status
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        tight_app.resolve(event, LambdaContext("bench"))  # uses the only token
+        rejected_query()  # warms the container's guess
+    before = trips.count
+    rejected = timed(samples, rejected_query)
+    report("POST /api/query: rate-limited", rejected, baseline, (trips.count - before) / samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=300)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data = Path(scratch)
+        aws_port, chroma_port = free_port(), free_port()
+        auth = make_auth_server("127.0.0.1", 0)
+        threading.Thread(target=auth.serve_forever, daemon=True).start()
+        env = local_environment(
+            {
+                "LOCAL_AWS_PORT": str(aws_port),
+                "CHROMA_PORT": str(chroma_port),
+                "LOCAL_DATA_DIR": scratch,
+                "AUTH_API_URL": f"http://127.0.0.1:{auth.server_address[1]}",
+                "TABLE_NAME": "dnd-rag-bench",
+                "CHROMA_COLLECTION": "bench_rules",
+                "LLM_PROVIDER": "offline",
+                "EMBEDDING_PROVIDER": "offline",
+            }
+        )
+        emulator = [sys.executable, "-m", "infra.local.aws_emulator", "--port", str(aws_port)]
+        with (
+            running(emulator, aws_port, data / "emulator.log", env),
+            running(chroma_command(env, data), chroma_port, data / "chroma.log", env),
+        ):
+            for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+                os.environ[name] = env[name]  # the emulator's endpoint and dummy credentials
+            client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+            ensure_table(client, env["TABLE_NAME"])
+            ingest(Container(load_settings(env)), document_paths([CORPUS]))
+            key = {"pk": {"S": "BENCH#get"}, "sk": {"S": "ITEM"}}
+            client.put_item(TableName=env["TABLE_NAME"], Item={**key, "value": {"N": "1"}})
+            baseline = timed(args.samples, lambda: client.get_item(TableName=env["TABLE_NAME"], Key=key))
+
+            print(
+                f"dnd_rag benchmark: {args.samples} samples each, serialized moto emulator on loopback, "
+                f"Python {sys.version.split()[0]}"
+            )
+            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB trips")
+            report("bare GetItem (yardstick)", baseline, baseline, 1.0)
+            bench_limiter(client, env["TABLE_NAME"], args.samples, baseline)
+            bench_query(env, client, min(args.samples, 100), baseline)
+        auth.shutdown()
+
+
+if __name__ == "__main__":
+    main()
