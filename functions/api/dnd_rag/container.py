@@ -9,9 +9,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dnd_rag.logic.alerts import BudgetAlerts
 from dnd_rag.logic.auth import Authenticator
+from dnd_rag.logic.budget import Budget, CostBound
 from dnd_rag.logic.ip_guard import FailedAuthGuard
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import Embedder, Generator
@@ -19,7 +21,11 @@ from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.usage import UsageService
+from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
+
+if TYPE_CHECKING:
+    from dnd_rag.dal.budget import DynamoLedgers
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
 IP_DAILY_FAILURES = 10_000
@@ -27,11 +33,16 @@ IP_DAILY_FAILURES = 10_000
 
 class Container:
     def __init__(
-        self, settings: Settings, clock: Callable[[], float] = time.time, dynamodb_client: Any | None = None
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        dynamodb_client: Any | None = None,
+        ses_client: Any | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self._dynamodb_client = dynamodb_client
+        self._ses_client = ses_client
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
 
@@ -51,11 +62,40 @@ class Container:
 
     @property
     def queries(self) -> QueryService:
-        return self._once("queries", lambda: QueryService(self.rag, self.limiter, self.plans, self.clock))
+        bound = CostBound(self.settings.price_book, self.settings.max_completion_tokens)
+        return self._once(
+            "queries", lambda: QueryService(self.rag, self.limiter, self.plans, self.budget, bound, self.clock)
+        )
 
     @property
     def usage(self) -> UsageService:
-        return self._once("usage", lambda: UsageService(self.limiter, self.plans, self.clock))
+        return self._once(
+            "usage", lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock)
+        )
+
+    @property
+    def budget(self) -> Budget:
+        return self._once("budget", self._build_budget)
+
+    @property
+    def ledgers(self) -> DynamoLedgers:
+        from dnd_rag.dal.budget import DynamoLedgers
+
+        return self._once("ledgers", lambda: DynamoLedgers(self.dynamodb(), self.settings.table_name))
+
+    def _build_budget(self) -> Budget:
+        from dnd_rag.dal.budget import DynamoBudgetStore
+
+        s = self.settings
+        store = DynamoBudgetStore(self.dynamodb(), s.table_name)
+        limit = usd_to_nanos(s.daily_budget_usd)
+        alerts = None
+        if s.alert_email and s.alert_from:
+            from dnd_rag.dal.mailer import SesMailer, ses_client
+
+            mailer = SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)
+            alerts = BudgetAlerts(store, self.ledgers, mailer, limit, self.clock)
+        return Budget(store, limit, self.clock, on_totals=alerts.observe if alerts else None)
 
     @property
     def plans(self) -> PlanBook:
@@ -138,5 +178,5 @@ class Container:
 
         s = self.settings
         embedder = self.embedder
-        retriever = ChromaRetriever(self.chroma_client(), s.chroma_collection, embedder.model)
+        retriever = ChromaRetriever(self.chroma_client, s.chroma_collection, embedder.model)
         return RagService(embedder, retriever, self._build_generator(), s.price_book)

@@ -73,3 +73,19 @@ class IpRateLimitedError(ServiceError):
     """Too many failed sign-ins from one address: protects the auth API from token guessing."""
 
     code = "ip_rate_limited"
+
+
+class BudgetExceededError(ServiceError):
+    """The global daily budget cannot cover this query: the kill switch."""
+
+    code = "budget_exceeded"
+
+
+class ForbiddenError(ServiceError):
+    code = "forbidden"
+
+
+class AlertDeliveryError(ServiceError):
+    """SES could not send an alert (never shown to a caller)."""
+
+    code = "alert_delivery_failed"

@@ -1,7 +1,8 @@
 """The versioned OpenAI price table and exact cost arithmetic.
 
-Prices are US dollars per 1M tokens, kept as ``Decimal`` so sums never drift. A model missing
-from the table is refused (``UnknownModelError``) rather than priced with a cheaper guess.
+Prices are US dollars per 1M tokens. Costs are integers of nano-dollars (1e-9 USD): every listed
+price is a whole number of nano-dollars per token, so sums are exact and never drift. A model
+missing from the table is refused (``UnknownModelError``) rather than priced with a cheaper guess.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from decimal import Decimal
 PRICES_VERSION = "2025-11-04"
 PRICES_SOURCE = "OpenAI API pricing page, standard tier, as of 2025-11-04"
 PER_TOKENS = Decimal(1_000_000)
+NANOS_PER_USD = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -69,11 +71,35 @@ class PriceBook:
             )
         return cls(chat_model, embedding_model, CHAT_PRICES[chat_model], EMBEDDING_PRICES[embedding_model])
 
+    def cost_nanos(self, usage: TokenUsage) -> int:
+        """Exact cost of ``usage`` in nano-dollars."""
+        return (
+            usage.prompt_tokens * per_token_nanos(self.chat.input)
+            + usage.completion_tokens * per_token_nanos(self.chat.output)
+            + usage.embedding_tokens * per_token_nanos(self.embedding)
+        )
+
     def cost(self, usage: TokenUsage) -> Decimal:
         """Exact dollar cost of ``usage``."""
-        total = (
-            usage.prompt_tokens * self.chat.input
-            + usage.completion_tokens * self.chat.output
-            + usage.embedding_tokens * self.embedding
-        )
-        return total / PER_TOKENS
+        return nanos_to_usd(self.cost_nanos(usage))
+
+
+def per_token_nanos(price_per_million: Decimal) -> int:
+    nanos = price_per_million * NANOS_PER_USD / PER_TOKENS
+    if nanos != nanos.to_integral_value():
+        raise ValueError(f"price {price_per_million} is not a whole number of nano-dollars per token")
+    return int(nanos)
+
+
+def usd_to_nanos(amount: Decimal) -> int:
+    """Whole nano-dollars, rounded down (a budget is never rounded up)."""
+    return int(amount * NANOS_PER_USD)
+
+
+def nanos_to_usd(nanos: int) -> Decimal:
+    return Decimal(nanos) / NANOS_PER_USD
+
+
+def usd_for_display(nanos: int) -> float:
+    """Dollars for a response body: rounded to the micro-dollar, as every amount in the API is."""
+    return round(float(nanos_to_usd(nanos)), 6)

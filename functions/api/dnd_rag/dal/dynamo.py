@@ -34,13 +34,16 @@ def dynamodb_client() -> Any:
 
 
 @contextmanager
-def store_errors(operation: str) -> Iterator[None]:
-    """Turn transport and service failures into StoreUnavailableError (503, fail closed)."""
+def store_errors(operation: str, expected: tuple[str, ...] = ("ConditionalCheckFailedException",)) -> Iterator[None]:
+    """Turn transport and service failures into StoreUnavailableError (503, fail closed).
+
+    ``expected`` error codes (a refused condition, a cancelled transaction) are answers, not
+    outages: they are re-raised for the caller to handle."""
     try:
         yield
     except ClientError as exc:
-        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-            raise  # an expected answer, not an outage: the caller decides
+        if exc.response["Error"]["Code"] in expected:
+            raise
         raise _unavailable(operation, exc.response["Error"]["Code"]) from None
     except BotoCoreError as exc:
         raise _unavailable(operation, type(exc).__name__) from None

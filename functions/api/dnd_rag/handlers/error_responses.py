@@ -12,7 +12,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from dnd_rag.errors import (
     AuthUnavailableError,
+    BudgetExceededError,
     DailyLimitExceededError,
+    ForbiddenError,
     InvalidRequestError,
     InvalidTokenError,
     IpRateLimitedError,
@@ -28,6 +30,7 @@ from dnd_rag.observability import logger, metrics
 STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     InvalidRequestError: HTTPStatus.BAD_REQUEST,
     MissingTokenError: HTTPStatus.UNAUTHORIZED,
+    ForbiddenError: HTTPStatus.FORBIDDEN,
     InvalidTokenError: HTTPStatus.UNAUTHORIZED,
     PayloadTooLargeError: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
     RateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
@@ -35,6 +38,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     IpRateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
     UpstreamError: HTTPStatus.BAD_GATEWAY,
     AuthUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
+    BudgetExceededError: HTTPStatus.SERVICE_UNAVAILABLE,
     StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -14,24 +14,37 @@ from aws_lambda_powertools.metrics import MetricUnit
 from dnd_rag.container import Container
 from dnd_rag.errors import InvalidRequestError, PayloadTooLargeError
 from dnd_rag.handlers.error_responses import register_error_handlers
+from dnd_rag.logic.budget import budget_info, percentage
 from dnd_rag.logic.clock import iso
+from dnd_rag.logic.ports import LedgerRow
+from dnd_rag.logic.query import QueryOutcome
 from dnd_rag.models.api import (
+    AdminUsageResponse,
     BucketOut,
+    BudgetOut,
     CostOut,
     HealthResponse,
+    LedgerOut,
     MetaOut,
     QueryRequest,
     QueryResponse,
     RateLimitOut,
     SourceOut,
+    TodayOut,
     UsageOut,
     UsageResponse,
 )
 from dnd_rag.models.domain import User
 from dnd_rag.observability import hashed_user_id, logger, metrics
+from dnd_rag.pricing import usd_for_display
 
 MAX_BODY_BYTES = 16 * 1024
-ROUTE_METHODS: dict[str, set[str]] = {"/health": {"GET"}, "/api/query": {"POST"}, "/api/usage": {"GET"}}
+ROUTE_METHODS: dict[str, set[str]] = {
+    "/health": {"GET"},
+    "/api/query": {"POST"},
+    "/api/usage": {"GET"},
+    "/api/admin/usage": {"GET"},
+}
 
 
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
@@ -50,6 +63,31 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
             del headers[name]
         headers["content-type"] = "application/json"
         return super().handler(app, next_middleware)
+
+
+def ledger_fields(row: LedgerRow | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "requests": row.requests,
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "embedding_tokens": row.embedding_tokens,
+        "cost": usd_for_display(row.cost),
+    }
+
+
+def record_query_metrics(outcome: QueryOutcome, budget_limit: int) -> None:
+    usage = outcome.answer.usage
+    metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="QueryCostMicroUsd", unit=MetricUnit.Count, value=outcome.answer.cost_nanos / 1000)
+    metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=usage.prompt_tokens)
+    metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=usage.completion_tokens)
+    metrics.add_metric(name="EmbeddingTokens", unit=MetricUnit.Count, value=usage.embedding_tokens)
+    if outcome.totals is not None:
+        metrics.add_metric(
+            name="BudgetPercentage", unit=MetricUnit.Percent, value=percentage(outcome.totals.spent, budget_limit)
+        )
 
 
 def cors_config(origins: list[str]) -> CORSConfig | None:
@@ -106,8 +144,7 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         user: User = app.context["user"]
         outcome = container.queries.ask(user, request.question, request.k, request.debug)
         answer, standing = outcome.answer, outcome.admission.standing
-        metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="QueryCostMicroUsd", unit=MetricUnit.Count, value=float(answer.cost * 1_000_000))
+        record_query_metrics(outcome, container.budget.limit)
         return QueryResponse(
             answer=answer.text,
             sources=[SourceOut(id=p.id, source=p.source, score=round(p.score, 4)) for p in answer.passages],
@@ -126,9 +163,9 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
                     refill_rate=round(outcome.policy.refill_rate, 6),
                 ),
                 cost=CostOut(
-                    query_cost=round(float(answer.cost), 6),
-                    daily_total=None,
-                    daily_budget=float(settings.daily_budget_usd),
+                    query_cost=usd_for_display(answer.cost_nanos),
+                    daily_total=usd_for_display(outcome.totals.spent) if outcome.totals else None,
+                    daily_budget=usd_for_display(container.budget.limit),
                 ),
             ),
         )
@@ -150,7 +187,21 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
             daily_remaining=standing.daily_remaining,
             daily_limit=policy.daily_limit,
             reset_at=iso(standing.reset_at),
-            today={"requests": standing.daily_count},
+            today=TodayOut(**{**ledger_fields(report.ledger), "requests": standing.daily_count}),
+            budget=BudgetOut(**budget_info(report.budget.spent, report.budget_limit)),
+        )
+
+    @app.get("/api/admin/usage", middlewares=authenticated)
+    def admin_usage() -> AdminUsageResponse:
+        report = container.usage.admin_report(app.context["user"])
+        totals = report.budget
+        return AdminUsageResponse(
+            day=report.day,
+            budget=BudgetOut(**budget_info(totals.spent, report.budget_limit)),
+            in_flight_reserved=usd_for_display(totals.committed - totals.spent),
+            alerts_sent=sorted(totals.alerts_sent),
+            models=[LedgerOut(name=row.name, **ledger_fields(row)) for row in report.models],
+            top_users=[LedgerOut(name=row.name, **ledger_fields(row)) for row in report.top_users],
         )
 
     return app

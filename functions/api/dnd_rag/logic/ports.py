@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from dnd_rag.models.domain import Embedding, Generation, Passage, User
 
 if TYPE_CHECKING:
+    from dnd_rag.logic.budget import BudgetTotals, Charge
     from dnd_rag.logic.rate_limit import BucketState, Policy, Shape
 
 
@@ -54,3 +56,63 @@ class LimitStore(Protocol):
     def refund(self, key: str, day: str, interval_ms: int) -> None: ...
 
     def read(self, key: str) -> BucketState | None: ...
+
+
+class BudgetStore(Protocol):
+    """The day's budget counters (nano-dollars); every change is one conditional write."""
+
+    def try_reserve(
+        self, day: str, reservation_id: str, amount: int, headroom: int, lease_until: float, expires_at: float
+    ) -> tuple[bool, BudgetTotals]:
+        """Hold ``amount`` if ``committed <= headroom``: (granted, totals after or as found)."""
+        ...
+
+    def release(self, day: str, reservation_id: str, amount: int) -> None: ...
+
+    def release_expired(self, day: str, now: float) -> int:
+        """Release reservations whose lease ended; how many were released."""
+        ...
+
+    def settle(self, day: str, reservation_id: str, reserved: int, charge: Charge, expires_at: float) -> None: ...
+
+    def read_totals(self, day: str) -> BudgetTotals: ...
+
+
+class AlertStore(Protocol):
+    def claim_alert(self, day: str, threshold: int, now: float, claim_until: float, minimum_spent: int) -> bool: ...
+
+    def mark_alert_sent(self, day: str, threshold: int, now: float) -> None: ...
+
+    def drop_alert_claim(self, day: str, threshold: int) -> None: ...
+
+    def read_totals(self, day: str) -> BudgetTotals: ...
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One day's usage of a user or a model."""
+
+    name: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    embedding_tokens: int
+    cost: int  # nano-dollars
+
+    @property
+    def user_id(self) -> str:
+        return self.name
+
+
+class LedgerReader(Protocol):
+    def top_users(self, day: str, limit: int) -> list[LedgerRow]: ...
+
+    def user(self, day: str, user_id: str) -> LedgerRow | None: ...
+
+    def models(self, day: str) -> list[LedgerRow]: ...
+
+
+class Mailer(Protocol):
+    def send(self, subject: str, body: str) -> None:
+        """Deliver or raise AlertDeliveryError."""
+        ...

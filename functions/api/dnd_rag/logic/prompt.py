@@ -1,8 +1,17 @@
-"""The grounded prompt: numbered passages and an instruction to answer only from them."""
+"""The grounded prompt: numbered passages and an instruction to answer only from them.
+
+Passages and source names are clipped to fixed byte sizes, so the prompt's size has a hard
+upper bound before retrieval runs: the budget reserves against that bound (``prompt_token_bound``).
+"""
 
 from __future__ import annotations
 
 from dnd_rag.models.domain import Passage
+
+MAX_PASSAGE_BYTES = 2000
+MAX_SOURCE_BYTES = 120
+# Chat formatting adds a few tokens per message and to prime the reply; 32 covers it with room.
+CHAT_OVERHEAD_TOKENS = 32
 
 SYSTEM_PROMPT = (
     "You answer questions about tabletop role-playing game rules. Use only the numbered passages "
@@ -11,10 +20,35 @@ SYSTEM_PROMPT = (
 )
 
 
+def clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
+
+
+def _passage_block(number: int, passage: Passage) -> str:
+    return f"[{number}] (source: {clip(passage.source, MAX_SOURCE_BYTES)})\n{clip(passage.text, MAX_PASSAGE_BYTES)}"
+
+
+def _user_message(question: str, blocks: list[str]) -> str:
+    return "Passages:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {question}"
+
+
 def build_messages(question: str, passages: list[Passage]) -> list[dict[str, str]]:
     """Chat messages for the generator: the system rules, then the context and the question."""
-    context = "\n\n".join(
-        f"[{number}] (source: {passage.source})\n{passage.text}" for number, passage in enumerate(passages, start=1)
-    )
-    user = f"Passages:\n{context}\n\nQuestion: {question}"
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+    blocks = [_passage_block(number, passage) for number, passage in enumerate(passages, start=1)]
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": _user_message(question, blocks)}]
+
+
+def prompt_token_bound(question: str, k: int) -> int:
+    """More tokens than ``build_messages`` can produce for ``question`` and up to ``k`` passages.
+
+    Byte-level tokenizers never emit more tokens than the text has bytes, and the offline
+    models count words and punctuation (at least one byte each), so bytes bound both.
+    """
+    widest_block = len(_passage_block(k, Passage("", "x" * MAX_PASSAGE_BYTES, "s" * MAX_SOURCE_BYTES, 0.0)).encode())
+    frame = len(_user_message(question, []).encode()) + len(SYSTEM_PROMPT.encode())
+    return frame + k * (widest_block + 2) + CHAT_OVERHEAD_TOKENS
+
+
+def embedding_token_bound(question: str) -> int:
+    return len(question.encode()) + 8

@@ -9,7 +9,7 @@ from typing import Any
 
 from dnd_rag.logic.ports import Embedder, Generator, Retriever
 from dnd_rag.models.domain import Passage
-from dnd_rag.pricing import PriceBook, TokenUsage
+from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,12 @@ class Answer:
     passages: list[Passage]
     usage: TokenUsage
     model: str
-    cost: Decimal
+    cost_nanos: int
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cost(self) -> Decimal:
+        return nanos_to_usd(self.cost_nanos)
 
 
 class RagService:
@@ -45,7 +49,7 @@ class RagService:
 
         usage = TokenUsage(generation.prompt_tokens, generation.completion_tokens, embedding.tokens)
         diagnostics = _diagnostics(passages, usage, timings, embedding.model) if debug else []
-        return Answer(generation.answer, passages, usage, generation.model, self._prices.cost(usage), diagnostics)
+        return Answer(generation.answer, passages, usage, generation.model, self._prices.cost_nanos(usage), diagnostics)
 
 
 def _elapsed_ms(started: float) -> float:

@@ -53,7 +53,9 @@ class RateLimitOut(BaseModel):
 
 class CostOut(BaseModel):
     query_cost: float
-    daily_total: float | None = Field(description="Today's global spend; null until budget tracking is enabled.")
+    daily_total: float | None = Field(
+        description="Today's global spend in USD once this query is settled (null if it could not be recorded)."
+    )
     daily_budget: float
 
 
@@ -88,7 +90,42 @@ class UsageResponse(BaseModel):
     daily_remaining: int
     daily_limit: int
     reset_at: str = Field(description="Next UTC midnight, when the bucket and the daily count reset.")
-    today: dict[str, Any] = Field(description="Today's requests (tokens and cost arrive with budget tracking).")
+    today: TodayOut
+    budget: BudgetOut
+
+
+class TodayOut(BaseModel):
+    requests: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    embedding_tokens: int = 0
+    cost: float = Field(default=0.0, description="USD")
+
+
+class BudgetOut(BaseModel):
+    daily_total: float
+    daily_budget: float
+    percentage: float
+
+
+class LedgerOut(BaseModel):
+    name: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    embedding_tokens: int
+    cost: float
+
+
+class AdminUsageResponse(BaseModel):
+    """``GET /api/admin/usage`` (role admin): the whole service's day."""
+
+    day: str
+    budget: BudgetOut
+    in_flight_reserved: float = Field(description="USD held by queries being answered right now.")
+    alerts_sent: list[int]
+    models: list[LedgerOut]
+    top_users: list[LedgerOut]
 
 
 class ErrorResponse(BaseModel):

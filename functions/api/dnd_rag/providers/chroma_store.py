@@ -6,6 +6,7 @@ imported when the first query builds the retriever, once per container.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import chromadb
@@ -37,18 +38,23 @@ def connect(host: str, port: int, ssl: bool, api_key: str | None, tenant: str, d
 
 
 class ChromaRetriever:
-    """Reads one collection; checks it was built with the embedding model the queries use."""
+    """Reads one collection; checks it was built with the embedding model the queries use.
 
-    def __init__(self, client: ClientAPI, collection_name: str, embedding_model: str) -> None:
-        self._client = client
+    Connects on first use (the client checks tenant and database over the network), so building
+    the service never needs Chroma up, and a failed connection is retried by the next query.
+    """
+
+    def __init__(self, connect: Callable[[], ClientAPI], collection_name: str, embedding_model: str) -> None:
+        self._connect = connect
         self._collection_name = collection_name
         self._embedding_model = embedding_model
         self._collection: Collection | None = None
 
     def _open(self) -> Collection:
         if self._collection is None:
+            client = self._connect()
             try:
-                collection = self._client.get_collection(self._collection_name, embedding_function=None)
+                collection = client.get_collection(self._collection_name, embedding_function=None)
             except NotFoundError:
                 raise UpstreamError(
                     "The rules index is not available.",
