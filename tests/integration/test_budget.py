@@ -19,20 +19,12 @@ from dnd_rag.logic.budget import LEASE_SECONDS, Budget, CostBound
 from dnd_rag.pricing import NANOS_PER_USD
 from dnd_rag.settings import load_settings
 from infra.local.bootstrap import ensure_table
+from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
 
 QUESTION = "How many experience points does a fighter need to become 9th level?"
 K = 3
-NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now=NOON):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

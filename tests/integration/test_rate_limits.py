@@ -13,19 +13,11 @@ import pytest
 from dnd_rag.dal.limits import DynamoLimitStore
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import REPO_ROOT, free_port, python_env
 
 QUESTION = {"question": "What is a beholder?"}
-NOON = datetime(2026, 11, 22, 12, 0, tzinfo=UTC).timestamp()
-
-
-class Clock:
-    def __init__(self, now=NOON):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.fixture

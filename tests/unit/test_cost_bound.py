@@ -64,5 +64,8 @@ def test_cost_bound_prices_the_bounds_at_the_model_rates():
 
 def test_budget_info_reports_dollars_and_percentage():
     assert budget_info(spent=456_789_000, limit=1_000_000_000) == {
-        "daily_total": 0.456789, "daily_budget": 1.0, "percentage": 45.68}
+        "daily_total": 0.456789,
+        "daily_budget": 1.0,
+        "percentage": 45.68,
+    }
     assert percentage(1, 0) == 100.0
