@@ -62,9 +62,13 @@ class Container:
 
     @property
     def queries(self) -> QueryService:
-        bound = CostBound(self.settings.price_book, self.settings.max_completion_tokens)
+        s = self.settings
+        bound = CostBound(s.price_book, s.max_completion_tokens)
         return self._once(
-            "queries", lambda: QueryService(self.rag, self.limiter, self.plans, self.budget, bound, self.clock)
+            "queries",
+            lambda: QueryService(
+                self.rag, self.limiter, self.plans, self.budget, bound, self.clock, s.max_question_chars
+            ),
         )
 
     @property

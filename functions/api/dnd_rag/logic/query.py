@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnd_rag.errors import BudgetExceededError, StoreUnavailableError
+from dnd_rag.errors import BudgetExceededError, InvalidRequestError, StoreUnavailableError
 from dnd_rag.logic.budget import Budget, BudgetTotals, Charge, CostBound, Reservation
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService
@@ -40,6 +40,7 @@ class QueryService:
         budget: Budget,
         bound: CostBound,
         clock: Callable[[], float],
+        max_question_chars: int,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -47,9 +48,21 @@ class QueryService:
         self._budget = budget
         self._bound = bound
         self._clock = clock
+        self._max_question_chars = max_question_chars
 
     def ask(self, user: User, question: str, k: int, debug: bool) -> QueryOutcome:
-        """Raises RateLimited / DailyLimitExceeded / BudgetExceeded before any cost is incurred."""
+        """Raises InvalidRequest / RateLimited / DailyLimitExceeded / BudgetExceeded before any cost."""
+        if len(question) > self._max_question_chars:
+            raise InvalidRequestError(
+                "Some fields are missing or wrong; see details.",
+                details=[
+                    {
+                        "field": "question",
+                        "type": "string_too_long",
+                        "message": f"String should have at most {self._max_question_chars} characters",
+                    }
+                ],
+            )
         _, policy = self._plans.policy(user.plan)
         admission = self._limiter.admit(user_key(user), policy, self._clock())
         try:

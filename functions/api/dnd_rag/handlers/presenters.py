@@ -1,0 +1,115 @@
+"""Domain outcomes as the response bodies and metrics of the HTTP contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from dnd_rag.logic.budget import budget_info, percentage
+from dnd_rag.logic.clock import iso
+from dnd_rag.logic.ports import LedgerRow
+from dnd_rag.logic.query import QueryOutcome
+from dnd_rag.logic.usage import AdminReport, UsageReport
+from dnd_rag.models.api import (
+    AdminUsageResponse,
+    BucketOut,
+    BudgetOut,
+    CostOut,
+    LedgerOut,
+    MetaOut,
+    QueryResponse,
+    RateLimitOut,
+    SourceOut,
+    TodayOut,
+    UsageOut,
+    UsageResponse,
+)
+from dnd_rag.models.domain import User
+from dnd_rag.observability import metrics
+from dnd_rag.pricing import usd_for_display
+
+
+def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> QueryResponse:
+    answer, standing = outcome.answer, outcome.admission.standing
+    return QueryResponse(
+        answer=answer.text,
+        sources=[SourceOut(id=p.id, source=p.source, score=round(p.score, 4)) for p in answer.passages],
+        diagnostics=answer.diagnostics,
+        usage=UsageOut(
+            prompt_tokens=answer.usage.prompt_tokens,
+            completion_tokens=answer.usage.completion_tokens,
+            embedding_tokens=answer.usage.embedding_tokens,
+            model=answer.model,
+        ),
+        meta=MetaOut(
+            user_id=user.id,
+            rate_limit=RateLimitOut(
+                remaining_burst=standing.remaining_burst,
+                daily_remaining=standing.daily_remaining,
+                refill_rate=round(outcome.policy.refill_rate, 6),
+            ),
+            cost=CostOut(
+                query_cost=usd_for_display(answer.cost_nanos),
+                daily_total=usd_for_display(outcome.totals.spent) if outcome.totals else None,
+                daily_budget=usd_for_display(budget_limit),
+            ),
+        ),
+    )
+
+
+def usage_response(user: User, report: UsageReport) -> UsageResponse:
+    standing, policy = report.standing, report.policy
+    return UsageResponse(
+        user_id=user.id,
+        plan=report.plan,
+        bucket=BucketOut(
+            remaining_burst=standing.remaining_burst,
+            capacity=policy.capacity,
+            refill_rate=round(policy.refill_rate, 6),
+            retry_after=standing.retry_after,
+        ),
+        daily_remaining=standing.daily_remaining,
+        daily_limit=policy.daily_limit,
+        reset_at=iso(standing.reset_at),
+        # requests as the quota counts them (refunds included); tokens and cost from the ledger
+        today=TodayOut(**{**_ledger_fields(report.ledger), "requests": standing.daily_count}),
+        budget=BudgetOut(**budget_info(report.budget.spent, report.budget_limit)),
+    )
+
+
+def admin_usage_response(report: AdminReport) -> AdminUsageResponse:
+    totals = report.budget
+    return AdminUsageResponse(
+        day=report.day,
+        budget=BudgetOut(**budget_info(totals.spent, report.budget_limit)),
+        in_flight_reserved=usd_for_display(totals.committed - totals.spent),
+        alerts_sent=sorted(totals.alerts_sent),
+        models=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.models],
+        top_users=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.top_users],
+    )
+
+
+def _ledger_fields(row: LedgerRow | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "requests": row.requests,
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "embedding_tokens": row.embedding_tokens,
+        "cost": usd_for_display(row.cost),
+    }
+
+
+def record_query_metrics(outcome: QueryOutcome, budget_limit: int) -> None:
+    usage = outcome.answer.usage
+    metrics.add_metric(name="Admitted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="QueryCostMicroUsd", unit=MetricUnit.Count, value=outcome.answer.cost_nanos / 1000)
+    metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=usage.prompt_tokens)
+    metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=usage.completion_tokens)
+    metrics.add_metric(name="EmbeddingTokens", unit=MetricUnit.Count, value=usage.embedding_tokens)
+    if outcome.totals is not None:
+        metrics.add_metric(
+            name="BudgetPercentage", unit=MetricUnit.Percent, value=percentage(outcome.totals.spent, budget_limit)
+        )
