@@ -22,17 +22,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
 
 from dnd_rag.container import Container
+from dnd_rag.dal.budget import DynamoBudgetStore
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.dal.limits import DynamoLimitStore
-from dnd_rag.errors import RateLimitedError
+from dnd_rag.errors import BudgetExceededError, RateLimitedError
 from dnd_rag.handlers.routes import create_app
+from dnd_rag.logic.budget import Budget, Charge
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.pricing import TokenUsage
 from dnd_rag.settings import load_settings
 from infra.local.api_server import LambdaContext, build_event
 from infra.local.auth_server import make_auth_server
@@ -109,6 +113,49 @@ def bench_limiter(client: Any, table: str, samples: int, baseline: list[float]) 
     before = trips.count
     cold = timed(samples, lambda: RateLimiter(store).admit(key, roomy, time.time()))
     report("limiter: admitted, cold guess (new container)", cold, baseline, (trips.count - before) / samples)
+
+
+def bench_exactness(client: Any, table: str) -> None:
+    """Correctness under contention, counted: admissions against a burst, spend against a budget."""
+    limiter = RateLimiter(DynamoLimitStore(client, table))
+    key, policy, now = f"USER#race-{uuid.uuid4().hex}", Policy(15, 1e-6, 1000), time.time()
+
+    def admit(_: int) -> bool:
+        try:
+            limiter.admit(key, policy, now)
+            return True
+        except RateLimitedError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        admitted = sum(pool.map(admit, range(50)))
+    print(f"  limiter race: 50 concurrent requests, burst 15 -> {admitted} admitted (exact: 15)")
+
+    budget = Budget(DynamoBudgetStore(client, table), limit=1_000_000, clock=time.time)
+    settled: list[int] = []
+    lock = threading.Lock()
+
+    def spend(worker: int) -> None:
+        while True:
+            try:
+                reservation = budget.reserve(50_000)
+            except BudgetExceededError:
+                if budget.totals().spent + 50_000 > budget.limit:
+                    return
+                continue
+            cost = 20_000 + (worker * 7919 + len(settled) * 104_729) % 30_001  # 20k..50k, never above the hold
+            budget.settle(reservation, Charge(f"race-{worker}", "bench", TokenUsage(), cost))
+            with lock:
+                settled.append(cost)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        list(pool.map(spend, range(10)))
+    spent = budget.totals().spent
+    print(
+        f"  budget race: 10 workers spend to exhaustion -> {len(settled)} settled, spent {spent} of "
+        f"{budget.limit} nano-USD, overshoot {max(0, spent - budget.limit)} (exact: 0), "
+        f"books {'match' if spent == sum(settled) else 'DIFFER'}"
+    )
 
 
 def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[float]) -> None:
@@ -199,6 +246,9 @@ def main() -> None:
             report("bare GetItem (yardstick)", baseline, baseline, 1.0)
             bench_limiter(client, env["TABLE_NAME"], args.samples, baseline)
             bench_query(env, client, min(args.samples, 100), baseline)
+            print("correctness under contention (same emulator):")
+            ensure_table(client, "dnd-rag-bench-race")
+            bench_exactness(client, "dnd-rag-bench-race")
         auth.shutdown()
 
 
