@@ -1,9 +1,12 @@
 """DynamoDB, Chroma and OpenAI failing: a clear answer, and never an unmetered LLM call."""
 
+import time
+
 import boto3
 import pytest
 
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
+from infra.local.api_server import LambdaContext
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
 
@@ -88,3 +91,20 @@ def test_openai_timeout_is_upstream_error(make_app, call, openai_env, openai_sta
     status, body, _ = parse(call(app, http_event("POST", "/api/query", token="dev-alice", body=FIGHTER)))
 
     assert (status, body["error"]) == (502, "upstream_error")
+
+
+def test_slow_openai_is_cut_off_before_the_lambda_times_out(make_app, openai_env, openai_state):
+    app, _ = make_app({**openai_env, "OPENAI_TIMEOUT_SECONDS": "8"})
+    openai_state.delay_seconds = 3.0  # every attempt would take 3 s
+    lambda_has = 8.0  # seconds left in the invocation
+
+    started = time.monotonic()
+    response = app.resolve(
+        http_event("POST", "/api/query", token="dev-alice", body=FIGHTER),
+        LambdaContext("test", timeout_seconds=lambda_has),
+    )
+    elapsed = time.monotonic() - started
+
+    status, body, _ = parse(response)
+    assert (status, body["error"]) == (502, "upstream_error")
+    assert elapsed < lambda_has  # retries were shortened to fit, not abandoned by a Lambda timeout

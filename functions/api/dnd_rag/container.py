@@ -154,7 +154,9 @@ class Container:
         if self.settings.embedding_provider == "openai":
             from dnd_rag.providers.openai_provider import OpenAIEmbedder
 
-            return OpenAIEmbedder(self._openai_client(), self.settings.embedding_model)
+            return OpenAIEmbedder(
+                self._openai_client(), self.settings.embedding_model, self.settings.openai_timeout_seconds
+            )
         from dnd_rag.providers.offline import OfflineEmbedder
 
         return OfflineEmbedder()
@@ -163,8 +165,9 @@ class Container:
         if self.settings.llm_provider == "openai":
             from dnd_rag.providers.openai_provider import OpenAIGenerator
 
+            s = self.settings
             return OpenAIGenerator(
-                self._openai_client(), self.settings.openai_model, self.settings.max_completion_tokens
+                self._openai_client(), s.openai_model, s.max_completion_tokens, s.openai_timeout_seconds
             )
         from dnd_rag.providers.offline import ExtractiveGenerator
 

@@ -16,6 +16,7 @@ from dnd_rag.handlers.presenters import (
     record_query_metrics,
     usage_response,
 )
+from dnd_rag.logic.clock import Deadline
 from dnd_rag.models.api import AdminUsageResponse, HealthResponse, QueryRequest, QueryResponse, UsageResponse
 
 ROUTE_METHODS: dict[str, set[str]] = {
@@ -24,6 +25,15 @@ ROUTE_METHODS: dict[str, set[str]] = {
     "/api/usage": {"GET"},
     "/api/admin/usage": {"GET"},
 }
+
+
+# Time kept back from the Lambda's remaining time to settle the cost and send the answer.
+RESPONSE_MARGIN_SECONDS = 3.0
+
+
+def request_deadline(app: APIGatewayHttpResolver) -> Deadline:
+    remaining = app.lambda_context.get_remaining_time_in_millis() / 1000
+    return Deadline(remaining - RESPONSE_MARGIN_SECONDS)
 
 
 def create_app(container: Container) -> APIGatewayHttpResolver:
@@ -39,7 +49,7 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     @app.post("/api/query", middlewares=signed_in)
     def query(request: Annotated[QueryRequest, Body()]) -> QueryResponse:
         user = app.context["user"]
-        outcome = container.queries.ask(user, request.question, request.k, request.debug)
+        outcome = container.queries.ask(user, request.question, request.k, request.debug, request_deadline(app))
         record_query_metrics(outcome, container.budget.limit)
         return query_response(user, outcome, container.budget.limit)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 
@@ -18,3 +19,13 @@ def next_midnight(now: float) -> float:
 
 def iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Deadline:
+    """A point in monotonic time by which a request must be answered (API Gateway waits 30 s)."""
+
+    def __init__(self, seconds_from_now: float) -> None:
+        self._at = time.monotonic() + seconds_from_now
+
+    def remaining(self) -> float:
+        return self._at - time.monotonic()

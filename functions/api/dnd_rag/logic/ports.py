@@ -9,13 +9,14 @@ from dnd_rag.models.domain import Embedding, Generation, Passage, User
 
 if TYPE_CHECKING:
     from dnd_rag.logic.budget import BudgetTotals, Charge
+    from dnd_rag.logic.clock import Deadline
     from dnd_rag.logic.rate_limit import BucketState, Policy, Shape
 
 
 class Embedder(Protocol):
     model: str
 
-    def embed(self, texts: list[str]) -> Embedding: ...
+    def embed(self, texts: list[str], deadline: Deadline | None = None) -> Embedding: ...
 
 
 class Retriever(Protocol):
@@ -25,7 +26,7 @@ class Retriever(Protocol):
 class Generator(Protocol):
     model: str
 
-    def generate(self, question: str, passages: list[Passage]) -> Generation: ...
+    def generate(self, question: str, passages: list[Passage], deadline: Deadline | None = None) -> Generation: ...
 
 
 class AuthApi(Protocol):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from dnd_rag.errors import BudgetExceededError, InvalidRequestError, StoreUnavailableError
 from dnd_rag.logic.budget import Budget, BudgetTotals, Charge, CostBound, Reservation
+from dnd_rag.logic.clock import Deadline
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService
 from dnd_rag.logic.rate_limit import Admission, Policy, RateLimiter
@@ -50,7 +51,7 @@ class QueryService:
         self._clock = clock
         self._max_question_chars = max_question_chars
 
-    def ask(self, user: User, question: str, k: int, debug: bool) -> QueryOutcome:
+    def ask(self, user: User, question: str, k: int, debug: bool, deadline: Deadline | None = None) -> QueryOutcome:
         """Raises InvalidRequest / RateLimited / DailyLimitExceeded / BudgetExceeded before any cost."""
         if len(question) > self._max_question_chars:
             raise InvalidRequestError(
@@ -71,7 +72,7 @@ class QueryService:
             self._limiter.refund(admission)
             raise
         try:
-            answer = self._rag.answer(question, k, debug)
+            answer = self._rag.answer(question, k, debug, deadline)
         except Exception:
             self._budget.release(reservation)
             self._limiter.refund(admission)

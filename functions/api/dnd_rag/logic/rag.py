@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from dnd_rag.logic.clock import Deadline
 from dnd_rag.logic.ports import Embedder, Generator, Retriever
 from dnd_rag.models.domain import Passage
 from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
@@ -33,10 +34,10 @@ class RagService:
         self._generator = generator
         self._prices = prices
 
-    def answer(self, question: str, k: int, debug: bool = False) -> Answer:
+    def answer(self, question: str, k: int, debug: bool = False, deadline: Deadline | None = None) -> Answer:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        embedding = self._embedder.embed([question])
+        embedding = self._embedder.embed([question], deadline)
         timings["embed_ms"] = _elapsed_ms(started)
 
         started = time.perf_counter()
@@ -44,7 +45,7 @@ class RagService:
         timings["retrieve_ms"] = _elapsed_ms(started)
 
         started = time.perf_counter()
-        generation = self._generator.generate(question, passages)
+        generation = self._generator.generate(question, passages, deadline)
         timings["generate_ms"] = _elapsed_ms(started)
 
         usage = TokenUsage(generation.prompt_tokens, generation.completion_tokens, embedding.tokens)

@@ -11,6 +11,7 @@ import itertools
 import math
 from collections import Counter
 
+from dnd_rag.logic.clock import Deadline
 from dnd_rag.logic.prompt import build_messages
 from dnd_rag.logic.text import count_tokens, sentences, terms
 from dnd_rag.models.domain import Embedding, Generation, Passage
@@ -44,7 +45,7 @@ def hash_embedding(text: str) -> list[float]:
 class OfflineEmbedder:
     model = OFFLINE_EMBEDDING_MODEL
 
-    def embed(self, texts: list[str]) -> Embedding:
+    def embed(self, texts: list[str], deadline: Deadline | None = None) -> Embedding:
         return Embedding(
             vectors=[hash_embedding(text) for text in texts],
             tokens=sum(count_tokens(text) for text in texts),
@@ -62,7 +63,7 @@ class ExtractiveGenerator:
         self._max_sentences = max_sentences
         self._sources_covered = sources_covered
 
-    def generate(self, question: str, passages: list[Passage]) -> Generation:
+    def generate(self, question: str, passages: list[Passage], deadline: Deadline | None = None) -> Generation:
         messages = build_messages(question, passages)
         prompt_tokens = sum(count_tokens(message["content"]) for message in messages)
         chosen = self._choose(question, passages)

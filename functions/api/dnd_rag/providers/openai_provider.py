@@ -1,7 +1,9 @@
 """OpenAI embeddings and chat completions through the official SDK.
 
-The SDK's own bounded retries (exponential backoff on 429/5xx/timeouts) are used; whatever
-still fails becomes an UpstreamError. Timeouts keep the total under API Gateway's 30 s.
+The SDK's own bounded retries (2, exponential backoff, Retry-After honoured on 429/5xx/timeouts)
+are used; whatever still fails becomes an UpstreamError. Each call's per-attempt timeout is cut
+so that all its attempts fit in what is left of the request's deadline, which keeps the whole
+request under API Gateway's 30 s.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import httpx
 import openai
 
 from dnd_rag.errors import UpstreamError
+from dnd_rag.logic.clock import Deadline
 from dnd_rag.logic.prompt import build_messages
 from dnd_rag.models.domain import Embedding, Generation, Passage
 
 MAX_RETRIES = 2
 CONNECT_TIMEOUT_SECONDS = 2.0
+MIN_ATTEMPT_SECONDS = 0.5
 
 
 def make_client(api_key: str, base_url: str | None, timeout_seconds: float) -> openai.OpenAI:
@@ -22,14 +26,30 @@ def make_client(api_key: str, base_url: str | None, timeout_seconds: float) -> o
     return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=MAX_RETRIES)
 
 
+def _within(client: openai.OpenAI, timeout_seconds: float, deadline: Deadline | None) -> openai.OpenAI:
+    """The client with a per-attempt timeout such that every retry still ends before ``deadline``."""
+    if deadline is None:
+        return client
+    remaining = deadline.remaining()
+    if remaining < MIN_ATTEMPT_SECONDS * (MAX_RETRIES + 1):
+        raise UpstreamError(
+            "The language model is unavailable right now. Please retry.",
+            reason="openai: no time left before the request deadline",
+        )
+    per_attempt = min(timeout_seconds, remaining / (MAX_RETRIES + 1))
+    return client.with_options(timeout=httpx.Timeout(per_attempt, connect=min(CONNECT_TIMEOUT_SECONDS, per_attempt)))
+
+
 class OpenAIEmbedder:
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
+    def __init__(self, client: openai.OpenAI, model: str, timeout_seconds: float) -> None:
         self._client = client
         self.model = model
+        self._timeout = timeout_seconds
 
-    def embed(self, texts: list[str]) -> Embedding:
+    def embed(self, texts: list[str], deadline: Deadline | None = None) -> Embedding:
+        client = _within(self._client, self._timeout, deadline)
         try:
-            response = self._client.embeddings.create(model=self.model, input=texts)
+            response = client.embeddings.create(model=self.model, input=texts)
         except openai.OpenAIError as exc:
             raise _upstream("embeddings", exc) from None
         vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
@@ -37,14 +57,16 @@ class OpenAIEmbedder:
 
 
 class OpenAIGenerator:
-    def __init__(self, client: openai.OpenAI, model: str, max_completion_tokens: int) -> None:
+    def __init__(self, client: openai.OpenAI, model: str, max_completion_tokens: int, timeout_seconds: float) -> None:
         self._client = client
         self.model = model
         self._max_completion_tokens = max_completion_tokens
+        self._timeout = timeout_seconds
 
-    def generate(self, question: str, passages: list[Passage]) -> Generation:
+    def generate(self, question: str, passages: list[Passage], deadline: Deadline | None = None) -> Generation:
+        client = _within(self._client, self._timeout, deadline)
         try:
-            response = self._client.chat.completions.create(
+            response = client.chat.completions.create(
                 model=self.model,
                 messages=build_messages(question, passages),  # type: ignore[arg-type]
                 max_completion_tokens=self._max_completion_tokens,
