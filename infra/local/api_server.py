@@ -203,7 +203,11 @@ def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> t
             if self.command != "HEAD":
                 self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch  # noqa: N815
+        def __getattr__(self, name: str) -> Any:
+            # Every method (GET, TRACE, QUERY, ...) goes to the routes, as ANY /{proxy+} does upstream.
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             line = {"access": format % args, "client": self.client_address[0]}

@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.servers import free_port, python_env, running
 
+INHERITED = ("AWS_ENDPOINT_URL", "AUTH_API_URL", "OPENAI_API_KEY", "LLM_PROVIDER", "EMBEDDING_PROVIDER", "CORS_ORIGINS")
 
-@pytest.fixture(scope="session")
-def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("stack")
+
+@contextmanager
+def local_stack(data_dir: Path, **settings: str) -> Iterator[str]:
+    """The whole local stack on free ports; yields the API's base URL."""
     ports = {name: str(free_port()) for name in ("LOCAL_AWS_PORT", "CHROMA_PORT", "LOCAL_AUTH_PORT", "LOCAL_API_PORT")}
     env = python_env({**ports, "LOCAL_DATA_DIR": str(data_dir), "TABLE_NAME": "dnd-rag-e2e"})
-    for inherited in ("AWS_ENDPOINT_URL", "AUTH_API_URL", "OPENAI_API_KEY", "LLM_PROVIDER", "EMBEDDING_PROVIDER"):
+    for inherited in INHERITED:
         env.pop(inherited, None)  # the stack must configure itself, as on a fresh clone
+    env.update(settings)
     api_port = int(ports["LOCAL_API_PORT"])
     with running(
         [sys.executable, "-m", "infra.local.stack"], api_port, data_dir / "stack.log", env=env, timeout=180
     ) as process:
         yield f"http://127.0.0.1:{api_port}"
         assert process.poll() is None, "the stack stopped during the tests"
+
+
+@pytest.fixture(scope="session")
+def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with local_stack(tmp_path_factory.mktemp("stack")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

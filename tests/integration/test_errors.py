@@ -56,6 +56,7 @@ def test_empty_object_is_a_validation_error_naming_the_field(app, call):
         ({"question": "ok", "k": 51}, "k"),
         ({"question": "ok", "k": "5"}, "k"),
         ({"question": "ok", "k": 2.5}, "k"),
+        ({"question": "ok", "k": True}, "k"),
         ({"question": "ok", "debug": "yes"}, "debug"),
     ],
 )

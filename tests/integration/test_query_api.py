@@ -113,3 +113,12 @@ def test_a_json_body_with_a_form_content_type_is_still_json(app, call):
 
     assert status == 200
     assert "250,001" in body["answer"]
+
+
+def test_an_integral_float_is_an_integer_as_json_schema_says(app, call):
+    status, body, _ = parse(
+        call(app, http_event("POST", "/api/query", token="dev-alice", body={"question": FIGHTER, "k": 4.0}))
+    )
+
+    assert status == 200
+    assert len(body["sources"]) == 4

@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from dnd_rag.container import Container
 from dnd_rag.handlers.error_responses import register_error_handlers
 from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors_config
+from dnd_rag.handlers.openapi import BEARER, document, responses
 from dnd_rag.handlers.presenters import (
     admin_usage_response,
     query_response,
@@ -21,6 +22,8 @@ from dnd_rag.models.api import AdminUsageResponse, HealthResponse, QueryRequest,
 
 ROUTE_METHODS: dict[str, set[str]] = {
     "/health": {"GET"},
+    "/openapi.json": {"GET"},
+    "/docs": {"GET"},
     "/api/query": {"POST"},
     "/api/usage": {"GET"},
     "/api/admin/usage": {"GET"},
@@ -40,25 +43,45 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(cors=cors_config(container.settings.cors_origins), enable_validation=True)
     app._request_validation_middleware = JsonBodyValidation()  # noqa: SLF001 - see JsonBodyValidation
     register_error_handlers(app, ROUTE_METHODS)
+    document(app)
     signed_in = [authenticated(lambda: container.authenticator)]
+    signed_in_errors = (401, 429, 500, 503)
 
-    @app.get("/health")
+    @app.get("/health", summary="Liveness", responses=responses(HealthResponse, 500))
     def health() -> HealthResponse:
         return HealthResponse()
 
-    @app.post("/api/query", middlewares=signed_in)
+    @app.post(
+        "/api/query",
+        middlewares=signed_in,
+        summary="Ask a rules question",
+        security=BEARER,
+        responses=responses(QueryResponse, 400, 413, 502, *signed_in_errors),
+    )
     def query(request: Annotated[QueryRequest, Body()]) -> QueryResponse:
         user = app.context["user"]
         outcome = container.queries.ask(user, request.question, request.k, request.debug, request_deadline(app))
         record_query_metrics(outcome, container.budget.limit)
         return query_response(user, outcome, container.budget.limit)
 
-    @app.get("/api/usage", middlewares=signed_in)
+    @app.get(
+        "/api/usage",
+        middlewares=signed_in,
+        summary="Your limits, today's usage and the budget",
+        security=BEARER,
+        responses=responses(UsageResponse, *signed_in_errors),
+    )
     def usage() -> UsageResponse:
         user = app.context["user"]
         return usage_response(user, container.usage.report(user))
 
-    @app.get("/api/admin/usage", middlewares=signed_in)
+    @app.get(
+        "/api/admin/usage",
+        middlewares=signed_in,
+        summary="Today's usage of the whole service (role admin)",
+        security=BEARER,
+        responses=responses(AdminUsageResponse, 403, *signed_in_errors),
+    )
     def admin_usage() -> AdminUsageResponse:
         return admin_usage_response(container.usage.admin_report(app.context["user"]))
 

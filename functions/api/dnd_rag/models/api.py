@@ -20,6 +20,14 @@ class QueryRequest(BaseModel):
     debug: bool = Field(default=False, strict=True, description="Include retrieval scores and timings.")
     k: int = Field(default=DEFAULT_K, ge=1, le=50, strict=True, description="How many passages to retrieve.")
 
+    @field_validator("k", mode="before")
+    @classmethod
+    def _integral_numbers_only(cls, value: Any) -> Any:
+        # JSON Schema counts 34.0 as an integer, so the API does too; "34", true and 2.5 stay wrong.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @field_validator("question", mode="before")
     @classmethod
     def _trim(cls, value: Any) -> Any:
