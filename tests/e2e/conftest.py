@@ -32,8 +32,15 @@ def local_stack(data_dir: Path, **settings: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def stack_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with local_stack(tmp_path_factory.mktemp("stack")) as url:
+def browser_page_origin() -> str:
+    """An origin the stack allows, where the CORS browser test serves its page."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="session")
+def stack_url(tmp_path_factory: pytest.TempPathFactory, browser_page_origin: str) -> Iterator[str]:
+    origins = f"{browser_page_origin},http://localhost:3000"
+    with local_stack(tmp_path_factory.mktemp("stack"), CORS_ORIGINS=origins) as url:
         yield url
 
 
