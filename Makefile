@@ -43,7 +43,8 @@ dev: install ## Start the whole local stack on 127.0.0.1:5000 (Ctrl-C stops it)
 	$(PY) -m infra.local.stack
 
 test: install ## Run every test tier (unit, integration, end-to-end)
-	$(PY) -m pytest
+	@# pytest exits 5 when it collects nothing: say so instead of failing obscurely
+	$(PY) -m pytest || { status=$$?; [ $$status -eq 5 ] && echo "pytest: no tests collected" || exit $$status; }
 
 unit: install ## Unit tests only (pure logic, no servers)
 	$(PY) -m pytest tests/unit
