@@ -78,6 +78,12 @@ class Container:
         )
 
     @property
+    def idempotency_store(self) -> Any:
+        from dnd_rag.dal.idempotency import idempotency_store
+
+        return self._once("idempotency", lambda: idempotency_store(self.dynamodb(), self.settings.table_name))
+
+    @property
     def budget(self) -> Budget:
         return self._once("budget", self._build_budget)
 

@@ -89,3 +89,11 @@ class AlertDeliveryError(ServiceError):
     """SES could not send an alert (never shown to a caller)."""
 
     code = "alert_delivery_failed"
+
+
+class IdempotencyKeyReusedError(ServiceError):
+    code = "idempotency_key_reused"
+
+
+class RequestInProgressError(ServiceError):
+    code = "request_in_progress"

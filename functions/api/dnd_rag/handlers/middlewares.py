@@ -46,6 +46,7 @@ def cors_config(origins: list[str]) -> CORSConfig | None:
         extra_origins=origins[1:],
         allow_credentials=True,
         max_age=600,
+        allow_headers=["Idempotency-Key"],
         expose_headers=["X-Request-Id", "Retry-After"],
     )
 

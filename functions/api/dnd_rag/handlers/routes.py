@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 
 from dnd_rag.container import Container
 from dnd_rag.handlers.error_responses import register_error_handlers
+from dnd_rag.handlers.idempotency import HEADER as IDEMPOTENCY_HEADER
+from dnd_rag.handlers.idempotency import KEY_DESCRIPTION, KEY_PATTERN, answer_once
 from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors_config
 from dnd_rag.handlers.openapi import BEARER, document, responses
 from dnd_rag.handlers.presenters import (
@@ -56,13 +58,32 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         middlewares=signed_in,
         summary="Ask a rules question",
         security=BEARER,
-        responses=responses(QueryResponse, 400, 413, 502, *signed_in_errors),
+        responses=responses(QueryResponse, 400, 409, 413, 422, 502, *signed_in_errors),
     )
-    def query(request: Annotated[QueryRequest, Body()]) -> QueryResponse:
+    def query(
+        request: Annotated[QueryRequest, Body()],
+        idempotency_key: Annotated[
+            str | None, Header(alias=IDEMPOTENCY_HEADER, pattern=KEY_PATTERN.pattern, description=KEY_DESCRIPTION)
+        ] = None,
+    ) -> QueryResponse:
         user = app.context["user"]
-        outcome = container.queries.ask(user, request.question, request.k, request.debug, request_deadline(app))
-        record_query_metrics(outcome, container.budget.limit)
-        return query_response(user, outcome, container.budget.limit)
+
+        def answer() -> dict:
+            outcome = container.queries.ask(user, request.question, request.k, request.debug, request_deadline(app))
+            record_query_metrics(outcome, container.budget.limit)
+            return query_response(user, outcome, container.budget.limit).model_dump(mode="json")
+
+        if idempotency_key is None:
+            return QueryResponse.model_validate(answer())
+        body = answer_once(
+            container.idempotency_store,
+            app.lambda_context,
+            user.id,
+            idempotency_key,
+            request.model_dump(mode="json"),
+            answer,
+        )
+        return QueryResponse.model_validate(body)
 
     @app.get(
         "/api/usage",

@@ -9,6 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dnd_rag import SERVICE_NAME, __version__
 
 DEFAULT_K = 15
+# What "trimming" removes: ASCII blanks only, so the published schema (a JSON Schema pattern)
+# and the server agree exactly on which questions are empty.
+BLANKS = " \t\n\r\f\v"
+NOT_ONLY_BLANKS = r"[^ \t\n\r\f\v]"
 
 
 class QueryRequest(BaseModel):
@@ -16,7 +20,11 @@ class QueryRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=False)
 
-    question: str = Field(min_length=1, description="The rules question, 1..MAX_QUESTION_CHARS after trimming.")
+    question: str = Field(
+        min_length=1,
+        pattern=NOT_ONLY_BLANKS,
+        description="The rules question, 1..MAX_QUESTION_CHARS after trimming spaces, tabs and line breaks.",
+    )
     debug: bool = Field(default=False, strict=True, description="Include retrieval scores and timings.")
     k: int = Field(default=DEFAULT_K, ge=1, le=50, strict=True, description="How many passages to retrieve.")
 
@@ -31,7 +39,7 @@ class QueryRequest(BaseModel):
     @field_validator("question", mode="before")
     @classmethod
     def _trim(cls, value: Any) -> Any:
-        return value.strip() if isinstance(value, str) else value
+        return value.strip(BLANKS) if isinstance(value, str) else value
 
 
 class HealthResponse(BaseModel):
