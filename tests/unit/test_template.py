@@ -52,3 +52,47 @@ def test_cors_is_configured_only_in_the_function():
     api = next(r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
 
     assert "CorsConfiguration" not in api["Properties"]
+
+
+def _statement(sid):
+    return next(s for s in _statements() if s.get("Sid") == sid)
+
+
+def test_dynamodb_access_is_limited_to_the_table():
+    table_access = _statement("RulesChatTableAccess")
+
+    assert table_access["Resource"] == {"Fn::GetAtt": "RulesChatTable.Arn"}
+    assert all(action.startswith("dynamodb:") for action in table_access["Action"])
+
+
+def test_ses_may_only_send_from_the_configured_identity():
+    ses = _statement("SendBudgetAlerts")
+
+    assert sorted(ses["Action"]) == ["ses:SendEmail", "ses:SendRawEmail"]
+    assert ses["Resource"]["Fn::Sub"].endswith(":identity/${AlertFrom}")
+
+
+def test_secrets_are_read_from_the_two_named_parameters_only():
+    ssm = _statement("ReadApiKeys")
+
+    assert ssm["Action"] == "ssm:GetParameter"
+    assert [r["Fn::Sub"].rsplit("parameter", 1)[1] for r in ssm["Resource"]] == [
+        "${OpenAiApiKeyParameter}",
+        "${ChromaApiKeyParameter}",
+    ]
+
+
+def test_routes_are_throttled_at_the_gateway():
+    api = next(r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
+
+    settings = api["Properties"]["DefaultRouteSettings"]
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "RouteThrottlingBurstLimit"}
+    assert settings["ThrottlingRateLimit"] == {"Ref": "RouteThrottlingRateLimit"}
+
+
+def test_no_secret_value_is_put_in_the_function_environment():
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert "OPENAI_API_KEY" not in variables
+    assert "CHROMA_API_KEY" not in variables
+    assert "OPENAI_API_KEY_PARAMETER" in variables

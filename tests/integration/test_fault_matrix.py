@@ -1,0 +1,139 @@
+"""The fault matrix (SPEC §7): each dependency failing, the answer it gets, and what is given back.
+
+Every row uses a user of its own, so "nothing lost" is checked exactly: after the failure the
+user's bucket and daily count are untouched and no budget is held or spent.
+"""
+
+import json
+import uuid
+
+import pytest
+
+from dnd_rag.container import Container
+from infra.local.bootstrap import ensure_table
+from tests.support.events import http_event, parse
+from tests.support.servers import free_port
+
+QUESTION = {"question": "What is a beholder?", "k": 3}
+
+
+@pytest.fixture
+def env(base_env, any_user_auth_url, dynamodb):
+    table = f"faults-{uuid.uuid4().hex[:12]}"  # its own budget: "no budget held" is then exact
+    ensure_table(dynamodb, table)
+    return {
+        **base_env,
+        "AUTH_API_URL": any_user_auth_url,
+        "TABLE_NAME": table,
+        "TOKEN_BUCKET_CAPACITY": "15",
+        "DAILY_USER_REQUEST_LIMIT": "30",
+    }
+
+
+@pytest.fixture
+def token():
+    return f"u-{uuid.uuid4().hex}"
+
+
+def held_budget(dynamodb, table):
+    items = dynamodb.scan(TableName=table)["Items"]
+    return sum(int(item.get("committed", {}).get("N", 0)) for item in items if item["pk"]["S"].startswith("BUDGET#"))
+
+
+@pytest.mark.parametrize(
+    ("fault", "failures", "delay"),
+    [
+        ("openai 500 three times", [500, 500, 500], 0.0),
+        ("openai 429 three times", [429, 429, 429], 0.0),
+        ("openai timeout", [], 1.5),
+    ],
+)
+def test_openai_failures_are_502_and_give_everything_back(
+    make_app, call, env, openai_env, openai_state, token, dynamodb, fault, failures, delay
+):
+    app, _ = make_app(
+        {
+            **openai_env,
+            **{k: v for k, v in env.items() if k != "CHROMA_COLLECTION"},
+            "LLM_PROVIDER": "openai",
+            "EMBEDDING_PROVIDER": "openai",
+        }
+    )
+    openai_state.failures.extend(failures)
+    openai_state.delay_seconds = delay
+
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+
+    assert (status, body["error"]) == (502, "upstream_error"), fault
+    if failures:
+        assert len(openai_state.requests) == 3  # one try and two bounded retries
+    assert held_budget(dynamodb, env["TABLE_NAME"]) == 0
+    usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+    assert (usage["bucket"]["remaining_burst"], usage["daily_remaining"], usage["today"]["requests"]) == (15, 30, 0)
+
+
+def test_chroma_down_is_502_and_gives_everything_back(make_app, call, env, token, dynamodb):
+    app, _ = make_app({**env, "CHROMA_PORT": str(free_port())})
+
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+
+    assert (status, body["error"]) == (502, "upstream_error")
+    assert "chroma" not in body["message"].lower()  # internals stay in the logs
+    assert held_budget(dynamodb, env["TABLE_NAME"]) == 0
+    usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+    assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (15, 0)
+
+
+def test_auth_api_down_is_503_and_consumes_nothing(make_app, call, env, token, dynamodb):
+    down, _ = make_app({**env, "AUTH_API_URL": f"http://127.0.0.1:{free_port()}"})
+
+    status, body, headers = parse(call(down, http_event("POST", "/api/query", token=token, body=QUESTION)))
+
+    assert (status, body["error"]) == (503, "auth_unavailable")
+    assert "Retry-After" in headers
+    assert not [i for i in dynamodb.scan(TableName=env["TABLE_NAME"])["Items"] if not i["pk"]["S"].startswith("IP#")]
+
+
+def test_an_unexpected_error_is_500_without_internals(make_app, call, env, token, monkeypatch):
+    class ExplodingRag:
+        def answer(self, *args, **kwargs):
+            raise RuntimeError("secret detail at /var/task/dnd_rag/logic/rag.py line 42")
+
+    monkeypatch.setattr(Container, "rag", property(lambda self: ExplodingRag()))
+    app, _ = make_app(env)
+
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+
+    assert (status, body["error"]) == (500, "internal_error")
+    assert "secret" not in json.dumps(body)
+    assert "Traceback" not in json.dumps(body)
+    assert body["request_id"]
+    usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+    assert usage["today"]["requests"] == 0  # an admitted request that failed is given back
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is a beholder?\x00\x07\x1b[31m",  # NUL, bell, an ANSI escape
+        "Qu'est-ce qu'un beholder ? 👁️‍🗨️ \u202e\u200b",  # emoji sequences, bidi override, zero width
+    ],
+)
+def test_unicode_and_control_characters_are_answered_safely(make_app, call, env, token, question):
+    app, _ = make_app(env)
+    raw = json.dumps({"question": question})  # json.dumps escapes what must be escaped
+
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, raw_body=raw)))
+
+    assert status == 200, body
+    assert "beholder" in body["answer"].lower()
+
+
+def test_a_lone_surrogate_is_a_clear_validation_error(make_app, call, env, token):
+    app, _ = make_app(env)
+    raw = '{"question": "beholder \\ud83d"}'  # valid JSON, but not Unicode text
+
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, raw_body=raw)))
+
+    assert (status, body["error"]) == (400, "validation_error")
+    assert body["details"][0]["field"] == "question"
