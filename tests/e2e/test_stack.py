@@ -90,7 +90,8 @@ def test_cors_preflight_allows_only_configured_origins(client):
 
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
-    assert "POST" in allowed.headers["Access-Control-Allow-Methods"]
+    assert allowed.headers["Access-Control-Allow-Methods"] == "GET,OPTIONS,POST"
+    assert allowed.headers["Access-Control-Allow-Headers"] == "Authorization,Content-Type,Idempotency-Key"
     assert "Access-Control-Allow-Origin" not in denied.headers
 
 

@@ -37,18 +37,23 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
         return super().handler(app, next_middleware)
 
 
+ALLOWED_HEADERS = {"Authorization", "Content-Type", "Idempotency-Key"}
+
+
 def cors_config(origins: list[str]) -> CORSConfig | None:
     """Exact-match origins; a disallowed origin gets no Access-Control-Allow-Origin at all."""
     if not origins:
         return None
-    return CORSConfig(
+    config = CORSConfig(
         allow_origin=origins[0],
         extra_origins=origins[1:],
         allow_credentials=True,
         max_age=600,
-        allow_headers=["Idempotency-Key"],
         expose_headers=["X-Request-Id", "Retry-After"],
     )
+    # Powertools always adds the X-Amz-* headers of signed requests; this API takes bearer tokens only.
+    config.allow_headers = set(ALLOWED_HEADERS)
+    return config
 
 
 def authenticated(authenticator: Callable[[], Authenticator]) -> Middleware:
