@@ -15,8 +15,8 @@ import pytest
 from dnd_rag.dal.budget import DynamoBudgetStore, DynamoLedgers
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.errors import BudgetExceededError
-from dnd_rag.logic.budget import LEASE_SECONDS, Budget, CostBound
-from dnd_rag.pricing import NANOS_PER_USD
+from dnd_rag.logic.budget import LEASE_SECONDS, Budget, Charge, CostBound
+from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from dnd_rag.settings import load_settings
 from infra.local.bootstrap import ensure_table
 from tests.support.clock import Clock
@@ -276,3 +276,17 @@ def test_the_next_utc_day_starts_fresh(store):
 def test_a_query_larger_than_the_whole_budget_is_refused(store):
     with pytest.raises(BudgetExceededError):
         Budget(store, limit=100, clock=Clock()).reserve(101)
+
+
+def test_a_query_settling_after_its_lease_was_swept_is_still_charged(store):
+    clock = Clock()
+    budget = Budget(store, limit=1000, clock=clock)
+    slow = budget.reserve(600)  # a query that outlives its lease
+    clock.now += LEASE_SECONDS + 1
+    budget.reserve(600)  # refused at first; sweeping the expired lease frees room
+
+    budget.settle(slow, Charge("late-user", "gpt-4o-mini", TokenUsage(10, 5, 1), cost=250))
+
+    totals = budget.totals()
+    assert totals.spent == 250  # the late answer's real cost is on the books
+    assert totals.committed == 600 + 250  # the new reservation plus what was spent
