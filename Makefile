@@ -55,9 +55,10 @@ integration: install ## Handlers in-process against the local emulator, Chroma a
 e2e: install ## HTTP against a started local stack
 	$(PY) -m pytest tests/e2e
 
-lint: $(VENV)/.installed ## Ruff lint and format check
+lint: $(VENV)/.installed ## Ruff lint and format check, mypy on the Lambda code
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.installed ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -32,10 +32,6 @@ class FakeOpenAIState:
             self.delay_seconds = 0.0
             self.requests.clear()
 
-    def next_failure(self) -> int | None:
-        with self.lock:
-            return self.failures.pop(0) if self.failures else None
-
 
 def _embeddings(request: dict[str, Any]) -> dict[str, Any]:
     inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
@@ -80,12 +76,15 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                     state.delay_seconds = float(body.get("delay", state.delay_seconds))
                 self._send(200, {"ok": True})
                 return
-            if state.delay_seconds:
-                time.sleep(state.delay_seconds)
-            failure = state.next_failure()
+            # Decide and record everything on arrival: a slow request still sleeping when its test
+            # has ended must not consume or pollute the next test's injected faults.
+            with state.lock:
+                failure = state.failures.pop(0) if state.failures else None
+                delay = state.delay_seconds
             if failure is not None:
                 with state.lock:
                     state.requests.append({"path": self.path, "status": failure})
+                time.sleep(delay)
                 self._send(
                     failure,
                     {"error": {"message": "injected failure", "type": "server_error"}},
@@ -101,17 +100,21 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 return
             with state.lock:
                 state.requests.append({"path": self.path, "status": 200, "usage": result["usage"]})
+            time.sleep(delay)
             self._send(200, result)
 
         def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):  # the client timed out first: expected
+                pass
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             return

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
+from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dnd_rag.errors import PayloadTooLargeError
@@ -26,7 +27,7 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
     come first, wrap the validation step itself.
     """
 
-    def handler(self, app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response:
+    def handler(self, app: EventHandlerInstance, next_middleware: NextMiddleware) -> Response:
         body = app.current_event.decoded_body or ""
         if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
             raise PayloadTooLargeError(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")

@@ -25,8 +25,8 @@ DESCRIPTION = (
     "Answers tabletop rules questions with retrieval-augmented generation. Every error has the "
     "shape {error, message, request_id, ...context}; every response carries X-Request-Id."
 )
-BEARER = [{"bearerAuth": []}]
-SECURITY_SCHEMES = {"bearerAuth": HTTPBearer(description="The token issued by the auth API")}
+BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+SECURITY_SCHEMES: dict[str, Any] = {"bearerAuth": HTTPBearer(description="The token issued by the auth API")}
 
 
 def responses(ok: type, *error_statuses: int) -> dict[int, Any]:

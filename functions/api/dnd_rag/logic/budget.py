@@ -85,9 +85,10 @@ class Budget:
         store: BudgetStore,
         limit: int,
         clock: Callable[[], float],
-        on_totals: Callable[[str, BudgetTotals, bool], None] | None = None,
+        on_totals: Callable[[str, BudgetTotals, int | None], None] | None = None,
     ) -> None:
-        """``on_totals(day, totals, refused)`` sees every state the store returns (alerting hooks in)."""
+        """``on_totals(day, totals, refused_amount)`` sees every state the store returns, with the
+        amount that was refused when it was a refusal (alerting hooks in here)."""
         self._store = store
         self.limit = limit
         self._clock = clock

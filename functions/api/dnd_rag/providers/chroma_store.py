@@ -6,7 +6,7 @@ imported when the first query builds the retriever, once per container.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import chromadb
@@ -75,9 +75,10 @@ class ChromaRetriever:
     def search(self, vector: list[float], k: int) -> list[Passage]:
         collection = self._open()
         try:
+            queries: list[Sequence[float]] = [vector]
             result = collection.query(
-                query_embeddings=[vector], n_results=k, include=["documents", "metadatas", "distances"]
-            )  # type: ignore[list-item]
+                query_embeddings=queries, n_results=k, include=["documents", "metadatas", "distances"]
+            )
         except Exception as exc:
             raise _upstream("query", exc) from None
         return _passages(result)

@@ -31,9 +31,9 @@ def _bucket(feature: str) -> tuple[int, float]:
 def hash_embedding(text: str) -> list[float]:
     """A unit vector: sublinear term counts of words and adjacent word pairs, hashed into 384 slots."""
     words = terms(text)
-    features = Counter(words)
+    features: dict[str, float] = dict(Counter(words))
     for pair in itertools.pairwise(words):
-        features[f"{pair[0]}_{pair[1]}"] += _PAIR_WEIGHT
+        features[f"{pair[0]}_{pair[1]}"] = features.get(f"{pair[0]}_{pair[1]}", 0.0) + _PAIR_WEIGHT
     vector = [0.0] * DIMENSIONS
     for feature, count in features.items():
         slot, sign = _bucket(feature)

@@ -8,7 +8,6 @@ request under API Gateway's 30 s.
 
 from __future__ import annotations
 
-import httpx
 import openai
 
 from dnd_rag.errors import UpstreamError
@@ -17,13 +16,11 @@ from dnd_rag.logic.prompt import build_messages
 from dnd_rag.models.domain import Embedding, Generation, Passage
 
 MAX_RETRIES = 2
-CONNECT_TIMEOUT_SECONDS = 2.0
 MIN_ATTEMPT_SECONDS = 0.5
 
 
 def make_client(api_key: str, base_url: str | None, timeout_seconds: float) -> openai.OpenAI:
-    timeout = httpx.Timeout(timeout_seconds, connect=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds))
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=MAX_RETRIES)
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=MAX_RETRIES)
 
 
 def _within(client: openai.OpenAI, timeout_seconds: float, deadline: Deadline | None) -> openai.OpenAI:
@@ -37,7 +34,7 @@ def _within(client: openai.OpenAI, timeout_seconds: float, deadline: Deadline | 
             reason="openai: no time left before the request deadline",
         )
     per_attempt = min(timeout_seconds, remaining / (MAX_RETRIES + 1))
-    return client.with_options(timeout=httpx.Timeout(per_attempt, connect=min(CONNECT_TIMEOUT_SECONDS, per_attempt)))
+    return client.with_options(timeout=per_attempt)
 
 
 class OpenAIEmbedder:
