@@ -32,7 +32,7 @@ class MemoryCache:
         entry = self.items.get(key)
         if entry is None or entry[1] <= now:
             return None
-        return (entry[0],)
+        return entry
 
     def put(self, key, user, expires_at):
         self.items[key] = (user, expires_at)
@@ -92,6 +92,19 @@ def test_the_shared_cache_is_keyed_by_hash_and_never_holds_the_token():
 
     assert list(shared.items) == [token_hash("good")]
     assert "good" not in repr(shared.items)
+
+
+def test_a_copy_from_the_shared_cache_expires_with_the_shared_entry():
+    shared = MemoryCache()
+    first, _, _, clock = make(shared=shared)
+    first.authenticate("Bearer good")  # validated at t0, trusted until t0 + 300
+    clock.now += 200
+    second, api, _, _ = make(shared=shared, clock=clock)
+    assert second.authenticate("Bearer good").source == "shared"
+
+    clock.now += 101  # t0 + 301: past the validation's lifetime, though the copy is only 101 s old
+    assert second.authenticate("Bearer good").source == "auth_api"
+    assert api.calls == 1
 
 
 def test_entries_expire_after_the_ttl():

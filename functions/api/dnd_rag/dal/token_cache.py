@@ -19,15 +19,16 @@ class DynamoTokenCache:
     def _key(token_hash: str) -> dict[str, Any]:
         return {"pk": {"S": f"TOKEN#{token_hash}"}, "sk": {"S": "AUTH"}}
 
-    def get(self, token_hash: str, now: float) -> tuple[User | None] | None:
+    def get(self, token_hash: str, now: float) -> tuple[User | None, float] | None:
         with store_errors("GetItem token cache"):
             item = self._client.get_item(TableName=self._table, Key=self._key(token_hash)).get("Item")
         # TTL deletion is lazy (can lag by hours), so expiry is checked here too.
         if item is None or float(item["expires_at"]["N"]) <= now:
             return None
+        expires_at = float(item["expires_at"]["N"])
         if not item["valid"]["BOOL"]:
-            return (None,)
-        return (User.model_validate(json.loads(item["user"]["S"])),)
+            return (None, expires_at)
+        return (User.model_validate(json.loads(item["user"]["S"])), expires_at)
 
     def put(self, token_hash: str, user: User | None, expires_at: float) -> None:
         item: dict[str, Any] = {

@@ -107,8 +107,10 @@ class Authenticator:
 
         shared = self._shared.get(key, now)
         if shared is not None:
-            self._local.put(key, shared[0], now + (self._ttl if shared[0] else self._negative_ttl))
-            return _Lookup(shared[0], "shared")
+            user, shared_expires_at = shared
+            # never outlive the shared entry: a token is trusted for TTL seconds after validation, no longer
+            self._local.put(key, user, shared_expires_at)
+            return _Lookup(user, "shared")
 
         if self._guard is not None:
             self._guard.check(source_ip)  # an address that keeps failing does not reach the auth API

@@ -40,8 +40,8 @@ class AuthApi(Protocol):
 class SharedTokenCache(Protocol):
     """The cross-container cache of validation results, keyed by the token's SHA-256."""
 
-    def get(self, token_hash: str, now: float) -> tuple[User | None] | None:
-        """``None`` on a miss; ``(user,)`` on a hit, where ``user`` is None for a cached rejection."""
+    def get(self, token_hash: str, now: float) -> tuple[User | None, float] | None:
+        """``None`` on a miss; ``(user, expires_at)`` on a hit, ``user`` None for a cached rejection."""
         ...
 
     def put(self, token_hash: str, user: User | None, expires_at: float) -> None: ...
