@@ -62,14 +62,12 @@ class Container:
 
     @property
     def queries(self) -> QueryService:
+        return self._once("queries", self._build_queries)
+
+    def _build_queries(self) -> QueryService:
         s = self.settings
         bound = CostBound(s.price_book, s.max_completion_tokens)
-        return self._once(
-            "queries",
-            lambda: QueryService(
-                self.rag, self.limiter, self.plans, self.budget, bound, self.clock, s.max_question_chars
-            ),
-        )
+        return QueryService(self.rag, self.limiter, self.plans, self.budget, bound, self.clock, s.max_question_chars)
 
     @property
     def usage(self) -> UsageService:
@@ -109,9 +107,11 @@ class Container:
 
     @property
     def plans(self) -> PlanBook:
+        return self._once("plans", self._build_plans)
+
+    def _build_plans(self) -> PlanBook:
         s = self.settings
-        default = Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit)
-        return self._once("plans", lambda: PlanBook(default, s.plan_limits))
+        return PlanBook(Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit), s.plan_limits)
 
     @property
     def limiter(self) -> RateLimiter:

@@ -15,17 +15,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dnd_rag.dal.dynamo import store_errors
+from dnd_rag.dal.dynamo import number, store_errors
 from dnd_rag.logic.budget import BudgetTotals, Charge
 from dnd_rag.logic.ports import LedgerRow
 
 KEEP_SECONDS = 3 * 86_400
 RESERVATION_PREFIX = "res_"
 LEDGER_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "cost")
-
-
-def _n(value: int | float) -> dict[str, str]:
-    return {"N": str(int(value))}
 
 
 def _total_key(day: str) -> dict[str, Any]:
@@ -70,11 +66,11 @@ class DynamoBudgetStore:
                 ConditionExpression="attribute_not_exists(committed) OR committed <= :headroom",
                 ExpressionAttributeNames={"#res": RESERVATION_PREFIX + reservation_id},
                 ExpressionAttributeValues={
-                    ":entry": {"L": [_n(amount), _n(lease_until)]},
-                    ":amount": _n(amount),
-                    ":zero": _n(0),
-                    ":headroom": _n(headroom),
-                    ":expires": _n(expires_at + KEEP_SECONDS),
+                    ":entry": {"L": [number(amount), number(lease_until)]},
+                    ":amount": number(amount),
+                    ":zero": number(0),
+                    ":headroom": number(headroom),
+                    ":expires": number(expires_at + KEEP_SECONDS),
                 },
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -92,17 +88,21 @@ class DynamoBudgetStore:
                 UpdateExpression="REMOVE #res ADD committed :minus",
                 ConditionExpression="attribute_exists(#res)",
                 ExpressionAttributeNames={"#res": RESERVATION_PREFIX + reservation_id},
-                ExpressionAttributeValues={":minus": _n(-amount)},
+                ExpressionAttributeValues={":minus": number(-amount)},
             )
         except ClientError as exc:
             if not _refused(exc):
                 raise
 
-    def release_expired(self, day: str, now: float) -> int:
+    def _total_item(self, day: str) -> dict[str, Any]:
         with store_errors("GetItem budget"):
-            item = self._client.get_item(TableName=self._table, Key=_total_key(day), ConsistentRead=True).get("Item")
+            return self._client.get_item(TableName=self._table, Key=_total_key(day), ConsistentRead=True).get(
+                "Item", {}
+            )
+
+    def release_expired(self, day: str, now: float) -> int:
         released = 0
-        for name, value in (item or {}).items():
+        for name, value in self._total_item(day).items():
             if name.startswith(RESERVATION_PREFIX):
                 amount, lease_until = (int(part["N"]) for part in value["L"])
                 if lease_until < now:
@@ -122,9 +122,9 @@ class DynamoBudgetStore:
             "ConditionExpression": "attribute_exists(#res)",
             "ExpressionAttributeNames": {"#res": RESERVATION_PREFIX + reservation_id},
             "ExpressionAttributeValues": {
-                ":delta": _n(charge.cost - reserved),
-                ":cost": _n(charge.cost),
-                ":one": _n(1),
+                ":delta": number(charge.cost - reserved),
+                ":cost": number(charge.cost),
+                ":one": number(1),
             },
         }
         try:
@@ -136,7 +136,7 @@ class DynamoBudgetStore:
                 "TableName": self._table,
                 "Key": _total_key(day),
                 "UpdateExpression": "ADD committed :cost, spent :cost, requests :one",
-                "ExpressionAttributeValues": {":cost": _n(charge.cost), ":one": _n(1)},
+                "ExpressionAttributeValues": {":cost": number(charge.cost), ":one": number(1)},
             }
             with store_errors("TransactWriteItems budget late settle"):
                 self._client.transact_write_items(TransactItems=[{"Update": late}, *ledgers])
@@ -150,20 +150,18 @@ class DynamoBudgetStore:
                 "UpdateExpression": "SET expires_at = :expires ADD requests :one, prompt_tokens :prompt, "
                 "completion_tokens :completion, embedding_tokens :embedding, cost :cost",
                 "ExpressionAttributeValues": {
-                    ":expires": _n(expires_at + KEEP_SECONDS),
-                    ":one": _n(1),
-                    ":prompt": _n(usage.prompt_tokens),
-                    ":completion": _n(usage.completion_tokens),
-                    ":embedding": _n(usage.embedding_tokens),
-                    ":cost": _n(charge.cost),
+                    ":expires": number(expires_at + KEEP_SECONDS),
+                    ":one": number(1),
+                    ":prompt": number(usage.prompt_tokens),
+                    ":completion": number(usage.completion_tokens),
+                    ":embedding": number(usage.embedding_tokens),
+                    ":cost": number(charge.cost),
                 },
             }
         }
 
     def read_totals(self, day: str) -> BudgetTotals:
-        with store_errors("GetItem budget"):
-            item = self._client.get_item(TableName=self._table, Key=_total_key(day), ConsistentRead=True).get("Item")
-        return _totals(item)
+        return _totals(self._total_item(day))
 
     # --- alert claims ---------------------------------------------------------------------------
 
@@ -176,7 +174,11 @@ class DynamoBudgetStore:
                 ConditionExpression="attribute_exists(spent) AND spent >= :minimum AND attribute_not_exists(#sent) "
                 "AND (attribute_not_exists(#claim) OR #claim < :now)",
                 ExpressionAttributeNames={"#claim": f"alert_{threshold}_claim", "#sent": f"alert_{threshold}_sent"},
-                ExpressionAttributeValues={":until": _n(claim_until), ":now": _n(now), ":minimum": _n(minimum_spent)},
+                ExpressionAttributeValues={
+                    ":until": number(claim_until),
+                    ":now": number(now),
+                    ":minimum": number(minimum_spent),
+                },
             )
         except ClientError as exc:
             if _refused(exc):
@@ -190,7 +192,7 @@ class DynamoBudgetStore:
             day,
             UpdateExpression="SET #sent = :now REMOVE #claim",
             ExpressionAttributeNames={"#sent": f"alert_{threshold}_sent", "#claim": f"alert_{threshold}_claim"},
-            ExpressionAttributeValues={":now": _n(now)},
+            ExpressionAttributeValues={":now": number(now)},
         )
 
     def drop_alert_claim(self, day: str, threshold: int) -> None:

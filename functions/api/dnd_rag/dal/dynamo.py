@@ -27,6 +27,11 @@ from dnd_rag.errors import StoreUnavailableError
 CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3})
 
 
+def number(value: int | float) -> dict[str, str]:
+    """A DynamoDB number attribute value (whole numbers only: ms, nano-dollars, counts, epochs)."""
+    return {"N": str(int(value))}
+
+
 @cache
 def dynamodb_client() -> Any:
     """One client per container (endpoint and region come from the standard AWS variables)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dnd_rag.dal.dynamo import store_errors
+from dnd_rag.dal.dynamo import number, store_errors
 from dnd_rag.logic.clock import next_midnight, utc_day
 from dnd_rag.logic.rate_limit import BucketState, Policy, Shape
 
@@ -23,10 +23,6 @@ def _state(item: dict[str, Any] | None) -> BucketState | None:
     if not item or "tat" not in item:
         return None
     return BucketState(tat_ms=int(item["tat"]["N"]), day=item["day"]["S"], count=int(item["daily_count"]["N"]))
-
-
-def _n(value: int | float) -> dict[str, str]:
-    return {"N": str(int(value))}
 
 
 class DynamoLimitStore:
@@ -42,28 +38,28 @@ class DynamoLimitStore:
         now_ms = int(now * 1000)
         interval = policy.interval_ms
         today = utc_day(now)
-        values: dict[str, Any] = {":one": _n(1), ":limit": _n(policy.daily_limit)}
+        values: dict[str, Any] = {":one": number(1), ":limit": number(policy.daily_limit)}
         if shape is Shape.NEW_DAY:
             update = "SET tat = :tat, #day = :today, daily_count = :one, expires_at = :expires"
             condition = "attribute_not_exists(pk) OR #day < :today"
             values |= {
-                ":tat": _n(now_ms + interval),
+                ":tat": number(now_ms + interval),
                 ":today": {"S": today},
-                ":expires": _n(next_midnight(now) + KEEP_SECONDS),
+                ":expires": number(next_midnight(now) + KEEP_SECONDS),
             }
             values.pop(":limit")
         elif shape is Shape.FULL:
             update = "SET tat = :tat, daily_count = daily_count + :one"
             condition = "#day = :today AND tat <= :now AND daily_count < :limit"
-            values |= {":tat": _n(now_ms + interval), ":today": {"S": today}, ":now": _n(now_ms)}
+            values |= {":tat": number(now_ms + interval), ":today": {"S": today}, ":now": number(now_ms)}
         else:
             update = "SET tat = tat + :interval, daily_count = daily_count + :one"
             condition = "#day = :today AND tat > :now AND tat <= :max_tat AND daily_count < :limit"
             values |= {
-                ":interval": _n(interval),
+                ":interval": number(interval),
                 ":today": {"S": today},
-                ":now": _n(now_ms),
-                ":max_tat": _n(now_ms + (policy.capacity - 1) * interval),
+                ":now": number(now_ms),
+                ":max_tat": number(now_ms + (policy.capacity - 1) * interval),
             }
         try:
             with store_errors("UpdateItem limits"):
@@ -92,9 +88,9 @@ class DynamoLimitStore:
                     ConditionExpression="#day = :day AND daily_count > :zero",
                     ExpressionAttributeNames={"#day": "day"},
                     ExpressionAttributeValues={
-                        ":interval": _n(interval_ms),
-                        ":one": _n(1),
-                        ":zero": _n(0),
+                        ":interval": number(interval_ms),
+                        ":one": number(1),
+                        ":zero": number(0),
                         ":day": {"S": day},
                     },
                 )

@@ -23,9 +23,11 @@ class DynamoTokenCache:
         with store_errors("GetItem token cache"):
             item = self._client.get_item(TableName=self._table, Key=self._key(token_hash)).get("Item")
         # TTL deletion is lazy (can lag by hours), so expiry is checked here too.
-        if item is None or float(item["expires_at"]["N"]) <= now:
+        if item is None:
             return None
         expires_at = float(item["expires_at"]["N"])
+        if expires_at <= now:
+            return None
         if not item["valid"]["BOOL"]:
             return (None, expires_at)
         return (User.model_validate(json.loads(item["user"]["S"])), expires_at)

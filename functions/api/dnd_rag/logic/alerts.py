@@ -26,7 +26,6 @@ TOP_USERS = 5
 
 @dataclass(frozen=True)
 class Alert:
-    threshold: int
     subject: str
     body: str
 
@@ -94,4 +93,4 @@ class BudgetAlerts:
         else:
             subject = f"[dnd_rag] Daily budget exhausted: queries paused until midnight UTC ({day})"
             lines.insert(0, "Queries are refused with 503 budget_exceeded until the budget resets.\n")
-        return Alert(threshold, subject, "\n".join(lines))
+        return Alert(subject, "\n".join(lines))

@@ -7,13 +7,12 @@ Only the SHA-256 of a token is ever kept or logged. A rejected token is cached b
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from dnd_rag.errors import InvalidTokenError, MissingTokenError
+from dnd_rag.logic.bounded_map import BoundedMap
 from dnd_rag.logic.ip_guard import FailedAuthGuard
 from dnd_rag.logic.ports import AuthApi, SharedTokenCache
 from dnd_rag.models.domain import User
@@ -42,32 +41,6 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
-class _LocalCache:
-    """A small thread-safe TTL map: per container, so it costs no round trip."""
-
-    def __init__(self, max_entries: int) -> None:
-        self._entries: OrderedDict[str, tuple[User | None, float]] = OrderedDict()
-        self._max_entries = max_entries
-        self._lock = threading.Lock()
-
-    def get(self, key: str, now: float) -> tuple[User | None] | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry[1] <= now:
-                del self._entries[key]
-                return None
-            return (entry[0],)
-
-    def put(self, key: str, user: User | None, expires_at: float) -> None:
-        with self._lock:
-            self._entries[key] = (user, expires_at)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-
-
 class Authenticator:
     def __init__(
         self,
@@ -84,7 +57,8 @@ class Authenticator:
         self._clock = clock
         self._ttl = ttl_seconds
         self._negative_ttl = negative_ttl_seconds
-        self._local = _LocalCache(max_local_entries)
+        # per container, so a hit costs no round trip: token hash -> (user or rejection, expires_at)
+        self._local: BoundedMap[str, tuple[User | None, float]] = BoundedMap(max_local_entries)
         self._guard = failed_auth_guard
 
     def authenticate(self, authorization: str | None, source_ip: str = "") -> Authentication:
@@ -101,15 +75,15 @@ class Authenticator:
         key = token_hash(token)
         now = self._clock()
 
-        cached = self._local.get(key, now)
-        if cached is not None:
+        cached = self._local.get(key)
+        if cached is not None and cached[1] > now:
             return _Lookup(cached[0], "local")
 
         shared = self._shared.get(key, now)
         if shared is not None:
             user, shared_expires_at = shared
             # never outlive the shared entry: a token is trusted for TTL seconds after validation, no longer
-            self._local.put(key, user, shared_expires_at)
+            self._local.put(key, (user, shared_expires_at))
             return _Lookup(user, "shared")
 
         if self._guard is not None:
@@ -118,7 +92,7 @@ class Authenticator:
         ttl = self._ttl if user else self._negative_ttl
         if ttl > 0:
             self._shared.put(key, user, now + ttl)
-            self._local.put(key, user, now + ttl)
+            self._local.put(key, (user, now + ttl))
         return _Lookup(user, "auth_api")
 
 

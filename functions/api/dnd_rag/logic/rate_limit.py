@@ -18,12 +18,11 @@ case, and no interleaving of writers can admit more than the policy allows.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError
+from dnd_rag.logic.bounded_map import BoundedMap
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.ports import LimitStore
 
@@ -124,13 +123,11 @@ class RateLimiter:
 
     def __init__(self, store: LimitStore, max_remembered: int = 10_000) -> None:
         self._store = store
-        self._last_seen: OrderedDict[str, BucketState] = OrderedDict()
-        self._max_remembered = max_remembered
-        self._lock = threading.Lock()
+        self._last_seen: BoundedMap[str, BucketState] = BoundedMap(max_remembered)
 
     def admit(self, key: str, policy: Policy, now: float) -> Admission:
         """Consume one request for ``key`` or raise RateLimitedError / DailyLimitExceededError."""
-        state = self._remembered(key)
+        state = self._last_seen.get(key)
         for _ in range(MAX_ATTEMPTS):
             admitted, observed = self._store.try_consume(key, shape_for(state, now), policy, now)
             self._remember(key, observed)
@@ -160,19 +157,10 @@ class RateLimiter:
     def refund(self, admission: Admission) -> None:
         """Give back an admitted request (its token and its daily count), same day only."""
         self._store.refund(admission.key, admission.day, admission.interval_ms)
-        with self._lock:
-            self._last_seen.pop(admission.key, None)
-
-    def _remembered(self, key: str) -> BucketState | None:
-        with self._lock:
-            return self._last_seen.get(key)
+        self._last_seen.pop(admission.key)
 
     def _remember(self, key: str, state: BucketState | None) -> None:
-        with self._lock:
-            if state is None:
-                self._last_seen.pop(key, None)
-                return
-            self._last_seen[key] = state
-            self._last_seen.move_to_end(key)
-            while len(self._last_seen) > self._max_remembered:
-                self._last_seen.popitem(last=False)
+        if state is None:
+            self._last_seen.pop(key)
+        else:
+            self._last_seen.put(key, state)
