@@ -56,7 +56,7 @@ def ingest(container: Container, paths: list[Path]) -> dict[str, int]:
         chunks = chunk_document(path.read_text(encoding="utf-8"), source)
         for start in range(0, len(chunks), BATCH):
             batch = chunks[start : start + BATCH]
-            vectors = embedder.embed([chunk.text for chunk in batch]).vectors
+            vectors = embedder.embed([chunk.text for chunk in batch], container.settings.openai_timeout_seconds).vectors
             collection.upsert(
                 ids=[chunk.id for chunk in batch],
                 embeddings=vectors,  # type: ignore[arg-type]

@@ -73,7 +73,7 @@ def test_debug_adds_diagnostics_without_secrets(app, call):
     )
 
     stages = {d["stage"] for d in body["diagnostics"]}
-    assert stages == {"retrieval", "tokens", "timings"}
+    assert stages == {"retrieval", "budget", "tokens", "timings"}
     assert "dev-alice" not in json.dumps(body)
 
 

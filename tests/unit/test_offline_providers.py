@@ -1,7 +1,8 @@
 import math
 
+from dnd_rag.logic.prompt import build_messages
 from dnd_rag.logic.text import count_tokens, sentences, terms
-from dnd_rag.models.domain import Passage
+from dnd_rag.models.domain import Passage, Prompt
 from dnd_rag.providers.offline import DIMENSIONS, ExtractiveGenerator, OfflineEmbedder, hash_embedding
 
 
@@ -49,18 +50,22 @@ def test_sentences_keep_table_rows_whole():
     assert sentences(text) == ["| Level | XP |", "| 9 | 250,001 |", "A fighter fights.", "A wizard casts."]
 
 
+def prompt(question, passages):
+    return Prompt(question, passages, build_messages(question, passages))
+
+
 def passage(n, text, source):
     return Passage(id=f"p{n}", text=text, source=source, score=0.5)
 
 
 def test_extractive_answer_quotes_the_best_sentence_and_counts_tokens():
-    generator = ExtractiveGenerator(max_completion_tokens=500)
+    generator = ExtractiveGenerator()
     passages = [
         passage(1, "A fighter needs 250,001 experience points to reach 9th level. Fighters wear armour.", "fighter.md"),
         passage(2, "A beholder floats.", "beholder.md"),
     ]
 
-    result = generator.generate("How many experience points does a fighter need to become 9th level?", passages)
+    result = generator.generate(prompt("How many experience points does a fighter need to become 9th level?", passages), 500)
 
     assert "250,001" in result.answer
     assert "beholder" not in result.answer
@@ -69,28 +74,28 @@ def test_extractive_answer_quotes_the_best_sentence_and_counts_tokens():
 
 
 def test_extractive_answer_covers_each_relevant_source():
-    generator = ExtractiveGenerator(max_completion_tokens=500)
+    generator = ExtractiveGenerator()
     passages = [
         passage(1, "A red dragon breathes fire.", "red.md"),
         passage(2, "A white dragon breathes frost.", "white.md"),
     ]
 
-    answer = generator.generate("Compare the red dragon and the white dragon", passages).answer
+    answer = generator.generate(prompt("Compare the red dragon and the white dragon", passages), 500).answer
 
     assert "fire" in answer
     assert "frost" in answer
 
 
 def test_extractive_answer_respects_max_completion_tokens():
-    generator = ExtractiveGenerator(max_completion_tokens=8)
+    generator = ExtractiveGenerator()
     passages = [passage(1, "A fighter needs 250,001 experience points to reach 9th level.", "f.md")]
 
-    result = generator.generate("fighter experience 9th level", passages)
+    result = generator.generate(prompt("fighter experience 9th level", passages), 8)
 
     assert result.completion_tokens <= 8
 
 
 def test_no_match_says_so():
-    result = ExtractiveGenerator(500).generate("What about spaceships?", [passage(1, "A beholder floats.", "b.md")])
+    result = ExtractiveGenerator().generate(prompt("What about spaceships?", [passage(1, "A beholder floats.", "b.md")]), 500)
 
     assert result.answer == "I could not find that in the rules I have."

@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from dnd_rag.logic.alerts import BudgetAlerts
 from dnd_rag.logic.auth import Authenticator
-from dnd_rag.logic.budget import Budget, CostBound
+from dnd_rag.logic.budget import Budget
+from dnd_rag.logic.fitting import Fitter, Floors
 from dnd_rag.logic.ip_guard import FailedAuthGuard
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import Embedder, Generator
 from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.spending import PaidCalls
 from dnd_rag.logic.usage import UsageService
 from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
@@ -66,8 +68,14 @@ class Container:
 
     def _build_queries(self) -> QueryService:
         s = self.settings
-        bound = CostBound(s.price_book, s.max_completion_tokens)
-        return QueryService(self.rag, self.limiter, self.plans, self.budget, bound, self.clock, s.max_question_chars)
+        rag = self.rag
+        fitter = Fitter(
+            rag.generator.prompt_tokens,
+            s.price_book,
+            s.max_completion_tokens,
+            Floors(s.budget_min_passages, s.budget_min_completion_tokens),
+        )
+        return QueryService(rag, self.limiter, self.plans, self.budget, fitter, self.clock, s.max_question_chars)
 
     @property
     def usage(self) -> UsageService:
@@ -103,7 +111,7 @@ class Container:
 
             mailer = SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)
             alerts = BudgetAlerts(store, self.ledgers, mailer, limit, self.clock)
-        return Budget(store, limit, self.clock, on_totals=alerts.observe if alerts else None)
+        return Budget(store, limit, self.clock, observer=alerts)
 
     @property
     def plans(self) -> PlanBook:
@@ -160,9 +168,7 @@ class Container:
         if self.settings.embedding_provider == "openai":
             from dnd_rag.providers.openai_provider import OpenAIEmbedder
 
-            return OpenAIEmbedder(
-                self._openai_client(), self.settings.embedding_model, self.settings.openai_timeout_seconds
-            )
+            return OpenAIEmbedder(self._openai_client(), self.settings.embedding_model)
         from dnd_rag.providers.offline import OfflineEmbedder
 
         return OfflineEmbedder()
@@ -171,13 +177,10 @@ class Container:
         if self.settings.llm_provider == "openai":
             from dnd_rag.providers.openai_provider import OpenAIGenerator
 
-            s = self.settings
-            return OpenAIGenerator(
-                self._openai_client(), s.openai_model, s.max_completion_tokens, s.openai_timeout_seconds
-            )
+            return OpenAIGenerator(self._openai_client(), self.settings.openai_model)
         from dnd_rag.providers.offline import ExtractiveGenerator
 
-        return ExtractiveGenerator(self.settings.max_completion_tokens)
+        return ExtractiveGenerator()
 
     def chroma_client(self) -> Any:
         from dnd_rag.providers.chroma_store import connect
@@ -192,4 +195,6 @@ class Container:
         s = self.settings
         embedder = self.embedder
         retriever = ChromaRetriever(self.chroma_client, s.chroma_collection, embedder.model)
-        return RagService(embedder, retriever, self._build_generator(), s.price_book)
+        return RagService(
+            embedder, retriever, self._build_generator(), s.price_book, PaidCalls(), s.openai_timeout_seconds
+        )

@@ -76,9 +76,17 @@ class IpRateLimitedError(ServiceError):
 
 
 class BudgetExceededError(ServiceError):
-    """The global daily budget cannot cover this query: the kill switch."""
+    """The global daily budget cannot cover this query: the kill switch.
+
+    ``cause`` is the body's ``reason``: ``spent`` (nothing fits until midnight) or ``in_flight``
+    (running queries hold the rest; retry shortly)."""
 
     code = "budget_exceeded"
+
+    def __init__(self, message: str, *, cause: str, retry_after: int, budget_info: dict[str, float]) -> None:
+        super().__init__(message, retry_after=retry_after, reason=f"budget {cause}", budget_info=budget_info)
+        self.cause = cause
+        self.context["reason"] = cause
 
 
 class ForbiddenError(ServiceError):
@@ -97,3 +105,18 @@ class IdempotencyKeyReusedError(ServiceError):
 
 class RequestInProgressError(ServiceError):
     code = "request_in_progress"
+
+
+class AttemptError(Exception):
+    """One call to a paid API (OpenAI) or to Chroma failed; the logic decides whether to retry.
+
+    ``billable``: the call may have reached the provider and may be billed (a timeout or a dropped
+    connection after sending, a 5xx), so the books must keep it. ``retryable``: another attempt may
+    succeed. ``retry_after``: seconds the provider asked us to wait."""
+
+    def __init__(self, reason: str, *, billable: bool, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.billable = billable
+        self.retryable = retryable
+        self.retry_after = retry_after

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from dnd_rag.models.money import TokenUsage
+
+__all__ = ["ChatPrice", "PriceBook", "TokenUsage", "UnknownModelError"]
+
 PRICES_VERSION = "2025-11-04"
 PRICES_SOURCE = "OpenAI API pricing page, standard tier, as of 2025-11-04"
 PER_TOKENS = Decimal(1_000_000)
@@ -39,13 +43,6 @@ EMBEDDING_PRICES: dict[str, Decimal] = {
 
 class UnknownModelError(ValueError):
     """A configured model has no price: refusing to run is safer than guessing low."""
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    embedding_tokens: int = 0
 
 
 @dataclass(frozen=True)

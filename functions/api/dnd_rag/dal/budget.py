@@ -1,45 +1,114 @@
 """The daily budget, its alert claims and the usage ledgers in DynamoDB.
 
 Items (all expire with TTL a few days after their UTC day):
-  BUDGET#<day> / TOTAL       committed, spent (nano-dollars), one ``res_<id>`` = [amount, lease]
-                             per open reservation, ``alert_<T>_sent`` / ``alert_<T>_claim``
-  LEDGER#<day> / USER#<id>   requests, prompt/completion/embedding tokens, cost
-  LEDGER#<day> / MODEL#<m>   the same per model
-Reservations live in the TOTAL item so that reserving is one conditional UpdateItem; settling is
-one transaction (TOTAL + both ledgers).
+  BUDGET#<day> / TOTAL        ``spent``, ``committed`` (spent + open holds), ``requests``;
+                              ``h_<id>`` = {a: amount, l: lease end, u: user, m: model} per open hold;
+                              ``o_<id>`` = end of grace, per hold charged in full as an orphan;
+                              ``m<field>_<model>`` the per-model ledger; ``alert_<T>_sent|claim``
+  LEDGER#<day> / USER#<id>    the user's ledger: requests, tokens, cost
+  LEDGER#<day> / CHARGE#<id>  what hold <id> was charged (``orphan`` when charged in full)
+
+Why this shape (SPEC §4 "conflict-free writes"):
+- The TOTAL item is written only by single conditional UpdateItems, never by a transaction, so a
+  write on it can never meet TransactionConflictException from our own traffic.
+- Every money write names the hold in its condition, so a write the SDK re-sends after a lost
+  response is refused instead of counted twice; a refusal is then read as "already done".
+- Settling writes the user's ledger first (one transaction: the CHARGE marker, created only if
+  absent, and the ledger) and the TOTAL second. If the request dies in between, the hold outlives
+  its lease and whoever reclaims it finds the marker and settles the TOTAL with the real cost;
+  with no marker it charges the hold in full. Ledgers therefore always add up to the total.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dnd_rag.dal.dynamo import number, store_errors
-from dnd_rag.logic.budget import BudgetTotals, Charge
+from dnd_rag.dal.dynamo import number, store_errors, with_retries
 from dnd_rag.logic.ports import LedgerRow
+from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
 
 KEEP_SECONDS = 3 * 86_400
-RESERVATION_PREFIX = "res_"
+HOLD_PREFIX = "h_"
+ORPHAN_PREFIX = "o_"
 LEDGER_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "cost")
+_MODEL_ATTRIBUTE = re.compile(r"^m(requests|prompt_tokens|completion_tokens|embedding_tokens|cost)_(.+)$")
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+_CANCELLED = "TransactionCanceledException"
 
 
 def _total_key(day: str) -> dict[str, Any]:
     return {"pk": {"S": f"BUDGET#{day}"}, "sk": {"S": "TOTAL"}}
 
 
-def _totals(item: dict[str, Any] | None) -> BudgetTotals:
-    item = item or {}
-    sent = frozenset(int(name.split("_")[1]) for name in item if name.startswith("alert_") and name.endswith("_sent"))
-    return BudgetTotals(
-        spent=int(item.get("spent", {}).get("N", 0)),
-        committed=int(item.get("committed", {}).get("N", 0)),
-        alerts_sent=sent,
+def _ledger_key(day: str, sort_key: str) -> dict[str, Any]:
+    return {"pk": {"S": f"LEDGER#{day}"}, "sk": {"S": sort_key}}
+
+
+def _int(item: dict[str, Any], name: str) -> int:
+    return int(item.get(name, {}).get("N", 0))
+
+
+def _hold(value: dict[str, Any]) -> HoldEntry:
+    fields = value["M"]
+    return HoldEntry(
+        amount=int(fields["a"]["N"]),
+        lease_until=float(fields["l"]["N"]),
+        user_id=fields["u"]["S"],
+        model=fields["m"]["S"],
     )
 
 
-def _refused(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] == "ConditionalCheckFailedException"
+def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
+    item = item or {}
+    sent = frozenset(int(name.split("_")[1]) for name in item if name.startswith("alert_") and name.endswith("_sent"))
+    return BudgetTotals(
+        spent=_int(item, "spent"),
+        committed=_int(item, "committed"),
+        alerts_sent=sent,
+        holds={
+            name.removeprefix(HOLD_PREFIX): _hold(value) for name, value in item.items() if name.startswith(HOLD_PREFIX)
+        },
+        orphans={
+            name.removeprefix(ORPHAN_PREFIX): float(value["N"])
+            for name, value in item.items()
+            if name.startswith(ORPHAN_PREFIX)
+        },
+    )
+
+
+def _hold_value(entry: HoldEntry) -> dict[str, Any]:
+    return {
+        "M": {
+            "a": number(entry.amount),
+            "l": number(entry.lease_until),
+            "u": {"S": entry.user_id},
+            "m": {"S": entry.model},
+        }
+    }
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] == _CONDITION_FAILED
+
+
+def _model_ledger_update(model: str, usage: TokenUsage, cost: int, requests: int) -> tuple[list[str], dict, dict]:
+    """ADD clauses that keep the per-model ledger inside the TOTAL item, in the same write as the money."""
+    values = {
+        "requests": requests,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "embedding_tokens": usage.embedding_tokens,
+        "cost": cost,
+    }
+    clauses, names, attribute_values = [], {}, {}
+    for n, (field, value) in enumerate(values.items()):
+        names[f"#ml{n}"] = f"m{field}_{model}"
+        attribute_values[f":ml{n}"] = number(value)
+        clauses.append(f"#ml{n} :ml{n}")
+    return clauses, names, attribute_values
 
 
 class DynamoBudgetStore:
@@ -47,27 +116,42 @@ class DynamoBudgetStore:
         self._client = client
         self._table = table_name
 
-    def _update(self, operation: str, day: str, **kwargs: Any) -> dict[str, Any]:
+    def _update_total(self, operation: str, day: str, **kwargs: Any) -> dict[str, Any]:
+        """One conditional UpdateItem on the day's TOTAL item; a refused condition is re-raised."""
         with store_errors(operation):
-            return self._client.update_item(TableName=self._table, Key=_total_key(day), **kwargs)
+            return with_retries(lambda: self._client.update_item(TableName=self._table, Key=_total_key(day), **kwargs))
 
-    # --- reservations ---------------------------------------------------------------------------
+    # --- holds ----------------------------------------------------------------------------------
 
     def try_reserve(
-        self, day: str, reservation_id: str, amount: int, headroom: int, lease_until: float, expires_at: float
+        self,
+        day: str,
+        hold_id: str,
+        entry: HoldEntry,
+        headroom: int,
+        expires_at: float,
+        drop_orphans: tuple[str, ...] = (),
     ) -> tuple[bool, BudgetTotals]:
+        """Open hold ``hold_id`` if ``committed <= headroom``; also drops orphans past their grace."""
         if headroom < 0:  # larger than the whole budget: nothing to ask the store
             return False, self.read_totals(day)
+        names = {"#hold": HOLD_PREFIX + hold_id}
+        remove = ""
+        if drop_orphans:
+            names |= {f"#drop{n}": ORPHAN_PREFIX + orphan for n, orphan in enumerate(drop_orphans)}
+            remove = " REMOVE " + ", ".join(f"#drop{n}" for n in range(len(drop_orphans)))
         try:
-            response = self._update(
+            response = self._update_total(
                 "UpdateItem budget reserve",
                 day,
-                UpdateExpression="SET #res = :entry, expires_at = :expires ADD committed :amount, spent :zero",
-                ConditionExpression="attribute_not_exists(committed) OR committed <= :headroom",
-                ExpressionAttributeNames={"#res": RESERVATION_PREFIX + reservation_id},
+                UpdateExpression="SET #hold = :entry, expires_at = :expires "
+                "ADD committed :amount, spent :zero, requests :zero" + remove,
+                ConditionExpression="attribute_not_exists(#hold) AND "
+                "(attribute_not_exists(committed) OR committed <= :headroom)",
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
-                    ":entry": {"L": [number(amount), number(lease_until)]},
-                    ":amount": number(amount),
+                    ":entry": _hold_value(entry),
+                    ":amount": number(entry.amount),
                     ":zero": number(0),
                     ":headroom": number(headroom),
                     ":expires": number(expires_at + KEEP_SECONDS),
@@ -76,82 +160,186 @@ class DynamoBudgetStore:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            return False, _totals(exc.response.get("Item"))
-        return True, _totals(response["Attributes"])
+            found = totals_from_item(exc.response.get("Item"))
+            # our own write, applied once already, whose answer was lost: the hold is ours
+            return hold_id in found.holds, found
+        return True, totals_from_item(response["Attributes"])
 
-    def release(self, day: str, reservation_id: str, amount: int) -> None:
-        """Remove one reservation and its hold; a no-op if it is already gone."""
+    def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]:
+        """Change an open hold from ``old`` to ``new`` if ``committed <= headroom`` (growing only)."""
+        condition = "#hold.a = :old"
+        values = {":old": number(old), ":new": number(new), ":delta": number(new - old)}
+        if new > old:
+            condition += " AND committed <= :headroom"
+            values[":headroom"] = number(headroom)
         try:
-            self._update(
-                "UpdateItem budget release",
+            response = self._update_total(
+                "UpdateItem budget resize",
                 day,
-                UpdateExpression="REMOVE #res ADD committed :minus",
-                ConditionExpression="attribute_exists(#res)",
-                ExpressionAttributeNames={"#res": RESERVATION_PREFIX + reservation_id},
-                ExpressionAttributeValues={":minus": number(-amount)},
+                UpdateExpression="SET #hold.a = :new ADD committed :delta",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
-            if not _refused(exc):
+            found = totals_from_item(exc.response.get("Item"))
+            hold = found.holds.get(hold_id)
+            return hold is not None and hold.amount == new, found
+        return True, totals_from_item(response["Attributes"])
+
+    def release(self, day: str, hold_id: str, amount: int) -> None:
+        try:
+            self._update_total(
+                "UpdateItem budget release",
+                day,
+                UpdateExpression="REMOVE #hold ADD committed :minus",
+                ConditionExpression="#hold.a = :amount",
+                ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id},
+                ExpressionAttributeValues={":minus": number(-amount), ":amount": number(amount)},
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
                 raise
 
-    def _total_item(self, day: str) -> dict[str, Any]:
-        with store_errors("GetItem budget"):
-            return self._client.get_item(TableName=self._table, Key=_total_key(day), ConsistentRead=True).get(
-                "Item", {}
-            )
+    def settle(
+        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, expires_at: float
+    ) -> BudgetTotals:
+        """Replace hold ``hold_id`` (``reserved``) by ``charge``: the user's ledger, then the total."""
+        marker = self._write_ledger(day, hold_id, charge, orphan=False, expires_at=expires_at)
+        if marker is not None and marker.get("orphan", {}).get("BOOL"):
+            return self._correct_orphan(day, hold_id, reserved, charge, marker)
+        return self._settle_total(day, hold_id, reserved, charge, lease_check=None)
 
-    def release_expired(self, day: str, now: float) -> int:
-        released = 0
-        for name, value in self._total_item(day).items():
-            if name.startswith(RESERVATION_PREFIX):
-                amount, lease_until = (int(part["N"]) for part in value["L"])
-                if lease_until < now:
-                    self.release(day, name.removeprefix(RESERVATION_PREFIX), amount)
-                    released += 1
-        return released
-
-    def settle(self, day: str, reservation_id: str, reserved: int, charge: Charge, expires_at: float) -> None:
-        ledgers = [
-            self._ledger_update(day, f"USER#{charge.user_id}", charge, expires_at),
-            self._ledger_update(day, f"MODEL#{charge.model}", charge, expires_at),
-        ]
-        total = {
-            "TableName": self._table,
-            "Key": _total_key(day),
-            "UpdateExpression": "REMOVE #res ADD committed :delta, spent :cost, requests :one",
-            "ConditionExpression": "attribute_exists(#res)",
-            "ExpressionAttributeNames": {"#res": RESERVATION_PREFIX + reservation_id},
-            "ExpressionAttributeValues": {
-                ":delta": number(charge.cost - reserved),
-                ":cost": number(charge.cost),
-                ":one": number(1),
-            },
-        }
+    def _settle_total(
+        self, day: str, hold_id: str, reserved: int, charge: Charge, lease_check: float | None
+    ) -> BudgetTotals:
+        clauses, names, values = _model_ledger_update(charge.model, charge.usage, charge.cost, 1)
+        condition = "attribute_exists(#hold)"
+        if lease_check is not None:
+            condition += " AND #hold.l < :now"
+            values[":now"] = number(lease_check)
         try:
-            with store_errors("TransactWriteItems budget settle", expected=("TransactionCanceledException",)):
-                self._client.transact_write_items(TransactItems=[{"Update": total}, *ledgers])
-        except ClientError:
-            # The lease ran out and the reservation was released meanwhile: charge the cost anyway.
-            late = {
-                "TableName": self._table,
-                "Key": _total_key(day),
-                "UpdateExpression": "ADD committed :cost, spent :cost, requests :one",
-                "ExpressionAttributeValues": {":cost": number(charge.cost), ":one": number(1)},
-            }
-            with store_errors("TransactWriteItems budget late settle"):
-                self._client.transact_write_items(TransactItems=[{"Update": late}, *ledgers])
+            response = self._update_total(
+                "UpdateItem budget settle",
+                day,
+                UpdateExpression="REMOVE #hold ADD committed :delta, spent :cost, requests :one, " + ", ".join(clauses),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, **names},
+                ExpressionAttributeValues={
+                    ":delta": number(charge.cost - reserved),
+                    ":cost": number(charge.cost),
+                    ":one": number(1),
+                    **values,
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            # settled already: by our own earlier attempt, or by a reclaimer that found our marker
+            return totals_from_item(exc.response.get("Item"))
+        return totals_from_item(response["Attributes"])
 
-    def _ledger_update(self, day: str, sort_key: str, charge: Charge, expires_at: float) -> dict[str, Any]:
+    def reclaim(
+        self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
+    ) -> bool:
+        """Settle a hold whose lease ended: at the cost its owner recorded, else in full (an orphan)."""
+        if entry.lease_until >= now:
+            return False
+        marker = self._read_marker(day, hold_id)
+        if marker is None:
+            usage = TokenUsage()
+            charge = Charge(entry.user_id, entry.model, usage, entry.amount)
+            marker = self._write_ledger(day, hold_id, charge, orphan=True, expires_at=expires_at)
+            if marker is None:  # we wrote it: charge the hold in full
+                return self._charge_orphan(day, hold_id, entry, now, grace_until)
+        charge = _charge_from_marker(marker, entry)
+        if marker.get("orphan", {}).get("BOOL"):
+            return self._charge_orphan(day, hold_id, entry, now, grace_until)
+        before = self._settle_total(day, hold_id, entry.amount, charge, lease_check=now)
+        return hold_id not in before.holds
+
+    def _charge_orphan(self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float) -> bool:
+        clauses, names, values = _model_ledger_update(entry.model, TokenUsage(), entry.amount, 1)
+        try:
+            self._update_total(
+                "UpdateItem budget orphan",
+                day,
+                UpdateExpression="REMOVE #hold SET #orphan = :grace ADD spent :amount, requests :one, "
+                + ", ".join(clauses),
+                ConditionExpression="attribute_exists(#hold) AND #hold.l < :now",
+                ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, "#orphan": ORPHAN_PREFIX + hold_id, **names},
+                ExpressionAttributeValues={
+                    ":grace": number(grace_until),
+                    ":amount": number(entry.amount),
+                    ":one": number(1),
+                    ":now": number(now),
+                    **values,
+                },
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False  # someone else settled or reclaimed it first
+            raise
+        return True
+
+    def _correct_orphan(
+        self, day: str, hold_id: str, reserved: int, charge: Charge, marker: dict[str, Any]
+    ) -> BudgetTotals:
+        """A late settle: the hold was charged in full as an orphan; bring both books down to ``charge``."""
+        charged = int(marker["cost"]["N"])
+        refund = charged - charge.cost
+        correction = Charge(charge.user_id, charge.model, charge.usage, -refund)
+        items = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _ledger_key(day, f"CHARGE#{hold_id}"),
+                    "UpdateExpression": "SET orphan = :false, cost = :cost",
+                    "ConditionExpression": "orphan = :true",
+                    "ExpressionAttributeValues": {
+                        ":false": {"BOOL": False},
+                        ":true": {"BOOL": True},
+                        ":cost": number(charge.cost),
+                    },
+                }
+            },
+            self._user_ledger_update(day, correction, requests=0, expires_at=float(marker["expires_at"]["N"])),
+        ]
+        try:
+            with store_errors("TransactWriteItems ledger correction", expected=(_CANCELLED,)):
+                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
+        except ClientError:
+            return self.read_totals(day)  # corrected already
+        clauses, names, values = _model_ledger_update(charge.model, charge.usage, -refund, 0)
+        try:
+            response = self._update_total(
+                "UpdateItem budget late settle",
+                day,
+                UpdateExpression="REMOVE #orphan ADD committed :minus, spent :minus, " + ", ".join(clauses),
+                ConditionExpression="attribute_exists(#orphan)",
+                ExpressionAttributeNames={"#orphan": ORPHAN_PREFIX + hold_id, **names},
+                ExpressionAttributeValues={":minus": number(-refund), **values},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError:
+            return self.read_totals(day)
+        return totals_from_item(response["Attributes"])
+
+    # --- the user's ledger and the charge markers ---------------------------------------------
+
+    def _user_ledger_update(self, day: str, charge: Charge, requests: int, expires_at: float) -> dict[str, Any]:
         usage = charge.usage
         return {
             "Update": {
                 "TableName": self._table,
-                "Key": {"pk": {"S": f"LEDGER#{day}"}, "sk": {"S": sort_key}},
-                "UpdateExpression": "SET expires_at = :expires ADD requests :one, prompt_tokens :prompt, "
+                "Key": _ledger_key(day, f"USER#{charge.user_id}"),
+                "UpdateExpression": "SET expires_at = :expires ADD requests :requests, prompt_tokens :prompt, "
                 "completion_tokens :completion, embedding_tokens :embedding, cost :cost",
                 "ExpressionAttributeValues": {
                     ":expires": number(expires_at + KEEP_SECONDS),
-                    ":one": number(1),
+                    ":requests": number(requests),
                     ":prompt": number(usage.prompt_tokens),
                     ":completion": number(usage.completion_tokens),
                     ":embedding": number(usage.embedding_tokens),
@@ -160,14 +348,74 @@ class DynamoBudgetStore:
             }
         }
 
+    def _write_ledger(
+        self, day: str, hold_id: str, charge: Charge, orphan: bool, expires_at: float
+    ) -> dict[str, Any] | None:
+        """Create the CHARGE marker and add ``charge`` to the user's ledger, once.
+
+        None when this call wrote them; otherwise the marker that was already there (our own
+        earlier attempt, or a reclaimer's orphan charge)."""
+        usage = charge.usage
+        marker = {
+            "Put": {
+                "TableName": self._table,
+                "Item": {
+                    **_ledger_key(day, f"CHARGE#{hold_id}"),
+                    "user_id": {"S": charge.user_id},
+                    "model": {"S": charge.model},
+                    "cost": number(charge.cost),
+                    "prompt_tokens": number(usage.prompt_tokens),
+                    "completion_tokens": number(usage.completion_tokens),
+                    "embedding_tokens": number(usage.embedding_tokens),
+                    "orphan": {"BOOL": orphan},
+                    "expires_at": number(expires_at + KEEP_SECONDS),
+                },
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        }
+        items = [marker, self._user_ledger_update(day, charge, requests=1, expires_at=expires_at)]
+        try:
+            with store_errors("TransactWriteItems ledger", expected=(_CANCELLED,)):
+                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
+        except ClientError:
+            existing = self._read_marker(day, hold_id)
+            if existing is None:  # cancelled for another reason that retries did not clear
+                raise
+            return existing
+        return None
+
+    def _read_marker(self, day: str, hold_id: str) -> dict[str, Any] | None:
+        with store_errors("GetItem charge marker"):
+            item: dict[str, Any] | None = self._client.get_item(
+                TableName=self._table, Key=_ledger_key(day, f"CHARGE#{hold_id}"), ConsistentRead=True
+            ).get("Item")
+        return item
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _total_item(self, day: str) -> dict[str, Any]:
+        with store_errors("GetItem budget"):
+            item: dict[str, Any] = self._client.get_item(
+                TableName=self._table, Key=_total_key(day), ConsistentRead=True
+            ).get("Item", {})
+        return item
+
     def read_totals(self, day: str) -> BudgetTotals:
-        return _totals(self._total_item(day))
+        return totals_from_item(self._total_item(day))
+
+    def model_rows(self, day: str) -> list[LedgerRow]:
+        fields: dict[str, dict[str, int]] = {}
+        for name, value in self._total_item(day).items():
+            match = _MODEL_ATTRIBUTE.match(name)
+            if match:
+                fields.setdefault(match.group(2), {})[match.group(1)] = int(value["N"])
+        return [LedgerRow(model, *(row.get(field, 0) for field in LEDGER_FIELDS)) for model, row in fields.items()]
 
     # --- alert claims ---------------------------------------------------------------------------
 
     def claim_alert(self, day: str, threshold: int, now: float, claim_until: float, minimum_spent: int) -> bool:
         try:
-            self._update(
+            self._update_total(
                 "UpdateItem alert claim",
                 day,
                 UpdateExpression="SET #claim = :until",
@@ -181,13 +429,13 @@ class DynamoBudgetStore:
                 },
             )
         except ClientError as exc:
-            if _refused(exc):
+            if _condition_failed(exc):
                 return False
             raise
         return True
 
     def mark_alert_sent(self, day: str, threshold: int, now: float) -> None:
-        self._update(
+        self._update_total(
             "UpdateItem alert sent",
             day,
             UpdateExpression="SET #sent = :now REMOVE #claim",
@@ -196,7 +444,7 @@ class DynamoBudgetStore:
         )
 
     def drop_alert_claim(self, day: str, threshold: int) -> None:
-        self._update(
+        self._update_total(
             "UpdateItem alert drop",
             day,
             UpdateExpression="REMOVE #claim",
@@ -204,22 +452,34 @@ class DynamoBudgetStore:
         )
 
 
+def _charge_from_marker(marker: dict[str, Any], entry: HoldEntry) -> Charge:
+    return Charge(
+        entry.user_id,
+        marker.get("model", {}).get("S", entry.model),
+        TokenUsage(_int(marker, "prompt_tokens"), _int(marker, "completion_tokens"), _int(marker, "embedding_tokens")),
+        _int(marker, "cost"),
+    )
+
+
 def _row(item: dict[str, Any]) -> LedgerRow:
     name = item["sk"]["S"].split("#", 1)[1]
-    return LedgerRow(name, *(int(item.get(field, {}).get("N", 0)) for field in LEDGER_FIELDS))
+    return LedgerRow(name, *(_int(item, field) for field in LEDGER_FIELDS))
 
 
 class DynamoLedgers:
+    """Reads of the ledgers: users from their items, models from the day's TOTAL item."""
+
     def __init__(self, client: Any, table_name: str) -> None:
         self._client = client
         self._table = table_name
+        self._budget = DynamoBudgetStore(client, table_name)
 
-    def _query(self, day: str, prefix: str) -> list[LedgerRow]:
+    def _users(self, day: str) -> list[LedgerRow]:
         rows: list[LedgerRow] = []
         request: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": f"LEDGER#{day}"}, ":prefix": {"S": prefix}},
+            "ExpressionAttributeValues": {":pk": {"S": f"LEDGER#{day}"}, ":prefix": {"S": "USER#"}},
         }
         while True:
             with store_errors("Query ledgers"):
@@ -230,13 +490,15 @@ class DynamoLedgers:
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def top_users(self, day: str, limit: int) -> list[LedgerRow]:
-        return sorted(self._query(day, "USER#"), key=lambda row: (-row.cost, row.name))[:limit]
+        return sorted(self._users(day), key=lambda row: (-row.cost, row.name))[:limit]
+
+    def all_users(self, day: str) -> list[LedgerRow]:
+        return self._users(day)
 
     def models(self, day: str) -> list[LedgerRow]:
-        return sorted(self._query(day, "MODEL#"), key=lambda row: (-row.cost, row.name))
+        return sorted(self._budget.model_rows(day), key=lambda row: (-row.cost, row.name))
 
     def user(self, day: str, user_id: str) -> LedgerRow | None:
-        key = {"pk": {"S": f"LEDGER#{day}"}, "sk": {"S": f"USER#{user_id}"}}
         with store_errors("GetItem ledger"):
-            item = self._client.get_item(TableName=self._table, Key=key).get("Item")
+            item = self._client.get_item(TableName=self._table, Key=_ledger_key(day, f"USER#{user_id}")).get("Item")
         return _row(item) if item else None

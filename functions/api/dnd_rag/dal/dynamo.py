@@ -4,15 +4,17 @@ Keys (pk / sk):
   TOKEN#<sha256(token)> / AUTH          validation cache (expires_at = TTL)
   USER#<user_id>        / LIMITS        token bucket + daily count (rate-limit issue)
   IP#<ip>               / AUTHFAIL      failed-auth bucket per client IP
-  BUDGET#<yyyy-mm-dd>   / TOTAL         spent + reserved micro-dollars for the UTC day
-  BUDGET#<yyyy-mm-dd>   / RES#<id>      one in-flight reservation (expires)
-  LEDGER#<yyyy-mm-dd>   / USER#<id> | MODEL#<model>   daily usage ledgers
+  BUDGET#<yyyy-mm-dd>   / TOTAL         the day's money: spent, open holds, per-model ledger (dal/budget.py)
+  LEDGER#<yyyy-mm-dd>   / USER#<id>     a user's daily usage ledger
+  LEDGER#<yyyy-mm-dd>   / CHARGE#<id>   what one request was charged (makes the ledger write exactly-once)
 Every item that stops mattering carries ``expires_at`` (epoch seconds) so TTL removes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -25,6 +27,54 @@ from dnd_rag.errors import StoreUnavailableError
 
 # Fail fast: a limiter that hangs is worse than one that says 503.
 CLIENT_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 3})
+
+
+# Answers DynamoDB gives when a write could not run *now*; the write was not applied and is safe
+# to send again. botocore retries the throttling and 5xx ones itself (standard mode) but never
+# TransactionConflictException, nor a transaction cancelled because of a conflict.
+TRANSIENT_CODES = frozenset(
+    {
+        "TransactionConflictException",
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+    }
+)
+TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+RETRY_ATTEMPTS = 5
+RETRY_BASE_SECONDS = 0.025
+RETRY_CAP_SECONDS = 0.4  # all waits together stay under a second: far inside the request deadline
+
+
+def is_transient(exc: ClientError) -> bool:
+    code = exc.response["Error"]["Code"]
+    if code in TRANSIENT_CODES:
+        return True
+    if code == "TransactionCanceledException":
+        reasons = {reason.get("Code") for reason in exc.response.get("CancellationReasons", [])}
+        return bool(reasons & TRANSIENT_CANCELLATIONS) and "ConditionalCheckFailed" not in reasons
+    return False
+
+
+def with_retries[T](
+    call: Callable[[], T],
+    attempts: int = RETRY_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] = random.random,
+) -> T:
+    """``call()``, sent again after a transient refusal with full-jitter backoff.
+
+    Only for writes that are idempotent (their condition names the request's own id), so a
+    write that was applied but whose answer was lost cannot be counted twice."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except ClientError as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+        sleep(jitter() * min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 def number(value: int | float) -> dict[str, str]:

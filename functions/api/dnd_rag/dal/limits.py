@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 
 from dnd_rag.dal.dynamo import number, store_errors
 from dnd_rag.logic.clock import next_midnight, utc_day
-from dnd_rag.logic.rate_limit import BucketState, Policy, Shape
+from dnd_rag.models.limits import BucketState, Policy, Shape
 
 SORT_KEY = "LIMITS"
 KEEP_SECONDS = 2 * 86_400

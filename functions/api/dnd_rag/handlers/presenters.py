@@ -16,6 +16,7 @@ from dnd_rag.models.api import (
     BucketOut,
     BudgetOut,
     CostOut,
+    DegradedOut,
     LedgerOut,
     MetaOut,
     QueryResponse,
@@ -54,6 +55,7 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
                 daily_total=usd_for_display(outcome.totals.spent) if outcome.totals else None,
                 daily_budget=usd_for_display(budget_limit),
             ),
+            degraded=DegradedOut(**outcome.degraded) if outcome.degraded else None,
         ),
     )
 

@@ -1,7 +1,8 @@
 """Budget alert e-mails: one at 80 % of the day's budget, one at 100 %, once each per UTC day.
 
-"100 %" means exhausted: what is spent leaves no room for the query being refused (a query is
-never answered beyond the budget, so spending rarely lands on exactly 100 %).
+"100 %" means exhausted: what is spent leaves no room for the cheapest admissible query (the
+degradation floors), or reaches the budget. A query is never answered beyond the budget, so
+spending rarely lands on exactly 100 %; and one oversized request that did not fit never counts.
 
 The store arbitrates: a claim is a conditional write that only one container can win (and only
 while the threshold is really crossed); the winner sends, then marks the alert sent. If sending
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnd_rag.errors import AlertDeliveryError
-from dnd_rag.logic.budget import BudgetTotals, percentage
+from dnd_rag.logic.budget import percentage
 from dnd_rag.logic.ports import AlertStore, LedgerReader, Mailer
+from dnd_rag.models.money import BudgetTotals
 from dnd_rag.observability import logger, metrics
 from dnd_rag.pricing import nanos_to_usd
 
@@ -40,11 +42,11 @@ class BudgetAlerts:
         self._limit = limit
         self._clock = clock
 
-    def observe(self, day: str, totals: BudgetTotals, refused_amount: int | None) -> None:
+    def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
         """Called with every budget state seen; sends what is due. Never raises."""
         # the least spend at which each threshold counts as crossed, atomically re-checked by the claim
-        exhausted_at = self._limit if refused_amount is None else self._limit - refused_amount + 1
-        thresholds = {WARNING: -(-self._limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 0)}
+        exhausted_at = self._limit if smallest_query is None else self._limit - smallest_query + 1
+        thresholds = {WARNING: -(-self._limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
         for threshold, minimum_spent in thresholds.items():
             if threshold in totals.alerts_sent or totals.spent < minimum_spent:
                 continue

@@ -1,10 +1,13 @@
-"""The global daily budget: reserve an upper bound before spending, settle to the real cost after.
+"""The global daily budget: hold money before every paid call, settle to what could be billed.
 
 All amounts are integer nano-dollars. The store keeps, per UTC day, ``committed`` = spent + every
-open reservation, and a reservation is only granted by a conditional write that keeps
-``committed <= budget``; settling replaces the reservation by the (smaller) real cost. So no
-interleaving of requests can spend more than the budget. A reservation carries a lease: one left
-behind by a crashed container is released by the next request that would otherwise be refused.
+open hold; a hold is opened or grown only by a conditional write that keeps
+``committed <= budget``, so no interleaving of requests can commit more than the budget, and what
+OpenAI can bill never exceeds what was committed (SPEC §4).
+
+A hold carries a lease longer than any request can live. A hold whose lease has ended belongs to
+a dead request: the next request that sees it reclaims it, at the cost its owner recorded if it
+got that far, else in full (an orphan), because the dead request may have been billed.
 """
 
 from __future__ import annotations
@@ -12,42 +15,40 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from dnd_rag.errors import BudgetExceededError
 from dnd_rag.logic.clock import next_midnight, utc_day
 from dnd_rag.logic.ports import BudgetStore
-from dnd_rag.logic.prompt import embedding_token_bound, prompt_token_bound
-from dnd_rag.pricing import PriceBook, TokenUsage, usd_for_display
+from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
+from dnd_rag.observability import logger, metrics
+from dnd_rag.pricing import usd_for_display
 
-LEASE_SECONDS = 120  # far beyond the Lambda timeout (29 s): only a dead request holds it that long
+__all__ = ["Budget", "BudgetTotals", "Charge", "Hold", "budget_info", "percentage"]
 
-
-@dataclass(frozen=True)
-class BudgetTotals:
-    """One day's counters as the store returned them."""
-
-    spent: int
-    committed: int
-    alerts_sent: frozenset[int] = frozenset()
+LEASE_SECONDS = 60  # twice the Lambda timeout (29 s): a live request always settles before
+ORPHAN_GRACE_SECONDS = 600  # how long a late settle may still correct an orphan charge down
+IN_FLIGHT_RETRY_AFTER = 5  # seconds: running queries settle within the request deadline
+SWEEP_PER_REQUEST = 3  # expired holds one request reclaims at most (bounds its extra latency)
 
 
 @dataclass(frozen=True)
-class Reservation:
+class Hold:
+    """An open reservation of one request."""
+
     day: str
     id: str
     amount: int
-    totals: BudgetTotals  # as of the reservation
-
-
-@dataclass(frozen=True)
-class Charge:
-    """The settled cost of one answered query, for the ledgers."""
-
     user_id: str
     model: str
-    usage: TokenUsage
-    cost: int
+
+
+class BudgetObserver(Protocol):
+    def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
+        """Sees every state of the day's totals; ``smallest_query`` is the cheapest admissible
+        query known (what "exhausted" means). Never raises."""
+        ...
 
 
 def percentage(spent: int, limit: int) -> float:
@@ -62,77 +63,108 @@ def budget_info(spent: int, limit: int) -> dict[str, float]:
     }
 
 
-class CostBound:
-    """The most a query can cost before its prompt is known: what the budget reserves."""
-
-    def __init__(self, prices: PriceBook, max_completion_tokens: int) -> None:
-        self._prices = prices
-        self._max_completion_tokens = max_completion_tokens
-
-    def for_question(self, question: str, k: int) -> int:
-        return self._prices.cost_nanos(
-            TokenUsage(
-                prompt_tokens=prompt_token_bound(question, k),
-                completion_tokens=self._max_completion_tokens,
-                embedding_tokens=embedding_token_bound(question),
-            )
-        )
-
-
 class Budget:
     def __init__(
         self,
         store: BudgetStore,
         limit: int,
         clock: Callable[[], float],
-        on_totals: Callable[[str, BudgetTotals, int | None], None] | None = None,
+        observer: BudgetObserver | None = None,
+        lease_seconds: float = LEASE_SECONDS,
     ) -> None:
-        """``on_totals(day, totals, refused_amount)`` sees every state the store returns, with the
-        amount that was refused when it was a refusal (alerting hooks in here)."""
         self._store = store
         self.limit = limit
         self._clock = clock
-        self._on_totals = on_totals or (lambda day, totals, refused_amount: None)
+        self._observer = observer
+        self._lease_seconds = lease_seconds
+        self._smallest_query: int | None = None  # cheapest admissible query seen by this container
+        self._expired_orphans: tuple[str, ...] = ()  # orphans past their grace, dropped by the next hold
 
-    def reserve(self, amount: int) -> Reservation:
-        """Hold ``amount`` of today's budget or raise BudgetExceededError (nothing held then)."""
+    def open(self, user_id: str, model: str, amount: int) -> tuple[Hold | None, BudgetTotals]:
+        """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals)."""
         now = self._clock()
         day = utc_day(now)
-        reservation_id = uuid.uuid4().hex
-        for attempt in range(2):
-            granted, totals = self._store.try_reserve(
-                day, reservation_id, amount, self.limit - amount, now + LEASE_SECONDS, next_midnight(now)
+        hold_id = uuid.uuid4().hex
+        entry = HoldEntry(amount, now + self._lease_seconds, user_id, model)
+
+        def attempt() -> tuple[bool, BudgetTotals]:
+            return self._store.try_reserve(
+                day, hold_id, entry, self.limit - amount, next_midnight(now), self._expired_orphans
             )
-            if granted:
-                self._on_totals(day, totals, None)
-                return Reservation(day, reservation_id, amount, totals)
-            if attempt == 0 and self._store.release_expired(day, now) == 0:
-                break  # nothing was orphaned: the refusal stands
-        self._on_totals(day, totals, amount)
-        retry_after = max(1, math.ceil(next_midnight(now) - now))
-        raise BudgetExceededError(
-            "The service has reached its daily budget and is paused until midnight UTC.",
-            retry_after=retry_after,
-            budget_info=budget_info(totals.spent, self.limit),
-        )
 
-    def settle(self, reservation: Reservation, charge: Charge) -> BudgetTotals:
-        """Replace the reservation by the real cost and add it to the ledgers.
+        granted, totals = attempt()
+        if self._sweep(day, totals, now) and not granted:
+            granted, totals = attempt()  # reclaiming settled a dead request's hold: ask again
+        self._remember_orphans(totals, now)
+        self._observe(day, totals)
+        return (Hold(day, hold_id, amount, user_id, model) if granted else None), totals
 
-        Returns the day's totals as known here: the state at reservation plus this charge
-        (concurrent queries may have added more since).
-        """
-        self._store.settle(reservation.day, reservation.id, reservation.amount, charge, next_midnight(self._clock()))
-        known = reservation.totals
-        totals = BudgetTotals(
-            known.spent + charge.cost, known.committed - reservation.amount + charge.cost, known.alerts_sent
+    def resize(self, hold: Hold, amount: int) -> tuple[Hold | None, BudgetTotals]:
+        """Grow (or shrink) an open hold to ``amount``: (the new hold or None if refused, totals)."""
+        granted, totals = self._store.try_resize(
+            hold.day, hold.id, hold.amount, amount, self.limit - (amount - hold.amount)
         )
-        self._on_totals(reservation.day, totals, None)
+        return (replace(hold, amount=amount) if granted else None), totals
+
+    def available_to(self, hold: Hold, totals: BudgetTotals) -> int:
+        """The most ``hold`` could grow to, as of ``totals``."""
+        return self.limit - totals.committed + hold.amount
+
+    def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
+        """Replace the hold by what the request was really charged (ledgers included)."""
+        now = self._clock()
+        totals = self._store.settle(hold.day, hold.id, hold.amount, charge, now, next_midnight(now))
+        self._observe(hold.day, totals)
         return totals
 
-    def release(self, reservation: Reservation) -> None:
-        """Give a reservation back unused (the query failed before costing anything we know of)."""
-        self._store.release(reservation.day, reservation.id, reservation.amount)
+    def release(self, hold: Hold) -> None:
+        """Give back a hold that paid for nothing (the request failed before any billable call)."""
+        self._store.release(hold.day, hold.id, hold.amount)
+
+    def note_smallest_query(self, cost: int) -> None:
+        """Record the cost of the cheapest query that could still be admitted (degradation floors)."""
+        if self._smallest_query is None or cost < self._smallest_query:
+            self._smallest_query = cost
+
+    def refusal(self, totals: BudgetTotals, smallest_query: int) -> BudgetExceededError:
+        """The 503 for a request whose cheapest form does not fit: ``spent`` when it could not fit
+        even if every running query released its hold, otherwise ``in_flight``."""
+        now = self._clock()
+        self.note_smallest_query(smallest_query)
+        info = budget_info(totals.spent, self.limit)
+        metrics.add_metric(name="BudgetRefused", unit="Count", value=1)
+        if totals.spent + smallest_query > self.limit:
+            self._observe(utc_day(now), totals)
+            return BudgetExceededError(
+                "The service has reached its daily budget and is paused until midnight UTC.",
+                cause="spent",
+                retry_after=max(1, math.ceil(next_midnight(now) - now)),
+                budget_info=info,
+            )
+        return BudgetExceededError(
+            "The rest of today's budget is held by queries that are running now. Please retry shortly.",
+            cause="in_flight",
+            retry_after=IN_FLIGHT_RETRY_AFTER,
+            budget_info=info,
+        )
 
     def totals(self) -> BudgetTotals:
         return self._store.read_totals(utc_day(self._clock()))
+
+    def _sweep(self, day: str, totals: BudgetTotals, now: float) -> bool:
+        """Reclaim a few holds whose lease ended; True if any money changed hands."""
+        expired = [(hold_id, entry) for hold_id, entry in totals.holds.items() if entry.lease_until < now]
+        reclaimed = False
+        for hold_id, entry in expired[:SWEEP_PER_REQUEST]:
+            if self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now)):
+                reclaimed = True
+                metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
+                logger.warning("reclaimed the hold of a dead request", extra={"hold": hold_id, "amount": entry.amount})
+        return reclaimed
+
+    def _remember_orphans(self, totals: BudgetTotals, now: float) -> None:
+        self._expired_orphans = tuple(sorted(o for o, grace_end in totals.orphans.items() if grace_end < now))[:10]
+
+    def _observe(self, day: str, totals: BudgetTotals) -> None:
+        if self._observer is not None:
+            self._observer.observe(day, totals, self._smallest_query)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Protocol
 
-from dnd_rag.logic.rate_limit import Policy
+from dnd_rag.models.limits import Policy
 
 DEFAULT_PLAN = "default"
 

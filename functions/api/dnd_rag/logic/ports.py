@@ -3,30 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from dnd_rag.models.domain import Embedding, Generation, Passage, User
-
-if TYPE_CHECKING:
-    from dnd_rag.logic.budget import BudgetTotals, Charge
-    from dnd_rag.logic.clock import Deadline
-    from dnd_rag.logic.rate_limit import BucketState, Policy, Shape
+from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
+from dnd_rag.models.limits import BucketState, Policy, Shape
+from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
 
 
 class Embedder(Protocol):
+    """One embeddings call per ``embed``: no retries of its own (the logic retries and pays)."""
+
     model: str
 
-    def embed(self, texts: list[str], deadline: Deadline | None = None) -> Embedding: ...
+    def embed(self, texts: list[str], timeout_seconds: float) -> Embedding:
+        """Raises AttemptError when the call fails."""
+        ...
 
 
 class Retriever(Protocol):
-    def search(self, vector: list[float], k: int) -> list[Passage]: ...
+    def search(self, vector: list[float], k: int, timeout_seconds: float) -> list[Passage]: ...
 
 
 class Generator(Protocol):
+    """One chat completion per ``generate``: no retries of its own (the logic retries and pays)."""
+
     model: str
 
-    def generate(self, question: str, passages: list[Passage], deadline: Deadline | None = None) -> Generation: ...
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """The prompt tokens the model will be billed for ``messages`` (chat overhead included)."""
+        ...
+
+    def generate(self, prompt: Prompt, max_completion_tokens: int, timeout_seconds: float) -> Generation:
+        """Raises AttemptError when the call fails."""
+        ...
 
 
 class AuthApi(Protocol):
@@ -60,21 +69,36 @@ class LimitStore(Protocol):
 
 
 class BudgetStore(Protocol):
-    """The day's budget counters (nano-dollars); every change is one conditional write."""
+    """The day's money (nano-dollars). Every write is one conditional write naming its hold, so a
+    write re-sent after a lost answer is never counted twice."""
 
     def try_reserve(
-        self, day: str, reservation_id: str, amount: int, headroom: int, lease_until: float, expires_at: float
+        self,
+        day: str,
+        hold_id: str,
+        entry: HoldEntry,
+        headroom: int,
+        expires_at: float,
+        drop_orphans: tuple[str, ...] = (),
     ) -> tuple[bool, BudgetTotals]:
-        """Hold ``amount`` if ``committed <= headroom``: (granted, totals after or as found)."""
+        """Open a hold if ``committed <= headroom``: (granted, totals after or as found)."""
         ...
 
-    def release(self, day: str, reservation_id: str, amount: int) -> None: ...
+    def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]: ...
 
-    def release_expired(self, day: str, now: float) -> int:
-        """Release reservations whose lease ended; how many were released."""
+    def settle(
+        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, expires_at: float
+    ) -> BudgetTotals: ...
+
+    def release(self, day: str, hold_id: str, amount: int) -> None:
+        """Remove a hold that paid for nothing; a no-op if it is gone."""
         ...
 
-    def settle(self, day: str, reservation_id: str, reserved: int, charge: Charge, expires_at: float) -> None: ...
+    def reclaim(
+        self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
+    ) -> bool:
+        """Settle a hold whose lease ended (at its recorded cost, else in full); True if this call did."""
+        ...
 
     def read_totals(self, day: str) -> BudgetTotals: ...
 

@@ -1,23 +1,34 @@
-"""The /api/query use case: admit under the user's limits, reserve budget, answer, settle.
+"""The /api/query use case: admit under the user's limits, hold budget, answer, settle.
 
-Order matters for "a rejection costs nothing" (SPEC §3): the limiter admits first (the common
-rejection, one write); a budget refusal gives the admission back; a failure after admission
-gives back both the admission and the reservation.
+Order matters for SPEC §3 "what a rejection costs": the limiter admits first (the common
+rejection, one write); from then on every failure gives the admission back, whatever failed
+(a budget refusal, an upstream error, a store error). Money is different: what a paid call may
+have been billed stays on the books even when the request fails (SPEC §4 "ground truth").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from dnd_rag.errors import BudgetExceededError, InvalidRequestError, StoreUnavailableError
-from dnd_rag.logic.budget import Budget, BudgetTotals, Charge, CostBound, Reservation
+from dnd_rag.errors import InvalidRequestError, ServiceError, StoreUnavailableError, UpstreamError
+from dnd_rag.logic.budget import Budget
 from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.rag import Answer, RagService
+from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
 from dnd_rag.logic.rate_limit import Admission, Policy, RateLimiter
+from dnd_rag.logic.spending import Tab
 from dnd_rag.models.domain import User
+from dnd_rag.models.money import BudgetTotals
 from dnd_rag.observability import logger, metrics
+
+# Before retrieval the prompt is unknown: the first hold estimates each passage at the largest
+# this container has seen (this many tokens until it has seen one). A larger real prompt grows
+# the hold once; near the end of the budget only the embedding is held before retrieval.
+INITIAL_TOKENS_PER_PASSAGE = 400
 
 
 @dataclass(frozen=True)
@@ -26,10 +37,17 @@ class QueryOutcome:
     admission: Admission
     policy: Policy
     totals: BudgetTotals | None  # None when the cost could not be recorded
+    degraded: dict[str, Any] | None = None
 
 
 def user_key(user: User) -> str:
     return f"USER#{user.id}"
+
+
+def _no_retry_budget() -> Exception:
+    return UpstreamError(
+        "The language model is unavailable right now. Please retry.", reason="no budget left to cover a retry"
+    )
 
 
 class QueryService:
@@ -39,7 +57,7 @@ class QueryService:
         limiter: RateLimiter,
         plans: PlanBook,
         budget: Budget,
-        bound: CostBound,
+        fitter: Fitter,
         clock: Callable[[], float],
         max_question_chars: int,
     ) -> None:
@@ -47,12 +65,13 @@ class QueryService:
         self._limiter = limiter
         self._plans = plans
         self._budget = budget
-        self._bound = bound
+        self._fitter = fitter
         self._clock = clock
         self._max_question_chars = max_question_chars
+        self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
 
-    def ask(self, user: User, question: str, k: int, debug: bool, deadline: Deadline | None = None) -> QueryOutcome:
-        """Raises InvalidRequest / RateLimited / DailyLimitExceeded / BudgetExceeded before any cost."""
+    def ask(self, user: User, question: str, k: int, debug: bool, deadline: Deadline) -> QueryOutcome:
+        """Raises InvalidRequest / RateLimited / DailyLimitExceeded / BudgetExceeded / Upstream..."""
         if len(question) > self._max_question_chars:
             raise InvalidRequestError(
                 "Some fields are missing or wrong; see details.",
@@ -67,25 +86,105 @@ class QueryService:
         _, policy = self._plans.policy(user.plan)
         admission = self._limiter.admit(user_key(user), policy, self._clock())
         try:
-            reservation = self._budget.reserve(self._bound.for_question(question, k))
-        except BudgetExceededError:
-            self._limiter.refund(admission)
+            answer, totals, fit = self._answer(user, question, k, debug, deadline)
+        except BaseException:
+            self._refund(admission)
             raise
-        try:
-            answer = self._rag.answer(question, k, debug, deadline)
-        except Exception:
-            self._budget.release(reservation)
-            self._limiter.refund(admission)
-            raise
-        return QueryOutcome(answer, admission, policy, self._settle(reservation, user, answer))
+        degraded = None
+        if fit.degraded:
+            metrics.add_metric(name="QueryDegraded", unit="Count", value=1)
+            degraded = {
+                "reason": "budget_low",
+                "k": len(fit.passages),
+                "max_completion_tokens": fit.max_completion_tokens,
+                "model": answer.model,
+            }
+        return QueryOutcome(answer, admission, policy, totals, degraded)
 
-    def _settle(self, reservation: Reservation, user: User, answer: Answer) -> BudgetTotals | None:
-        charge = Charge(user.id, answer.model, answer.usage, answer.cost_nanos)
+    def _answer(
+        self, user: User, question: str, k: int, debug: bool, deadline: Deadline
+    ) -> tuple[Answer, BudgetTotals | None, Fit]:
+        tab = self._open(user, question, k)
         try:
-            return self._budget.settle(reservation, charge)
+            retrieval = self._rag.retrieve(question, k, deadline, tab, _no_retry_budget)
+            fit = self._fit(question, retrieval, tab)
+            started = time.perf_counter()
+            generation = self._rag.generate(fit, deadline, tab, _no_retry_budget)
+            generate_ms = round((time.perf_counter() - started) * 1000, 2)
+        except BaseException:
+            self._close_after_failure(tab)
+            raise
+        reserved = tab.hold.amount
+        totals = self._close(tab)
+        answer = Answer(
+            generation.answer,
+            fit.passages,
+            tab.usage,
+            generation.model,
+            tab.charged,
+            diagnostics(retrieval, fit, tab.usage, generate_ms, reserved) if debug else [],
+        )
+        return answer, totals, fit
+
+    def _open(self, user: User, question: str, k: int) -> Tab:
+        """The first hold: the whole query as estimated, or (near the end) just the embedding."""
+        embedding = self._rag.embedding_bound(question)
+        model = self._rag.generator.model
+        frame = self._fitter.frame_tokens(question)
+        estimate = self._fitter.chat_bound(frame + k * self._tokens_per_passage)
+        hold, totals = self._budget.open(user.id, model, embedding + estimate)
+        if hold is None:
+            hold, totals = self._budget.open(user.id, model, embedding)
+        if hold is None:
+            raise self._budget.refusal(totals, embedding + self._fitter.chat_bound(frame, floor=True))
+        return Tab(self._budget, hold)
+
+    def _fit(self, question: str, retrieval: Retrieval, tab: Tab) -> Fit:
+        """The standard form if the budget covers it, else the richest form that fits, else 503."""
+        passages = retrieval.passages
+        standard = self._fitter.standard(question, passages)
+        if passages:  # learn how large passages really are, for the next first hold
+            passage_tokens = standard.prompt_tokens - self._fitter.frame_tokens(question)
+            self._tokens_per_passage = max(self._tokens_per_passage, -(-passage_tokens // len(passages)))
+        smallest = self._fitter.smallest(question, passages)
+        self._budget.note_smallest_query(tab.charged + smallest.bound)
+        if tab.cover(standard.bound):
+            return standard
+        for _ in range(3):  # each refusal shows the state that refused it: fit to that, then ask again
+            totals = tab.refused_totals
+            assert totals is not None
+            available = self._budget.available_to(tab.hold, totals) - tab.charged
+            fit = self._fitter.best_within(question, passages, available)
+            if fit is None:
+                break
+            if tab.cover(fit.bound):
+                return fit
+        assert tab.refused_totals is not None
+        raise self._budget.refusal(tab.refused_totals, tab.charged + smallest.bound)
+
+    def _close(self, tab: Tab) -> BudgetTotals | None:
+        try:
+            return tab.close()
         except StoreUnavailableError as exc:
-            # The answer exists and was paid for: deliver it. The reservation stays held until
-            # its lease ends, so the budget stays safe meanwhile.
+            # The answer exists and was paid for: deliver it. The hold stays until its lease ends
+            # and is then charged in full, so the books never fall below what was billed.
             metrics.add_metric(name="SettleFailed", unit="Count", value=1)
             logger.error("could not record the cost of an answered query", extra={"reason": exc.reason})
             return None
+
+    def _close_after_failure(self, tab: Tab) -> None:
+        """Settle what the failed request may have been billed (or release an unused hold)."""
+        try:
+            if tab.charged == 0:
+                self._budget.release(tab.hold)
+            else:
+                tab.close()
+        except ServiceError as exc:
+            metrics.add_metric(name="SettleFailed", unit="Count", value=1)
+            logger.error("could not settle a failed query; its hold will be reclaimed", extra={"reason": exc.reason})
+
+    def _refund(self, admission: Admission) -> None:
+        try:
+            self._limiter.refund(admission)
+        except ServiceError as exc:
+            logger.error("could not refund a failed query's admission", extra={"reason": exc.reason})

@@ -1,16 +1,30 @@
-"""The question-answering use case: embed, retrieve, generate, price."""
+"""The question-answering steps: embed and retrieve, then generate; each paid call on a tab."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
+from dnd_rag.errors import AttemptError, UpstreamError
 from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.fitting import Fit
 from dnd_rag.logic.ports import Embedder, Generator, Retriever
-from dnd_rag.models.domain import Passage
-from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
+from dnd_rag.logic.prompt import embedding_token_bound
+from dnd_rag.logic.spending import PaidCall, PaidCalls, Tab
+from dnd_rag.models.domain import Embedding, Generation, Passage
+from dnd_rag.pricing import PriceBook, TokenUsage
+
+RETRIEVAL_ATTEMPTS = 2
+RETRIEVAL_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    passages: list[Passage]
+    embedding_model: str
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -22,52 +36,102 @@ class Answer:
     cost_nanos: int
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def cost(self) -> Decimal:
-        return nanos_to_usd(self.cost_nanos)
-
 
 class RagService:
-    def __init__(self, embedder: Embedder, retriever: Retriever, generator: Generator, prices: PriceBook) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        retriever: Retriever,
+        generator: Generator,
+        prices: PriceBook,
+        paid_calls: PaidCalls,
+        timeout_seconds: float,
+    ) -> None:
         self._embedder = embedder
         self._retriever = retriever
-        self._generator = generator
+        self.generator = generator
         self._prices = prices
+        self._paid = paid_calls
+        self._timeout = timeout_seconds
 
-    def answer(self, question: str, k: int, debug: bool = False, deadline: Deadline | None = None) -> Answer:
-        timings: dict[str, float] = {}
+    def embedding_bound(self, question: str) -> int:
+        """The most embedding ``question`` once can be billed."""
+        return self._prices.cost_nanos(TokenUsage(embedding_tokens=embedding_token_bound(question)))
+
+    def retrieve(
+        self, question: str, k: int, deadline: Deadline, tab: Tab, not_covered: Callable[[], Exception]
+    ) -> Retrieval:
         started = time.perf_counter()
-        embedding = self._embedder.embed([question], deadline)
-        timings["embed_ms"] = _elapsed_ms(started)
+        call = PaidCall("embeddings", self.embedding_bound(question), self._timeout)
+        embedding: Embedding = self._paid.run(
+            tab,
+            call,
+            lambda timeout: self._embedder.embed([question], timeout),
+            lambda result: (
+                self._prices.cost_nanos(TokenUsage(embedding_tokens=result.tokens)),
+                TokenUsage(embedding_tokens=result.tokens),
+            ),
+            deadline,
+            not_covered,
+        )
+        embedded = time.perf_counter()
+        passages = self._search(embedding.vectors[0], k, deadline)
+        timings = {"embed_ms": _ms(embedded - started), "retrieve_ms": _ms(time.perf_counter() - embedded)}
+        return Retrieval(passages, embedding.model, timings)
 
-        started = time.perf_counter()
-        passages = self._retriever.search(embedding.vectors[0], k)
-        timings["retrieve_ms"] = _elapsed_ms(started)
+    def _search(self, vector: list[float], k: int, deadline: Deadline) -> list[Passage]:
+        """Chroma costs nothing per call: plain bounded retries, each inside the deadline."""
+        for attempt in range(1, RETRIEVAL_ATTEMPTS + 1):
+            timeout = min(RETRIEVAL_TIMEOUT_SECONDS, deadline.remaining())
+            if timeout <= 0:
+                break
+            try:
+                return self._retriever.search(vector, k, timeout)
+            except AttemptError as failure:
+                if not failure.retryable or attempt == RETRIEVAL_ATTEMPTS:
+                    raise UpstreamError(
+                        "The rules index is unavailable right now. Please retry.", reason=failure.reason
+                    ) from None
+        raise UpstreamError("The rules index is unavailable right now. Please retry.", reason="chroma: deadline")
 
-        started = time.perf_counter()
-        generation = self._generator.generate(question, passages, deadline)
-        timings["generate_ms"] = _elapsed_ms(started)
+    def generate(self, fit: Fit, deadline: Deadline, tab: Tab, not_covered: Callable[[], Exception]) -> Generation:
+        call = PaidCall("chat completion", fit.bound, self._timeout)
+        generation: Generation = self._paid.run(
+            tab,
+            call,
+            lambda timeout: self.generator.generate(fit.prompt, fit.max_completion_tokens, timeout),
+            lambda result: (
+                self._prices.cost_nanos(TokenUsage(result.prompt_tokens, result.completion_tokens)),
+                TokenUsage(result.prompt_tokens, result.completion_tokens),
+            ),
+            deadline,
+            not_covered,
+        )
+        return generation
 
-        usage = TokenUsage(generation.prompt_tokens, generation.completion_tokens, embedding.tokens)
-        diagnostics = _diagnostics(passages, usage, timings, embedding.model) if debug else []
-        return Answer(generation.answer, passages, usage, generation.model, self._prices.cost_nanos(usage), diagnostics)
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
 
 
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 2)
-
-
-def _diagnostics(
-    passages: list[Passage], usage: TokenUsage, timings: dict[str, float], embedding_model: str
+def diagnostics(
+    retrieval: Retrieval, fit: Fit, usage: TokenUsage, generate_ms: float, reserved: int
 ) -> list[dict[str, Any]]:
     return [
         {
             "stage": "retrieval",
-            "embedding_model": embedding_model,
+            "embedding_model": retrieval.embedding_model,
             "passages": [
                 {"rank": n, "id": p.id, "source": p.source, "score": round(p.score, 4)}
-                for n, p in enumerate(passages, start=1)
+                for n, p in enumerate(retrieval.passages, start=1)
             ],
+        },
+        {
+            "stage": "budget",
+            "passages_used": len(fit.passages),
+            "max_completion_tokens": fit.max_completion_tokens,
+            "prompt_tokens_counted": fit.prompt_tokens,
+            "reserved_nanos": reserved,
         },
         {
             "stage": "tokens",
@@ -75,5 +139,5 @@ def _diagnostics(
             "completion": usage.completion_tokens,
             "embedding": usage.embedding_tokens,
         },
-        {"stage": "timings", **timings},
+        {"stage": "timings", **retrieval.timings, "generate_ms": generate_ms},
     ]

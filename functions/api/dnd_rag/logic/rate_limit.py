@@ -19,40 +19,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError
 from dnd_rag.logic.bounded_map import BoundedMap
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.ports import LimitStore
+from dnd_rag.models.limits import BucketState, Policy, Shape
+
+__all__ = ["Admission", "BucketState", "Policy", "RateLimiter", "Shape", "Standing"]
 
 MAX_ATTEMPTS = 6  # each refused attempt re-reads the state for free; contention converges fast
-
-
-@dataclass(frozen=True)
-class Policy:
-    capacity: int
-    refill_rate: float  # tokens per second
-    daily_limit: int
-
-    @property
-    def interval_ms(self) -> int:
-        return max(1, round(1000 / self.refill_rate))
-
-
-@dataclass(frozen=True)
-class BucketState:
-    """What the store holds for one key."""
-
-    tat_ms: int
-    day: str
-    count: int
-
-
-class Shape(Enum):
-    NEW_DAY = "new_day"
-    FULL = "full"
-    DRAINING = "draining"
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,21 @@ class CostOut(BaseModel):
     daily_budget: float
 
 
+class DegradedOut(BaseModel):
+    reason: str = Field(description="Why the query was reduced: budget_low.")
+    k: int = Field(description="Passages the answer was generated from.")
+    max_completion_tokens: int
+    model: str
+
+
 class MetaOut(BaseModel):
     user_id: str
     rate_limit: RateLimitOut
     cost: CostOut
+    cache: str = Field(default="off", description="hit, miss, or off (the answer cache is not enabled).")
+    degraded: DegradedOut | None = Field(
+        default=None, description="What was reduced to fit the remaining budget; null when nothing was."
+    )
 
 
 class QueryResponse(BaseModel):

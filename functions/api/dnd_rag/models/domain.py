@@ -39,6 +39,15 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """What a generator is asked: the chat messages, and the question and passages they hold."""
+
+    question: str
+    passages: list[Passage]
+    messages: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
 class Embedding:
     vectors: list[list[float]]
     tokens: int

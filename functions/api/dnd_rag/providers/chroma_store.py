@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import chromadb
+import httpx
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, NotFoundError
 
-from dnd_rag.errors import UpstreamError
+from dnd_rag.errors import AttemptError, UpstreamError
 from dnd_rag.models.domain import Passage
 
 EMBEDDING_MODEL_KEY = "embedding_model"
@@ -72,16 +73,27 @@ class ChromaRetriever:
             self._collection = collection
         return self._collection
 
-    def search(self, vector: list[float], k: int) -> list[Passage]:
+    def search(self, vector: list[float], k: int, timeout_seconds: float) -> list[Passage]:
         collection = self._open()
+        _bound_time(collection, timeout_seconds)
         try:
             queries: list[Sequence[float]] = [vector]
             result = collection.query(
                 query_embeddings=queries, n_results=k, include=["documents", "metadatas", "distances"]
             )
+        except httpx.TimeoutException:
+            raise AttemptError("chroma query: timeout", billable=False, retryable=True) from None
         except Exception as exc:
-            raise _upstream("query", exc) from None
+            raise AttemptError(f"chroma query: {_kind(exc)}", billable=False, retryable=True) from None
         return _passages(result)
+
+
+def _bound_time(collection: Collection, timeout_seconds: float) -> None:
+    """Give this call a timeout: chromadb's HTTP client has none of its own (it waits forever)."""
+    server = getattr(getattr(collection, "_client", None), "_server", None)
+    session = getattr(server, "_session", None) or getattr(getattr(collection, "_client", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(timeout_seconds)
 
 
 def _passages(result: Any) -> list[Passage]:
@@ -117,6 +129,11 @@ def open_for_writing(client: ClientAPI, name: str, embedding_model: str) -> Coll
     )
 
 
+def _kind(exc: Exception) -> str:
+    return "ChromaError" if isinstance(exc, ChromaError) else type(exc).__name__
+
+
 def _upstream(call: str, exc: Exception) -> UpstreamError:
-    kind = "ChromaError" if isinstance(exc, ChromaError) else type(exc).__name__
-    return UpstreamError("The rules index is unavailable right now. Please retry.", reason=f"chroma {call}: {kind}")
+    return UpstreamError(
+        "The rules index is unavailable right now. Please retry.", reason=f"chroma {call}: {_kind(exc)}"
+    )

@@ -11,10 +11,8 @@ import itertools
 import math
 from collections import Counter
 
-from dnd_rag.logic.clock import Deadline
-from dnd_rag.logic.prompt import build_messages
 from dnd_rag.logic.text import count_tokens, sentences, terms
-from dnd_rag.models.domain import Embedding, Generation, Passage
+from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt
 
 OFFLINE_EMBEDDING_MODEL = "offline-hash-384"
 OFFLINE_CHAT_MODEL = "offline-extractive"
@@ -45,7 +43,7 @@ def hash_embedding(text: str) -> list[float]:
 class OfflineEmbedder:
     model = OFFLINE_EMBEDDING_MODEL
 
-    def embed(self, texts: list[str], deadline: Deadline | None = None) -> Embedding:
+    def embed(self, texts: list[str], timeout_seconds: float = 0) -> Embedding:
         return Embedding(
             vectors=[hash_embedding(text) for text in texts],
             tokens=sum(count_tokens(text) for text in texts),
@@ -58,21 +56,22 @@ class ExtractiveGenerator:
 
     model = OFFLINE_CHAT_MODEL
 
-    def __init__(self, max_completion_tokens: int, max_sentences: int = 4, sources_covered: int = 3) -> None:
-        self._max_completion_tokens = max_completion_tokens
+    def __init__(self, max_sentences: int = 4, sources_covered: int = 3) -> None:
         self._max_sentences = max_sentences
         self._sources_covered = sources_covered
 
-    def generate(self, question: str, passages: list[Passage], deadline: Deadline | None = None) -> Generation:
-        messages = build_messages(question, passages)
-        prompt_tokens = sum(count_tokens(message["content"]) for message in messages)
-        chosen = self._choose(question, passages)
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        """The offline model reads words and punctuation; that is what it reports and is charged."""
+        return sum(count_tokens(message["content"]) for message in messages)
+
+    def generate(self, prompt: Prompt, max_completion_tokens: int, timeout_seconds: float = 0) -> Generation:
+        chosen = self._choose(prompt.question, prompt.passages)
         if chosen:
             answer = "From the rules: " + " ".join(f"{text} [{ref}]" for text, ref in chosen)
         else:
             answer = "I could not find that in the rules I have."
-        answer = self._truncate(answer)
-        return Generation(answer, prompt_tokens, count_tokens(answer), self.model)
+        answer = self._truncate(answer, max_completion_tokens)
+        return Generation(answer, self.prompt_tokens(prompt.messages), count_tokens(answer), self.model)
 
     def _choose(self, question: str, passages: list[Passage]) -> list[tuple[str, int]]:
         wanted = set(terms(question))
@@ -98,11 +97,11 @@ class ExtractiveGenerator:
         picked.sort(key=lambda item: (-item[0], item[1], item[2]))
         return [(sentence, rank + 1) for _, rank, _, sentence in picked]
 
-    def _truncate(self, answer: str) -> str:
-        """Never write more than MAX_COMPLETION_TOKENS, like a real model's ``max_tokens``."""
-        if count_tokens(answer) <= self._max_completion_tokens:
+    def _truncate(self, answer: str, max_tokens: int) -> str:
+        """Never write more than the completion cap, like a real model's ``max_completion_tokens``."""
+        if count_tokens(answer) <= max_tokens:
             return answer
         words = answer.split()
-        while words and count_tokens(" ".join(words)) > self._max_completion_tokens:
+        while words and count_tokens(" ".join(words)) > max_tokens:
             words.pop()
         return " ".join(words)

@@ -1,89 +1,102 @@
-"""OpenAI embeddings and chat completions through the official SDK.
+"""OpenAI embeddings and chat completions through the official SDK, one attempt per call.
 
-The SDK's own bounded retries (2, exponential backoff, Retry-After honoured on 429/5xx/timeouts)
-are used; whatever still fails becomes an UpstreamError. Each call's per-attempt timeout is cut
-so that all its attempts fit in what is left of the request's deadline, which keeps the whole
-request under API Gateway's 30 s.
+The SDK's own retries are off (``max_retries=0``): a retry it made on its own would be billed by
+OpenAI without the budget knowing. The logic retries instead (logic/spending.py), paying for each
+attempt. Each failure is classified here: may OpenAI bill it, and is another attempt worth it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import openai
 
-from dnd_rag.errors import UpstreamError
-from dnd_rag.logic.clock import Deadline
-from dnd_rag.logic.prompt import build_messages
-from dnd_rag.models.domain import Embedding, Generation, Passage
+from dnd_rag.errors import AttemptError
+from dnd_rag.models.domain import Embedding, Generation, Prompt
+from dnd_rag.providers.tokenizer import count_chat_tokens
 
-MAX_RETRIES = 2
-MIN_ATTEMPT_SECONDS = 0.5
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 
 def make_client(api_key: str, base_url: str | None, timeout_seconds: float) -> openai.OpenAI:
-    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=MAX_RETRIES)
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=0)
 
 
-def _within(client: openai.OpenAI, timeout_seconds: float, deadline: Deadline | None) -> openai.OpenAI:
-    """The client with a per-attempt timeout such that every retry still ends before ``deadline``."""
-    if deadline is None:
-        return client
-    remaining = deadline.remaining()
-    if remaining < MIN_ATTEMPT_SECONDS * (MAX_RETRIES + 1):
-        raise UpstreamError(
-            "The language model is unavailable right now. Please retry.",
-            reason="openai: no time left before the request deadline",
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``retry-after`` in seconds)."""
+    for header, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is not None:
+            try:
+                return max(0.0, float(value) / scale)
+            except ValueError:
+                continue
+    return None
+
+
+def classify(call: str, exc: openai.OpenAIError) -> AttemptError:
+    """What a failed attempt means for the money and for retrying."""
+    name = type(exc).__name__
+    if isinstance(exc, openai.APITimeoutError):  # sent, maybe processed: OpenAI may bill it
+        return AttemptError(f"openai {call}: timeout", billable=True, retryable=True)
+    if isinstance(exc, openai.APIConnectionError):
+        # the SDK's HTTP client raises ConnectError when no connection was made: nothing was sent
+        never_sent = type(exc.__cause__).__name__ == "ConnectError"
+        return AttemptError(f"openai {call}: {name}", billable=not never_sent, retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status >= 500:  # it reached OpenAI; treat as possibly billed
+            return AttemptError(
+                f"openai {call}: {status}",
+                billable=True,
+                retryable=True,
+                retry_after=_retry_after(exc.response.headers),
+            )
+        return AttemptError(
+            f"openai {call}: {status}",
+            billable=False,
+            retryable=status in RETRYABLE_STATUSES,
+            retry_after=_retry_after(exc.response.headers),
         )
-    per_attempt = min(timeout_seconds, remaining / (MAX_RETRIES + 1))
-    return client.with_options(timeout=per_attempt)
+    return AttemptError(f"openai {call}: {name}", billable=True, retryable=False)
 
 
 class OpenAIEmbedder:
-    def __init__(self, client: openai.OpenAI, model: str, timeout_seconds: float) -> None:
+    def __init__(self, client: openai.OpenAI, model: str) -> None:
         self._client = client
         self.model = model
-        self._timeout = timeout_seconds
 
-    def embed(self, texts: list[str], deadline: Deadline | None = None) -> Embedding:
-        client = _within(self._client, self._timeout, deadline)
+    def embed(self, texts: list[str], timeout_seconds: float) -> Embedding:
         try:
-            response = client.embeddings.create(model=self.model, input=texts)
+            response = self._client.with_options(timeout=timeout_seconds).embeddings.create(
+                model=self.model, input=texts
+            )
         except openai.OpenAIError as exc:
-            raise _upstream("embeddings", exc) from None
+            raise classify("embeddings", exc) from None
         vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
         return Embedding(vectors=vectors, tokens=response.usage.prompt_tokens, model=response.model or self.model)
 
 
 class OpenAIGenerator:
-    def __init__(self, client: openai.OpenAI, model: str, max_completion_tokens: int, timeout_seconds: float) -> None:
+    def __init__(self, client: openai.OpenAI, model: str) -> None:
         self._client = client
         self.model = model
-        self._max_completion_tokens = max_completion_tokens
-        self._timeout = timeout_seconds
 
-    def generate(self, question: str, passages: list[Passage], deadline: Deadline | None = None) -> Generation:
-        client = _within(self._client, self._timeout, deadline)
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
+        return count_chat_tokens(self.model, messages)
+
+    def generate(self, prompt: Prompt, max_completion_tokens: int, timeout_seconds: float) -> Generation:
         try:
-            response = client.chat.completions.create(
+            response = self._client.with_options(timeout=timeout_seconds).chat.completions.create(
                 model=self.model,
-                messages=build_messages(question, passages),  # type: ignore[arg-type]
-                max_completion_tokens=self._max_completion_tokens,
+                messages=prompt.messages,  # type: ignore[arg-type]
+                max_completion_tokens=max_completion_tokens,
                 temperature=0.2,
             )
         except openai.OpenAIError as exc:
-            raise _upstream("chat completion", exc) from None
+            raise classify("chat completion", exc) from None
         usage = response.usage
-        if usage is None:
-            raise UpstreamError(
-                "The language model returned no usage; refusing to serve unmetered.",
-                reason="openai chat completion without usage",
-            )
+        if usage is None:  # served, so billed, but we cannot tell how much: the bound is charged
+            raise AttemptError("openai chat completion without usage", billable=True, retryable=False)
         answer = (response.choices[0].message.content or "").strip() if response.choices else ""
         return Generation(answer, usage.prompt_tokens, usage.completion_tokens, response.model or self.model)
-
-
-def _upstream(call: str, exc: openai.OpenAIError) -> UpstreamError:
-    status = getattr(exc, "status_code", None)
-    detail = f"{type(exc).__name__}" + (f" {status}" if status else "")
-    return UpstreamError(
-        "The language model is unavailable right now. Please retry.", reason=f"openai {call}: {detail}"
-    )

@@ -1,0 +1,34 @@
+"""Values of the rate limiter shared by the logic, its ports and the DAL (no behaviour here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class Policy:
+    capacity: int
+    refill_rate: float  # tokens per second
+    daily_limit: int
+
+    @property
+    def interval_ms(self) -> int:
+        return max(1, round(1000 / self.refill_rate))
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """What the store holds for one key."""
+
+    tat_ms: int
+    day: str
+    count: int
+
+
+class Shape(Enum):
+    """Which of the three conditional writes an admission attempts (see logic/rate_limit.py)."""
+
+    NEW_DAY = "new_day"
+    FULL = "full"
+    DRAINING = "draining"

@@ -1,0 +1,61 @@
+"""Values of the daily budget shared by the logic, its ports and the DAL (no behaviour here).
+
+Every amount is an integer of nano-dollars (1e-9 USD).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    embedding_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.embedding_tokens + other.embedding_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class HoldEntry:
+    """One open reservation as the day's total item records it."""
+
+    amount: int
+    lease_until: float
+    user_id: str
+    model: str
+
+
+@dataclass(frozen=True)
+class BudgetTotals:
+    """One day's counters as the store returned them.
+
+    ``committed`` = ``spent`` + every open hold. ``holds`` are the open reservations by id and
+    ``orphans`` the ids of reservations charged in full after their lease ended (kept for a grace
+    period so that a late settle can still correct them down)."""
+
+    spent: int
+    committed: int
+    alerts_sent: frozenset[int] = frozenset()
+    holds: dict[str, HoldEntry] = field(default_factory=dict)
+    orphans: dict[str, float] = field(default_factory=dict)  # id -> end of grace (epoch seconds)
+
+    @property
+    def in_flight(self) -> int:
+        return self.committed - self.spent
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one request really cost (or could have been billed), for the total and the ledgers."""
+
+    user_id: str
+    model: str
+    usage: TokenUsage
+    cost: int
