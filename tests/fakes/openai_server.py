@@ -265,7 +265,7 @@ def main() -> None:
     state = FakeOpenAIState()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
     server.daemon_threads = True
-    host, port = server.server_address[:2]
+    host, port = args.host, server.server_address[1]
     print(f"fake openai listening on http://{host}:{port}/v1", flush=True)
     server.serve_forever()
 
