@@ -4,30 +4,473 @@ Stock moto does not make a conditional write atomic against a concurrent one (a 
 conditional-increment race admitted 11-26 of 10), so the whole WSGI app runs under one lock.
 That makes each request atomic, as DynamoDB's conditional writes are, which the concurrency
 tests rely on.
+
+It also models DynamoDB's real failure modes on demand (SPEC §6), switched through control routes
+that the wrapper answers itself (they never reach moto):
+
+``POST /_emulator/faults``
+    ``{"seed": int, "transaction_window_ms": int = 0, "rules": [rule, ...]}`` replaces the whole
+    configuration and zeroes the counters. A rule is ``{"fault": "throttle" | "internal_error" |
+    "lost_response" | "conflict", "operations": [...] (default: every write operation, see
+    ``WRITE_OPERATIONS``), "key_prefix": str (optional: the request's ``pk`` string, or that of any
+    item of a batch or a transaction, starts with it), "probability": 0..1 = 1, "max_count": int |
+    null}``. The first rule that matches a request and wins its draw decides it; the draws come from
+    one ``random.Random(seed)`` taken in the (serialized) order the writes are applied, so the same
+    request sequence gets the same faults. Reads (GetItem, Query, Scan...) are never faulted.
+``DELETE /_emulator/faults``
+    Everything off (rules, transaction window, in-flight transactions); the counters are kept.
+``GET /_emulator/faults``
+    ``{"injected": {fault: {operation: n}}, "rules": [...], "seed": int, "transaction_window_ms": int}``.
+    Conflicts caused by the transaction window (not by a rule) count as fault ``transaction_window``.
+``GET /_emulator/operations``
+    ``{"operations": [{"service", "operation"}, ...]}``: every distinct operation seen since start,
+    sorted (DynamoDB/SSM from ``X-Amz-Target``; query-protocol services such as SES from the
+    ``Action`` form field, the service from the SigV4 credential scope).
+
+What each fault does on the wire, and what botocore (1.44.x, the pinned version; default retry mode
+``standard`` since ``configprovider.NEW_RETRIES_ENABLED``) does with it. Standard mode:
+``botocore/retries/standard.py`` — ``_SERVICE_MAX_ATTEMPTS = {'dynamodb': 4}`` (4 attempts in all
+unless ``Config(retries={"max_attempts": n})``), ``StandardRetryConditions`` = transient (HTTP 500/
+502/503/504, connection errors) or throttled (``_THROTTLED_ERROR_CODES``) or modeled-retryable,
+backoff ``rand() * min(scale * 2**i, 20)`` with scale 1 s for throttles and 25 ms otherwise for
+DynamoDB, and a per-client retry quota (500 tokens, 14 per non-throttle retry, 5 per throttle).
+Legacy mode: ``botocore/data/_retry.json`` — DynamoDB ``max_attempts`` 10, ``base`` 0.05 s,
+retries any HTTP 500/502/503/504, ``ProvisionedThroughputExceededException``,
+``TransactionInProgressException`` and CRC32 mismatches.
+
+- ``throttle``: HTTP 400 ``ProvisionedThroughputExceededException``; not applied. Retried in both
+  modes (it is in ``_THROTTLED_ERROR_CODES`` and in ``_retry.json``'s ``throughput_exceeded``).
+- ``internal_error``: HTTP 500 ``InternalServerError``; not applied. Retried in both modes (status
+  500 is transient / ``general_server_error``).
+- ``lost_response``: moto applies the write, then the client gets HTTP 500 ``InternalServerError``
+  instead of moto's answer. Retried in both modes, so the SDK resends a write that was already
+  applied: a blind ``ADD`` counts twice, a conditional idempotent write fails its condition or is
+  a no-op.
+- ``conflict``: a single-item write gets HTTP 400 ``TransactionConflictException`` ("Transaction is
+  ongoing for the item"); a ``TransactWriteItems`` gets ``TransactionCanceledException`` with
+  reason ``TransactionConflict`` on the matching items (all of them without a ``key_prefix``);
+  not applied. Neither code is retried in either mode (not transient, not in the throttle list, not
+  modeled ``retryable`` in the DynamoDB service model, not in ``_retry.json``): the caller sees it.
+
+Transactions (``transaction_window_ms`` > 0): a ``TransactWriteItems`` that succeeds is applied
+under the lock, which is then released while its response is held for the window; its items are
+"in a transaction" meanwhile. As in DynamoDB, a PutItem/UpdateItem/DeleteItem/BatchWriteItem on one
+of them gets 400 ``TransactionConflictException`` and another ``TransactWriteItems`` touching one
+gets 400 ``TransactionCanceledException`` whose ``CancellationReasons`` has ``TransactionConflict``
+for each conflicting item and ``None`` for the others (moto's own wire shape, which botocore parses
+into ``error.response["CancellationReasons"]``). Neither is applied; neither is retried by botocore.
+(A BatchWriteItem is refused whole here; a simplification.)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
+import random
+import re
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
 
+WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem")
+SINGLE_ITEM_WRITES = ("PutItem", "UpdateItem", "DeleteItem")
+FAULTS = ("throttle", "internal_error", "lost_response", "conflict")
+WINDOW_FAULT = "transaction_window"
+DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
+ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
+TRANSACTION_ONGOING = "Transaction is ongoing for the item"
+CONTROL_PREFIX = "/_emulator/"
+
+StartResponse = Callable[..., Any]
+ItemId = tuple[str, str]  # (table, canonical JSON of the key)
+
+
+class ConfigError(ValueError):
+    """A fault configuration that does not make sense."""
+
+
+@dataclass
+class Rule:
+    fault: str
+    operations: tuple[str, ...] = WRITE_OPERATIONS
+    key_prefix: str | None = None
+    probability: float = 1.0
+    max_count: int | None = None
+    count: int = 0
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Rule:
+        fault = raw.get("fault")
+        if fault not in FAULTS:
+            raise ConfigError(f"fault must be one of {', '.join(FAULTS)}: {fault!r}")
+        operations = tuple(raw.get("operations") or WRITE_OPERATIONS)
+        unknown = [op for op in operations if op not in WRITE_OPERATIONS]
+        if unknown:
+            raise ConfigError(f"only writes can be faulted ({', '.join(WRITE_OPERATIONS)}): {unknown}")
+        probability = float(raw.get("probability", 1.0))
+        if not 0.0 <= probability <= 1.0:
+            raise ConfigError(f"probability must be in [0, 1]: {probability}")
+        max_count = raw.get("max_count")
+        if max_count is not None and (not isinstance(max_count, int) or max_count < 0):
+            raise ConfigError(f"max_count must be a non-negative integer or null: {max_count!r}")
+        key_prefix = raw.get("key_prefix")
+        if key_prefix is not None and not isinstance(key_prefix, str):
+            raise ConfigError(f"key_prefix must be a string: {key_prefix!r}")
+        return cls(fault, operations, key_prefix, probability, max_count)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault,
+            "operations": list(self.operations),
+            "key_prefix": self.key_prefix,
+            "probability": self.probability,
+            "max_count": self.max_count,
+            "count": self.count,
+        }
+
+
+@dataclass
+class FaultConfig:
+    seed: int = 0
+    transaction_window_ms: int = 0
+    rules: list[Rule] = field(default_factory=list)
+    rng: random.Random = field(default_factory=lambda: random.Random(0))  # noqa: S311 - reproducible faults, not crypto
+
+
+@dataclass
+class WriteRequest:
+    """A DynamoDB write as the fault logic sees it: its items as (table, key-or-item) pairs."""
+
+    operation: str
+    targets: list[tuple[str, dict[str, Any]]]  # (table, Key or Item)
+
+    def pk_strings(self) -> list[str]:
+        return [pk for _, attrs in self.targets if (pk := pk_string(attrs)) is not None]
+
+
+def pk_string(attrs: dict[str, Any]) -> str | None:
+    """The ``pk`` attribute's string value in a Key or an Item (wire format), if it has one."""
+    value = attrs.get("pk")
+    return value.get("S") if isinstance(value, dict) else None
+
+
+def parse_write(operation: str, body: dict[str, Any]) -> WriteRequest:
+    targets: list[tuple[str, dict[str, Any]]] = []
+    if operation in SINGLE_ITEM_WRITES:
+        targets.append((body.get("TableName", ""), body.get("Key") or body.get("Item") or {}))
+    elif operation == "TransactWriteItems":
+        for entry in body.get("TransactItems", []):
+            for action in entry.values():  # exactly one of Put / Update / Delete / ConditionCheck
+                targets.append((action.get("TableName", ""), action.get("Key") or action.get("Item") or {}))
+    elif operation == "BatchWriteItem":
+        for table, requests in (body.get("RequestItems") or {}).items():
+            for request in requests:
+                if "PutRequest" in request:
+                    targets.append((table, request["PutRequest"].get("Item", {})))
+                elif "DeleteRequest" in request:
+                    targets.append((table, request["DeleteRequest"].get("Key", {})))
+    return WriteRequest(operation, targets)
+
+
+def error_response(status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    return status, json.dumps({"__type": ERROR_PREFIX + code, "message": message, **(extra or {})}).encode()
+
+
+def cancellation(codes: list[str]) -> tuple[int, bytes]:
+    """A TransactionCanceledException in moto's (and DynamoDB's) wire shape."""
+    reasons = [{"Code": code, "Message": TRANSACTION_ONGOING} if code != "None" else {"Code": "None"} for code in codes]
+    message = f"Transaction cancelled, please refer cancellation reasons for specific reasons [{', '.join(codes)}]"
+    return 400, json.dumps(
+        {"__type": ERROR_PREFIX + "TransactionCanceledException", "CancellationReasons": reasons, "Message": message}
+    ).encode()
+
+
+def throttled() -> tuple[int, bytes]:
+    return error_response(
+        400,
+        "ProvisionedThroughputExceededException",
+        "The level of configured provisioned throughput for the table was exceeded. "
+        "Consider increasing your provisioning level with the UpdateTable API.",
+    )
+
+
+def internal_error() -> tuple[int, bytes]:
+    return error_response(500, "InternalServerError", "Internal server error")
+
+
+def transaction_conflict() -> tuple[int, bytes]:
+    return error_response(400, "TransactionConflictException", TRANSACTION_ONGOING)
+
+
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+
 
 class SerializedApp:
-    """A WSGI wrapper that lets one request at a time into the wrapped app."""
+    """A WSGI wrapper that lets one request at a time into the wrapped app, and injects faults."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one request at a time into moto
+        self._state = threading.Lock()  # fault configuration, counters, operations seen
+        self._config = FaultConfig()
+        self._injected: dict[str, dict[str, int]] = {}
+        self._operations: set[tuple[str, str]] = set()
+        self._in_transaction: dict[ItemId, float] = {}  # item -> monotonic end of its transaction window
+        self._key_schemas: dict[str, list[str]] = {}
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(CONTROL_PREFIX):
+            return self._control(environ, start_response)
+        body = _read_body(environ)
+        service, operation = _identify(environ, body)
+        with self._state:
+            self._operations.add((service, operation))
+        if service == "dynamodb" and operation in ("CreateTable", "DeleteTable"):
+            self._key_schemas.clear()  # a table re-created under the same name may have another key
+        if service != "dynamodb" or operation not in WRITE_OPERATIONS:
+            with self._lock:
+                # Drain the body inside the lock: moto may compute the response lazily.
+                return list(self._app(environ, start_response))
+        return self._write(environ, start_response, operation, body)
+
+    # -- DynamoDB writes ---------------------------------------------------------------------------
+
+    def _write(
+        self, environ: dict[str, Any], start_response: StartResponse, operation: str, body: bytes
+    ) -> list[bytes]:
+        try:
+            request = parse_write(operation, json.loads(body or b"{}"))
+        except (ValueError, AttributeError, TypeError):
+            request = WriteRequest(operation, [])  # let moto answer the malformed request
+        hold_seconds = 0.0
         with self._lock:
-            # Drain the body inside the lock: moto may compute the response lazily.
-            return list(self._app(environ, start_response))
+            early = self._refusal(environ, request)
+            if early is not None:
+                return _respond(start_response, *early)
+            fault = self._decide(request)
+            if fault in ("throttle", "internal_error", "conflict"):
+                self._count(fault, operation)
+                if fault == "throttle":
+                    return _respond(start_response, *throttled())
+                if fault == "internal_error":
+                    return _respond(start_response, *internal_error())
+                if operation == "TransactWriteItems":
+                    return _respond(start_response, *self._rule_cancellation(request))
+                return _respond(start_response, *transaction_conflict())
+            captured: dict[str, Any] = {}
+
+            def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+                captured["status"], captured["headers"] = status, headers
+                return lambda _data: None
+
+            chunks = list(self._app(environ, capture))
+            succeeded = str(captured.get("status", "500")).startswith("2")
+            with self._state:
+                window = self._config.transaction_window_ms
+            if operation == "TransactWriteItems" and succeeded and window > 0:
+                ends = time.monotonic() + window / 1000
+                for item in self._item_ids(environ, request):
+                    self._in_transaction[item] = ends
+                hold_seconds = window / 1000
+        # Outside the lock: other requests run (and conflict) while this transaction is "in flight".
+        if hold_seconds:
+            time.sleep(hold_seconds)
+        if fault == "lost_response":
+            self._count(fault, operation)
+            return _respond(start_response, *internal_error())
+        start_response(captured["status"], captured["headers"])
+        return chunks
+
+    def _refusal(self, environ: dict[str, Any], request: WriteRequest) -> tuple[int, bytes] | None:
+        """The answer to a write that touches an item inside another transaction's window, if it does."""
+        now = time.monotonic()
+        for item in [item for item, ends in self._in_transaction.items() if ends <= now]:
+            del self._in_transaction[item]
+        if not self._in_transaction:
+            return None
+        items = self._item_ids(environ, request)
+        conflicting = [item in self._in_transaction for item in items]
+        if not any(conflicting):
+            return None
+        self._count(WINDOW_FAULT, request.operation)
+        if request.operation == "TransactWriteItems":
+            return cancellation(["TransactionConflict" if hit else "None" for hit in conflicting])
+        return transaction_conflict()
+
+    def _rule_cancellation(self, request: WriteRequest) -> tuple[int, bytes]:
+        prefixes = [rule.key_prefix for rule in self._config.rules if rule.fault == "conflict" and rule.key_prefix]
+        codes = []
+        for _, attrs in request.targets:
+            pk = pk_string(attrs)
+            hit = not prefixes or (pk is not None and any(pk.startswith(prefix) for prefix in prefixes))
+            codes.append("TransactionConflict" if hit else "None")
+        return cancellation(codes)
+
+    def _decide(self, request: WriteRequest) -> str | None:
+        with self._state:
+            pks = request.pk_strings()
+            for rule in self._config.rules:
+                if request.operation not in rule.operations:
+                    continue
+                if rule.key_prefix is not None and not any(pk.startswith(rule.key_prefix) for pk in pks):
+                    continue
+                if rule.max_count is not None and rule.count >= rule.max_count:
+                    continue
+                if self._config.rng.random() < rule.probability:
+                    rule.count += 1
+                    return rule.fault
+        return None
+
+    def _count(self, fault: str, operation: str) -> None:
+        with self._state:
+            per_operation = self._injected.setdefault(fault, {})
+            per_operation[operation] = per_operation.get(operation, 0) + 1
+
+    def _item_ids(self, environ: dict[str, Any], request: WriteRequest) -> list[ItemId]:
+        ids = []
+        for table, attrs in request.targets:
+            key_names = self._key_schema(environ, table)
+            key = {name: attrs.get(name) for name in key_names} if key_names else attrs
+            ids.append((table, json.dumps(key, sort_keys=True)))
+        return ids
+
+    def _key_schema(self, environ: dict[str, Any], table: str) -> list[str]:
+        """The table's key attribute names, asked of moto itself (called under the request lock)."""
+        if table not in self._key_schemas:
+            payload = json.dumps({"TableName": table}).encode()
+            probe = {
+                **environ,
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": "/",
+                "QUERY_STRING": "",
+                "HTTP_X_AMZ_TARGET": DYNAMODB_TARGET_PREFIX + "DescribeTable",
+                "CONTENT_LENGTH": str(len(payload)),
+                "wsgi.input": io.BytesIO(payload),
+            }
+            status: dict[str, str] = {}
+
+            def keep(code: str, _headers: Any, _exc: Any = None) -> Callable[[bytes], None]:
+                status["code"] = code
+                return lambda _data: None
+
+            answer = b"".join(self._app(probe, keep))
+            if not status.get("code", "").startswith("2"):
+                return []  # unknown table: moto will refuse the write itself
+            schema = json.loads(answer)["Table"]["KeySchema"]
+            self._key_schemas[table] = [element["AttributeName"] for element in schema]
+        return self._key_schemas[table]
+
+    # -- control routes ----------------------------------------------------------------------------
+
+    def _control(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path == CONTROL_PREFIX + "faults" and method == "POST":
+            try:
+                raw = json.loads(_read_body(environ) or b"{}")
+                config = FaultConfig(
+                    seed=int(raw.get("seed", 0)),
+                    transaction_window_ms=int(raw.get("transaction_window_ms", 0)),
+                    rules=[Rule.parse(rule) for rule in raw.get("rules", [])],
+                )
+                if config.transaction_window_ms < 0:
+                    raise ConfigError("transaction_window_ms must be >= 0")
+            except (ValueError, TypeError, AttributeError) as error:
+                return _json(start_response, 400, {"error": str(error)})
+            config.rng = random.Random(config.seed)  # noqa: S311 - reproducible faults, not crypto
+            with self._lock, self._state:
+                self._config = config
+                self._injected = {}
+                self._in_transaction.clear()
+            return _json(start_response, 200, self._status())
+        if path == CONTROL_PREFIX + "faults" and method == "DELETE":
+            with self._lock, self._state:
+                self._config = FaultConfig()
+                self._in_transaction.clear()
+            return _json(start_response, 200, self._status())
+        if path == CONTROL_PREFIX + "faults" and method == "GET":
+            return _json(start_response, 200, self._status())
+        if path == CONTROL_PREFIX + "operations" and method == "GET":
+            with self._state:
+                seen = sorted(self._operations)
+            return _json(start_response, 200, {"operations": [{"service": s, "operation": o} for s, o in seen]})
+        return _json(start_response, 404, {"error": f"no control route {method} {path}"})
+
+    def _status(self) -> dict[str, Any]:
+        with self._state:
+            return {
+                "injected": {fault: dict(counts) for fault, counts in self._injected.items()},
+                "rules": [rule.as_json() for rule in self._config.rules],
+                "seed": self._config.seed,
+                "transaction_window_ms": self._config.transaction_window_ms,
+            }
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    """Read the request body once and put it back for moto."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        body: bytes = stream.read(int(length))
+    elif environ.get("wsgi.input_terminated"):  # chunked: the server delimits the stream
+        body = stream.read()
+    else:
+        body = b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return body
+
+
+def _identify(environ: dict[str, Any], body: bytes) -> tuple[str, str]:
+    """(service, operation) of an AWS request, as an IAM policy would name them."""
+    scope = _CREDENTIAL_SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    signed_service = scope.group(1) if scope else ""
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        prefix, _, operation = target.rpartition(".")
+        if prefix.startswith("DynamoDB"):
+            return "dynamodb", operation
+        if prefix == "AmazonSSM":
+            return "ssm", operation
+        return signed_service or prefix.lower(), operation
+    content_type = environ.get("CONTENT_TYPE", "")
+    if "x-www-form-urlencoded" in content_type or environ.get("QUERY_STRING", "").find("Action=") >= 0:
+        fields = parse_qs(body.decode("utf-8", "replace")) if body else {}
+        fields.update(parse_qs(environ.get("QUERY_STRING", "")))
+        if "Action" in fields:
+            return signed_service or "unknown", fields["Action"][0]
+    return signed_service or "unknown", f"{environ.get('REQUEST_METHOD', 'GET')} {environ.get('PATH_INFO', '/')}"
+
+
+def _respond(start_response: StartResponse, status: int, payload: bytes) -> list[bytes]:
+    reason = {400: "Bad Request", 500: "Internal Server Error"}.get(status, "Error")
+    start_response(
+        f"{status} {reason}",
+        [
+            ("Content-Type", "application/x-amz-json-1.0"),
+            ("Content-Length", str(len(payload))),
+            ("x-amzn-RequestId", uuid.uuid4().hex),
+        ],
+    )
+    return [payload]
+
+
+def _json(start_response: StartResponse, status: int, body: dict[str, Any]) -> list[bytes]:
+    payload = json.dumps(body).encode()
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+    start_response(f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]
 
 
 def serve(host: str, port: int) -> None:

@@ -2,14 +2,41 @@
 
 The real ``openai`` client talks to it over HTTP. Its answers are deterministic: embeddings are
 the offline hash vectors (so retrieval works), and a completion quotes the first passage of the
-prompt. ``POST /_control`` injects faults: ``{"fail": [500, 429], "delay": 1.5}`` makes the next
-requests fail with those statuses, in order, and/or answer slowly.
+prompt.
+
+It keeps the ground truth of what OpenAI would bill (SPEC §4 "Budget", §7): ``state.billed`` has one
+record per request the real API would bill — every embeddings or chat request it processed — as
+``{"path", "model", "prompt_tokens", "completion_tokens", "delivered", "fault"}``, appended when the
+request is processed, before any answer is written. ``delivered`` turns False when the answer could
+not be written (the client was gone) and is False for a ``timeout_after_billing`` request. Injected
+429/5xx answers bill nothing. ``GET /_billed`` returns ``{"records": [...]}`` over HTTP.
+
+``POST /_control`` (each key optional, applied in one go):
+
+- ``{"fail": [500, 429]}`` the next requests fail with those statuses, in order (nothing billed);
+- ``{"delay": 1.5}`` every answer comes that much later (processed and billed first);
+- ``{"timeout_after_billing": n, "hold": 5}`` the next ``n`` requests are processed and billed, then
+  held ``hold`` seconds (default 5) before answering: a client with a shorter timeout abandons them;
+- ``{"retry_after": 2}`` injected 429s carry ``Retry-After: 2`` and ``retry-after-ms: 2000``
+  (``null`` goes back to the default ``retry-after-ms: 10``);
+- ``{"rules": [{"fault": "timeout_after_billing" | 429 | 500, "probability": p, "paths": [...]}],
+  "seed": s}`` probabilistic faults (``paths`` optional, matched as suffixes of the request path,
+  e.g. ``"/embeddings"``); the first rule that matches and wins its draw from ``random.Random(s)``
+  decides, so a run is reproducible. Queued ``fail`` and ``timeout_after_billing`` come first.
+
+``POST /_reset`` is ``state.reset()`` over HTTP. Run standalone (the Lambda code must be importable,
+``PYTHONPATH=functions/api`` as ``make`` and ``tests.support.servers.python_env`` set it):
+``python -m tests.fakes.openai_server --port N`` prints a ready line and serves until killed.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import random
 import re
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +45,9 @@ from typing import Any
 from dnd_rag.logic.text import count_tokens
 from dnd_rag.providers.offline import hash_embedding
 
+TIMEOUT_AFTER_BILLING = "timeout_after_billing"
+RULE_FAULTS = (TIMEOUT_AFTER_BILLING, 429, 500)
+
 
 class FakeOpenAIState:
     def __init__(self) -> None:
@@ -25,12 +55,68 @@ class FakeOpenAIState:
         self.failures: list[int] = []
         self.delay_seconds = 0.0
         self.requests: list[dict[str, Any]] = []  # {"path", "status", "usage"}
+        self.billed: list[dict[str, Any]] = []  # {"path", "model", "prompt_tokens", "completion_tokens", ...}
+        self.timeout_after_billing = 0
+        self.hold_seconds = 5.0
+        self.retry_after: float | None = None
+        self.rules: list[dict[str, Any]] = []
+        self.rng = random.Random(0)
 
     def reset(self) -> None:
         with self.lock:
             self.failures.clear()
             self.delay_seconds = 0.0
             self.requests.clear()
+            self.billed.clear()
+            self.timeout_after_billing = 0
+            self.hold_seconds = 5.0
+            self.retry_after = None
+            self.rules = []
+            self.rng = random.Random(0)
+
+    def control(self, body: dict[str, Any]) -> None:
+        """Apply a ``/_control`` body (see the module docstring); raises ValueError on nonsense."""
+        rules = [_rule(raw) for raw in body.get("rules", [])] if "rules" in body else None
+        with self.lock:
+            self.failures.extend(int(status) for status in body.get("fail", []))
+            self.delay_seconds = float(body.get("delay", self.delay_seconds))
+            self.timeout_after_billing += int(body.get("timeout_after_billing", 0))
+            self.hold_seconds = float(body.get("hold", self.hold_seconds))
+            if "retry_after" in body:
+                self.retry_after = None if body["retry_after"] is None else float(body["retry_after"])
+            if rules is not None:
+                self.rules = rules
+                self.rng = random.Random(int(body.get("seed", 0)))
+
+    def decide(self, path: str) -> int | str | None:
+        """The fault for a request arriving now: a status to fail with, ``timeout_after_billing`` or None."""
+        with self.lock:
+            if self.failures:
+                return self.failures.pop(0)
+            if self.timeout_after_billing > 0:
+                self.timeout_after_billing -= 1
+                return TIMEOUT_AFTER_BILLING
+            for rule in self.rules:
+                if rule["paths"] and not any(path.endswith(suffix) for suffix in rule["paths"]):
+                    continue
+                if self.rng.random() < rule["probability"]:
+                    fault: int | str = rule["fault"]
+                    return fault
+        return None
+
+    def billed_records(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(record) for record in self.billed]
+
+
+def _rule(raw: dict[str, Any]) -> dict[str, Any]:
+    fault = raw.get("fault")
+    if fault not in RULE_FAULTS:
+        raise ValueError(f"rule fault must be one of {RULE_FAULTS}: {fault!r}")
+    probability = float(raw.get("probability", 1.0))
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be in [0, 1]: {probability}")
+    return {"fault": fault, "probability": probability, "paths": list(raw.get("paths") or [])}
 
 
 def _embeddings(request: dict[str, Any]) -> dict[str, Any]:
@@ -68,28 +154,41 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self) -> None:
+            if self.path.endswith("/_billed"):
+                self._send(200, {"records": state.billed_records()})
+            else:
+                self._send(404, {"error": {"message": "unknown path"}})
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            if self.path == "/_control":
-                with state.lock:
-                    state.failures.extend(body.get("fail", []))
-                    state.delay_seconds = float(body.get("delay", state.delay_seconds))
+            if self.path.endswith("/_control"):
+                try:
+                    state.control(body)
+                except (ValueError, TypeError) as error:
+                    self._send(400, {"error": {"message": str(error)}})
+                    return
+                self._send(200, {"ok": True})
+                return
+            if self.path.endswith("/_reset"):
+                state.reset()
                 self._send(200, {"ok": True})
                 return
             # Decide and record everything on arrival: a slow request still sleeping when its test
             # has ended must not consume or pollute the next test's injected faults.
+            fault = state.decide(self.path)
             with state.lock:
-                failure = state.failures.pop(0) if state.failures else None
                 delay = state.delay_seconds
-            if failure is not None:
+                hold = state.hold_seconds
+                retry_after = state.retry_after
+            if isinstance(fault, int):
                 with state.lock:
-                    state.requests.append({"path": self.path, "status": failure})
+                    state.requests.append({"path": self.path, "status": fault})
                 time.sleep(delay)
-                self._send(
-                    failure,
-                    {"error": {"message": "injected failure", "type": "server_error"}},
-                    {"retry-after-ms": "10"},
-                )
+                headers = {"retry-after-ms": "10"}
+                if fault == 429 and retry_after is not None:
+                    headers = {"retry-after": f"{retry_after:g}", "retry-after-ms": str(int(retry_after * 1000))}
+                self._send(fault, {"error": {"message": "injected failure", "type": "server_error"}}, headers)
                 return
             if self.path.endswith("/embeddings"):
                 result = _embeddings(body)
@@ -98,12 +197,28 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
             else:
                 self._send(404, {"error": {"message": "unknown path"}})
                 return
-            with state.lock:
-                state.requests.append({"path": self.path, "status": 200, "usage": result["usage"]})
-            time.sleep(delay)
-            self._send(200, result)
+            usage = result["usage"]
+            record = {
+                "path": self.path,
+                "model": body.get("model"),
+                "prompt_tokens": usage["prompt_tokens"],
+                "completion_tokens": usage.get("completion_tokens", 0),
+                "delivered": fault != TIMEOUT_AFTER_BILLING,
+                "fault": fault,
+            }
+            with state.lock:  # billed on processing, whether or not the client waits for the answer
+                state.requests.append({"path": self.path, "status": 200, "usage": usage})
+                state.billed.append(record)
+            time.sleep(hold if fault == TIMEOUT_AFTER_BILLING else delay)
+            if not self._send(200, result):
+                with state.lock:
+                    record["delivered"] = False
 
-        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> bool:
+            """Write the answer; False when the client was gone (it timed out first)."""
+            if self._client_gone():
+                self.close_connection = True
+                return False
             payload = json.dumps(body).encode()
             try:
                 self.send_response(status)
@@ -113,8 +228,20 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
+                self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):  # the client timed out first: expected
-                pass
+                self.close_connection = True
+                return False
+            return True
+
+        def _client_gone(self) -> bool:
+            """True when the client closed its end: a write would only fill a buffer nobody reads."""
+            connection: socket.socket = self.connection
+            try:
+                readable, _, _ = select.select([connection], [], [], 0)
+                return bool(readable) and connection.recv(1, socket.MSG_PEEK) == b""
+            except (OSError, ValueError):
+                return True
 
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             return
@@ -122,9 +249,26 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_fake_openai(host: str = "127.0.0.1") -> tuple[ThreadingHTTPServer, FakeOpenAIState]:
+def start_fake_openai(host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, FakeOpenAIState]:
     state = FakeOpenAIState()
-    server = ThreadingHTTPServer((host, 0), make_handler(state))
+    server = ThreadingHTTPServer((host, port), make_handler(state))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, state
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A local fake of the OpenAI API that records what it would bill.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    state = FakeOpenAIState()
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
+    server.daemon_threads = True
+    host, port = args.host, server.server_address[1]
+    print(f"fake openai listening on http://{host}:{port}/v1", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,7 @@ from infra.scripts.ingest import document_paths, ingest
 from tests.fakes.auth_faults import start_any_user_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
 from tests.support.events import lambda_context
+from tests.support.faults import EmulatorFaults
 from tests.support.servers import REPO_ROOT, chroma_command, emulator_command, free_port, python_env, running
 
 CORPUS = REPO_ROOT / "infra" / "corpus"
@@ -59,6 +60,15 @@ def table_name(dynamodb: Any) -> str:
     ensure_table(dynamodb, name)
     verify_identities(boto3.client("ses"), "alerts@example.com", "ops@example.com")
     return name
+
+
+@pytest.fixture
+def emulator_faults(aws_endpoint: str) -> Iterator[EmulatorFaults]:
+    """The emulator's DynamoDB fault injection, switched off again after the test whatever happened."""
+    faults = EmulatorFaults(aws_endpoint)
+    faults.clear()
+    yield faults
+    faults.clear()
 
 
 @pytest.fixture(scope="session")
