@@ -42,8 +42,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from dnd_rag.logic.text import count_tokens
 from dnd_rag.providers.offline import hash_embedding
+from dnd_rag.providers.tokenizer import count_chat_tokens, count_text_tokens, encoding
+
+# Embedding models count with cl100k_base, as OpenAI's text-embedding-3 models do.
+EMBEDDING_TOKENIZER_MODEL = "gpt-4"
 
 TIMEOUT_AFTER_BILLING = "timeout_after_billing"
 RULE_FAULTS = (TIMEOUT_AFTER_BILLING, 429, 500)
@@ -121,7 +124,7 @@ def _rule(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _embeddings(request: dict[str, Any]) -> dict[str, Any]:
     inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
-    tokens = sum(count_tokens(text) for text in inputs)
+    tokens = sum(count_text_tokens(EMBEDDING_TOKENIZER_MODEL, text) for text in inputs)
     return {
         "object": "list",
         "model": request["model"],
@@ -134,8 +137,14 @@ def _completion(request: dict[str, Any]) -> dict[str, Any]:
     prompt = "\n".join(message["content"] for message in request["messages"])
     first_passage = re.search(r"\[1\] \(source: [^)]*\)\n(.+)", prompt)
     answer = f"According to the rules: {first_passage.group(1).strip()} [1]" if first_passage else "I do not know."
-    prompt_tokens = count_tokens(prompt) + 7 * len(request["messages"])
-    completion_tokens = count_tokens(answer)
+    # Billed as OpenAI bills: its tokenizer and chat format, and never beyond the completion cap.
+    model = request["model"]
+    prompt_tokens = count_chat_tokens(model, request["messages"])
+    cap = request.get("max_completion_tokens") or request.get("max_tokens")
+    tokens = encoding(model).encode(answer, disallowed_special=())
+    if cap is not None and len(tokens) > cap:
+        answer = encoding(model).decode(tokens[:cap])
+    completion_tokens = min(len(tokens), cap) if cap is not None else len(tokens)
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
