@@ -93,8 +93,11 @@ class Budget:
             )
 
         granted, totals = attempt()
-        if self._sweep(day, totals, now) and not granted:
-            granted, totals = attempt()  # reclaiming settled a dead request's hold: ask again
+        if self._sweep(day, totals, now):  # dead requests' holds were settled: the state moved
+            if granted:
+                totals = self._store.read_totals(day)
+            else:
+                granted, totals = attempt()
         self._remember_orphans(totals, now)
         self._observe(day, totals)
         return (Hold(day, hold_id, amount, user_id, model) if granted else None), totals
