@@ -39,9 +39,11 @@ def test_the_best_fit_uses_the_most_passages_then_the_largest_cap_within_what_is
 
     fit = fitter.best_within(QUESTION, PASSAGES, available)
 
-    assert fit is not None and fit.degraded
+    assert fit is not None
+    assert fit.degraded
     assert fit.bound <= available
-    assert fit.max_completion_tokens >= 100 and len(fit.passages) >= 2
+    assert fit.max_completion_tokens >= 100
+    assert len(fit.passages) >= 2
     one_more = fitter.best_within(QUESTION, PASSAGES[: len(fit.passages) + 1], available)
     # no richer form fits: one more passage would not fit even at the floor cap, or the cap is already full
     assert len(fit.passages) == len(PASSAGES) or one_more is None or len(one_more.passages) == len(fit.passages)

@@ -45,11 +45,16 @@ class Provider:
 def run(provider, tab, sleeps, deadline_seconds=20.0):
     calls = PaidCalls(sleep=sleeps.append, jitter=lambda: 0.5)
     return calls.run(
-        tab, CALL, provider, lambda cost: (cost, TokenUsage(prompt_tokens=cost)), Deadline(deadline_seconds), NoBudget
+        tab,
+        CALL,
+        provider,
+        lambda cost: (cost, TokenUsage(prompt_tokens=cost)),
+        Deadline(deadline_seconds),
+        NoBudgetError,
     )
 
 
-class NoBudget(Exception):
+class NoBudgetError(Exception):
     pass
 
 
@@ -96,7 +101,7 @@ def test_a_retry_the_budget_cannot_cover_is_not_made():
     tab, sleeps = RecordingTab(limit=1500), []
     provider = Provider(timeout(), 300)
 
-    with pytest.raises(NoBudget):
+    with pytest.raises(NoBudgetError):
         run(provider, tab, sleeps)
 
     assert tab.charged == 1000  # the first attempt may be billed: it stays on the tab
