@@ -196,5 +196,11 @@ class Container:
         embedder = self.embedder
         retriever = ChromaRetriever(self.chroma_client, s.chroma_collection, embedder.model)
         return RagService(
-            embedder, retriever, self._build_generator(), s.price_book, PaidCalls(), s.openai_timeout_seconds
+            embedder,
+            retriever,
+            self._build_generator(),
+            s.price_book,
+            PaidCalls(),
+            s.openai_timeout_seconds,
+            s.chroma_timeout_seconds,
         )

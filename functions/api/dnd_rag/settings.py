@@ -92,6 +92,7 @@ class Settings(BaseModel):
     chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
     chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)
     chroma_ssl: bool = Field(default=False, alias="CHROMA_SSL")
+    chroma_timeout_seconds: float = Field(default=5.0, alias="CHROMA_TIMEOUT_SECONDS", gt=0, le=20)
     chroma_api_key: SecretStr | None = Field(default=None, alias="CHROMA_API_KEY")
     chroma_tenant: str = Field(default="default_tenant", alias="CHROMA_TENANT", min_length=1)
     chroma_database: str = Field(default="default_database", alias="CHROMA_DATABASE", min_length=1)

@@ -14,10 +14,10 @@ from dnd_rag.logic.ports import Embedder, Generator, Retriever
 from dnd_rag.logic.prompt import embedding_token_bound
 from dnd_rag.logic.spending import PaidCall, PaidCalls, Tab
 from dnd_rag.models.domain import Embedding, Generation, Passage
+from dnd_rag.observability import logger
 from dnd_rag.pricing import PriceBook, TokenUsage
 
 RETRIEVAL_ATTEMPTS = 2
-RETRIEVAL_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class RagService:
         prices: PriceBook,
         paid_calls: PaidCalls,
         timeout_seconds: float,
+        retrieval_timeout_seconds: float,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -53,6 +54,7 @@ class RagService:
         self._prices = prices
         self._paid = paid_calls
         self._timeout = timeout_seconds
+        self._retrieval_timeout = retrieval_timeout_seconds
 
     def embedding_bound(self, question: str) -> int:
         """The most embedding ``question`` once can be billed."""
@@ -82,12 +84,13 @@ class RagService:
     def _search(self, vector: list[float], k: int, deadline: Deadline) -> list[Passage]:
         """Chroma costs nothing per call: plain bounded retries, each inside the deadline."""
         for attempt in range(1, RETRIEVAL_ATTEMPTS + 1):
-            timeout = min(RETRIEVAL_TIMEOUT_SECONDS, deadline.remaining())
+            timeout = min(self._retrieval_timeout, deadline.remaining())
             if timeout <= 0:
                 break
             try:
                 return self._retriever.search(vector, k, timeout)
             except AttemptError as failure:
+                logger.warning("retrieval attempt failed", extra={"attempt": attempt, "reason": failure.reason})
                 if not failure.retryable or attempt == RETRIEVAL_ATTEMPTS:
                     raise UpstreamError(
                         "The rules index is unavailable right now. Please retry.", reason=failure.reason

@@ -7,6 +7,8 @@ imported when the first query builds the retriever, once per container.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import chromadb
@@ -51,9 +53,9 @@ class ChromaRetriever:
         self._embedding_model = embedding_model
         self._collection: Collection | None = None
 
-    def _open(self) -> Collection:
+    def _open(self, timeout_seconds: float) -> Collection:
         if self._collection is None:
-            client = self._connect()
+            client = _within(self._connect, timeout_seconds)
             try:
                 collection = client.get_collection(self._collection_name, embedding_function=None)
             except NotFoundError:
@@ -74,7 +76,7 @@ class ChromaRetriever:
         return self._collection
 
     def search(self, vector: list[float], k: int, timeout_seconds: float) -> list[Passage]:
-        collection = self._open()
+        collection = self._open(timeout_seconds)
         _bound_time(collection, timeout_seconds)
         try:
             queries: list[Sequence[float]] = [vector]
@@ -86,6 +88,20 @@ class ChromaRetriever:
         except Exception as exc:
             raise AttemptError(f"chroma query: {_kind(exc)}", billable=False, retryable=True) from None
         return _passages(result)
+
+
+def _within(connect: Callable[[], ClientAPI], timeout_seconds: float) -> ClientAPI:
+    """``connect()``, given up after ``timeout_seconds``: the client checks the tenant over HTTP
+    while it is built, with no timeout of its own, so a Chroma that accepts and never answers
+    would hold the request until Lambda kills it. (A connection given up on finishes in the
+    background and is dropped; this happens at most once per container start.)"""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-connect")
+    try:
+        return pool.submit(connect).result(timeout=timeout_seconds)
+    except FutureTimeout:
+        raise AttemptError("chroma connect: timeout", billable=False, retryable=True) from None
+    finally:
+        pool.shutdown(wait=False)
 
 
 def _bound_time(collection: Collection, timeout_seconds: float) -> None:
