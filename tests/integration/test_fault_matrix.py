@@ -163,6 +163,23 @@ def test_a_hung_chroma_is_502_within_its_timeouts_not_a_lambda_timeout(
     assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (15, 0)
 
 
+@pytest.mark.parametrize("fault", ["internal_error", "throttle"])
+def test_a_store_error_after_admission_gives_the_token_and_the_daily_count_back(
+    make_app, call, env, token, dynamodb, emulator_faults, fault
+):
+    app, _ = make_app(env)
+    # the budget's writes keep failing after the admission succeeded
+    emulator_faults.set([{"fault": fault, "key_prefix": "BUDGET#", "operations": ["UpdateItem"]}])
+
+    status, body, headers = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+    emulator_faults.clear()
+
+    assert (status, body["error"]) == (503, "service_unavailable")
+    assert "Retry-After" in headers
+    usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+    assert (usage["bucket"]["remaining_burst"], usage["daily_remaining"], usage["today"]["requests"]) == (15, 30, 0)
+
+
 def test_auth_api_down_is_503_and_consumes_nothing(make_app, call, env, token, dynamodb):
     down, _ = make_app({**env, "AUTH_API_URL": f"http://127.0.0.1:{free_port()}"})
 
