@@ -22,7 +22,7 @@ def test_routes_reach_the_lambda_handler_including_a_catch_all():
 
     assert routes[("GET", "/health")] == "dnd_rag.handlers.api.lambda_handler"
     assert routes[("POST", "/api/query")] == "dnd_rag.handlers.api.lambda_handler"
-    assert ("ANY", "/{proxy+}") in routes
+    assert ("ANY", "$default") in routes  # `/` and every unknown path or method reach our code
 
 
 def test_table_has_point_in_time_recovery_and_ttl():
