@@ -317,3 +317,20 @@ def test_repeated_failed_sign_ins_from_one_address_are_429_ip_rate_limited(user_
     assert int(answers[4][2]["Retry-After"]) > 0
     assert valid(signed_in) == 200  # a cached token needs no auth API call, so it is not blocked
     assert valid(f"u-{uuid.uuid4().hex}") == 429  # an uncached one from that address would be
+
+
+def test_failed_sign_ins_are_limited_per_ipv6_64_not_per_address(user_app, call):
+    app, _ = user_app({"IP_AUTH_FAILURE_CAPACITY": "3"})
+    prefix = f"2001:db8:{uuid.uuid4().int % 0xFFFF:x}:{uuid.uuid4().int % 0xFFFF:x}"
+
+    def guess(ip):
+        token = f"guess-{uuid.uuid4().hex}"
+        return parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION, source_ip=ip)))[:2]
+
+    # every guess from a new address of the same /64, as an attacker owning the /64 could send
+    answers = [guess(f"{prefix}:{n:x}::1") for n in range(1, 5)]
+
+    assert [status for status, _ in answers] == [401, 401, 401, 429]
+    assert answers[3][1]["error"] == "ip_rate_limited"
+    other_64 = f"{prefix[:-1]}{(int(prefix[-1], 16) + 1) % 16:x}:1::1"
+    assert guess(other_64)[0] == 401  # a neighbouring /64 is another client
