@@ -98,15 +98,8 @@ def test_secrets_are_read_from_the_named_parameters_only_the_chroma_one_optional
     }
 
 
-def test_prod_refuses_an_auth_api_url_that_is_not_https():
-    rule = TEMPLATE["Rules"]["ProdAuthApiIsHttps"]
-
-    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "Stage"}, "prod"]}
-    [assertion] = rule["Assertions"]
-    assert assertion["Assert"] == {
-        "Fn::Equals": [{"Fn::Select": [0, {"Fn::Split": ["://", {"Ref": "AuthApiUrl"}]}]}, "https"]
-    }
-    # and the Lambda checks it again at cold start, from the stage the template hands it
+def test_the_function_knows_its_stage_so_prod_can_insist_on_an_https_auth_api():
+    # settings.py refuses AUTH_API_URL without https:// when STAGE is prod (tests/unit/test_settings.py)
     assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["STAGE"] == {"Ref": "Stage"}
 
 
