@@ -87,3 +87,19 @@ def test_plan_limits_and_origins_parse():
     assert settings.plan_limits["pro"].capacity == 60
     assert settings.plan_limits["pro"].daily_limit == 500
     assert settings.cors_origins == ["https://react.gravitycar.com", "https://www.gravitycar.com"]
+
+
+@pytest.mark.parametrize("url", ["http://api.example.com", "http://127.0.0.1:8081"])
+def test_in_prod_the_auth_api_must_be_https(url):
+    with pytest.raises(ConfigError, match="AUTH_API_URL must be an https:// URL when STAGE is prod"):
+        load_settings({**MINIMAL, "STAGE": "prod", "AUTH_API_URL": url})
+
+
+def test_in_prod_an_https_auth_api_is_accepted_and_dev_may_use_http():
+    assert load_settings({**MINIMAL, "STAGE": "prod", "AUTH_API_URL": "https://api.example.com"}).stage == "prod"
+    assert load_settings({**MINIMAL, "STAGE": "dev"}).auth_api_url == "http://127.0.0.1:8081"
+
+
+def test_an_unknown_stage_fails_naming_the_variable():
+    with pytest.raises(ConfigError, match="STAGE"):
+        load_settings({**MINIMAL, "STAGE": "staging"})

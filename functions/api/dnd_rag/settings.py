@@ -61,6 +61,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
+    stage: Literal["dev", "prod"] = Field(default="dev", alias="STAGE")
     auth_api_url: str = Field(alias="AUTH_API_URL", pattern=r"^https?://\S+$")
     auth_timeout_seconds: float = Field(default=5.0, alias="AUTH_TIMEOUT_SECONDS", gt=0, le=10)
     token_cache_ttl: int = Field(default=300, alias="TOKEN_CACHE_TTL", ge=0, le=3600)
@@ -110,6 +111,13 @@ class Settings(BaseModel):
             if not _ORIGIN.match(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com (no path, no slash)")
         return origins
+
+    @model_validator(mode="after")
+    def _prod_auth_is_https(self) -> Settings:
+        # bearer tokens are sent to the auth API: in production never in clear text (SPEC §4)
+        if self.stage == "prod" and not self.auth_api_url.lower().startswith("https://"):
+            raise ValueError("AUTH_API_URL must be an https:// URL when STAGE is prod")
+        return self
 
     @model_validator(mode="after")
     def _providers_have_keys(self) -> Settings:
