@@ -1,6 +1,7 @@
 """The template is the single source of the table schema and the routes; these read it as the
 local stack does, and check the least-privilege promises."""
 
+from dnd_rag.logic.budget import LEASE_SECONDS
 from infra.local.template import create_table_request, http_routes, load_template, ttl_attribute
 
 TEMPLATE = load_template()
@@ -117,3 +118,9 @@ def test_no_secret_value_is_put_in_the_function_environment():
     assert "OPENAI_API_KEY" not in variables
     assert "CHROMA_API_KEY" not in variables
     assert "OPENAI_API_KEY_PARAMETER" in variables
+
+
+def test_a_budget_hold_outlives_any_request_so_only_dead_requests_are_charged_as_orphans():
+    timeout = load_template()["Globals"]["Function"]["Timeout"]
+
+    assert 2 * timeout <= LEASE_SECONDS  # a live request always settles before its lease ends
