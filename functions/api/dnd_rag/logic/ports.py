@@ -96,8 +96,8 @@ class BudgetStore(Protocol):
 
     def reclaim(
         self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
-    ) -> bool:
-        """Settle a hold whose lease ended (at its recorded cost, else in full); True if this call did."""
+    ) -> int:
+        """Settle a hold whose lease ended (at its recorded cost, else in full); what this call booked."""
         ...
 
     def read_totals(self, day: str) -> BudgetTotals: ...

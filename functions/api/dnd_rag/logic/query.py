@@ -187,6 +187,8 @@ class QueryService:
                 self._budget.release(tab.hold)
             else:
                 tab.close()
+                # spent although unanswered: the cost metric counts every cent on the books
+                metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=tab.charged / 1000)
         except ServiceError as exc:
             metrics.add_metric(name="SettleFailed", unit="Count", value=1)
             logger.error("could not settle a failed query; its hold will be reclaimed", extra={"reason": exc.reason})
