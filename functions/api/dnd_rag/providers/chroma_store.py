@@ -274,14 +274,26 @@ def _bound_time(collection: Collection, timeout_seconds: float) -> None:
         session.timeout = httpx.Timeout(timeout_seconds)
 
 
+class ForeignCollectionError(Exception):
+    """The ingester was pointed at a collection another pipeline built: never overwrite it."""
+
+
 def open_for_writing(client: ClientAPI, name: str, embedding_model: str) -> Collection:
-    """The collection to ingest into, created with cosine distance; rebuilt if another model built it."""
+    """The collection to ingest into, created with cosine distance and stamped with the model that
+    embeds it; rebuilt if we built it with another model; refused if another pipeline built it."""
     try:
         existing = client.get_collection(name, embedding_function=None)
     except NotFoundError:
         existing = None
-    if existing is not None and (existing.metadata or {}).get(EMBEDDING_MODEL_KEY) != embedding_model:
-        client.delete_collection(name)
+    if existing is not None:
+        built_with = (existing.metadata or {}).get(EMBEDDING_MODEL_KEY)
+        if built_with is None and existing.count() > 0:
+            raise ForeignCollectionError(
+                f"collection {name!r} was built by another pipeline (no {EMBEDDING_MODEL_KEY!r} metadata); "
+                "it is served as it is: ingest into another collection"
+            )
+        if built_with != embedding_model:
+            client.delete_collection(name)
     return client.get_or_create_collection(
         name, metadata={"hnsw:space": "cosine", EMBEDDING_MODEL_KEY: embedding_model}, embedding_function=None
     )
