@@ -14,12 +14,13 @@ records its content hash, so only new or changed chunks are embedded (an interru
 where it stopped), and chunks a file no longer has are removed. With OpenAI embeddings the tokens
 and dollars to be spent are printed first, and nothing is embedded without ``--yes`` (or a "y" at
 the prompt). Configuration comes from the same environment variables as the API (CHROMA_*,
-EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*).
+EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*), over ``.env`` and the local stack's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +33,7 @@ from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
 from dnd_rag.providers.tokenizer import count_text_tokens
 from dnd_rag.settings import load_settings
+from infra.local.stack import local_environment
 from infra.scripts.readers import SUFFIXES, Book, collection_name, read
 
 BATCH = 64
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--yes", action="store_true", help="embed with OpenAI without asking (after the estimate)")
     parser.add_argument("--if-empty", action="store_true", help="skip when the collection already has data")
     args = parser.parse_args(argv)
-    container = Container(load_settings())
+    # the local stack's defaults (and .env) under the real environment: by hand, it finds `make dev`'s Chroma
+    container = Container(load_settings(local_environment(dict(os.environ))))
     settings = container.settings
     if args.if_empty and not needs_ingest(container):
         print(f"ingest: collection {settings.chroma_collection!r} is ready; nothing to do")
@@ -233,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     run(container, targets)
     names = ",".join(target.name for target in targets)
-    print(f"ingest: {chunks} chunks embedded into {names} ({container.embedder.model}); serve with CHROMA_COLLECTIONS")
+    served = ",".join(dict.fromkeys([*settings.collections, *(target.name for target in targets)]))
+    print(f"ingest: {chunks} chunks embedded into {names} ({container.embedder.model})")
+    print(f"ingest: to serve them: CHROMA_COLLECTIONS={served}")
     return 0
 
 
