@@ -217,3 +217,25 @@ def test_entity_embeddings_ride_on_the_questions_paid_call(make_app, call, opena
     texts = [DRAGONS, "red dragon", "white dragon"]
     assert embeddings[0]["prompt_tokens"] == sum(count_text_tokens(EMBEDDING_TOKENIZER_MODEL, t) for t in texts)
     assert {"red_dragon.md", "white_dragon.md"} <= {s["source"] for s in body["sources"]}
+
+
+def test_a_long_vector_in_an_l2_collection_is_ranked_by_cosine_not_by_distance(base_env):
+    # Given an l2 collection where the chunk pointing exactly the question's way is 10 times too
+    # long (far in l2) and a chunk slightly off that direction is unit-length (near in l2)
+    client = _client(base_env)
+    name = _name("long_l2")
+    query = hash_embedding("Which dragon breathes cold?")
+    aside = hash_embedding("A white dragon breathes a cone of freezing cold.")
+    client.create_collection(name, embedding_function=None).add(
+        ids=["long", "near", "far"],
+        embeddings=[[10 * x for x in query], aside, [-x for x in query]],  # type: ignore[arg-type]
+        documents=["same direction, long", "close in l2", "opposite"],
+    )
+    by_distance = client.get_collection(name).query(query_embeddings=[query], n_results=1)["ids"][0]
+
+    # When one passage is asked for
+    [passages] = ChromaRetriever(lambda: client, [name], OFFLINE_EMBEDDING_MODEL).search([query], 1, 5)
+
+    # Then it is the one with cosine 1, although Chroma's own nearest is the other
+    assert by_distance == ["near"]
+    assert [(p.id, p.score) for p in passages] == [("long", 1.0)]

@@ -15,8 +15,9 @@ so the cosine similarity c = q.v / (|q| |v|) is, exactly:
 For unit-norm vectors (OpenAI's embeddings and the offline ones are) this is c = 1 - d for ip and
 c = 1 - d/2 for l2. The query's norm is known; a stored vector's norm is not, unless asked for:
 a collection whose sampled vectors are unit-norm is read with |v| = 1, any other one has its
-result vectors fetched with each query so the norm is exact (ranking inside such an l2/ip
-collection is still Chroma's own, by its distance; only the scores are cosine).
+result vectors fetched with each query so the norm is exact. For unit vectors every space orders
+hits as cosine does; for longer ones l2/ip do not, so such a collection is asked for 3k candidates,
+re-ranked by cosine (still only among the candidates Chroma's own ordering returns).
 
 Scores are c clamped to [0, 1]: an opposite-direction chunk (c < 0) is as irrelevant as an
 orthogonal one, and the clamp makes scores from every collection comparable on one scale.

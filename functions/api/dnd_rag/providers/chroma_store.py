@@ -28,6 +28,8 @@ from dnd_rag.settings import DEFAULT_PAGE_KEYS, DEFAULT_SOURCE_KEYS, DEFAULT_TIT
 
 EMBEDDING_MODEL_KEY = "embedding_model"
 SAMPLE_SIZE = 8  # stored vectors read on first use: their dimension and whether they are unit-norm
+OVERFETCH = 3  # non-unit-norm collections: candidates per wanted passage, re-ranked by cosine
+MAX_CANDIDATES = 150
 
 
 def connect(host: str, port: int, ssl: bool, api_key: str | None, tenant: str, database: str) -> ClientAPI:
@@ -156,11 +158,15 @@ class ChromaRetriever:
             raise AttemptError("chroma query: timeout", billable=False, retryable=True)
         _bound_time(opened.collection, timeout_seconds)
         include: list[Any] = ["documents", "metadatas", "distances"]
+        n_results = k
         if not opened.unit_norm:
+            # Exact cosine needs each hit's vector; and since l2/ip order long vectors differently
+            # from cosine, a wider candidate set is re-ranked by cosine (search keeps the best k).
             include.append("embeddings")
+            n_results = min(k * OVERFETCH, MAX_CANDIDATES)
         try:
             queries: list[Sequence[float]] = list(vectors)
-            result = opened.collection.query(query_embeddings=queries, n_results=k, include=include)
+            result = opened.collection.query(query_embeddings=queries, n_results=n_results, include=include)
         except httpx.TimeoutException:
             raise AttemptError("chroma query: timeout", billable=False, retryable=True) from None
         except Exception as exc:
