@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dnd_rag.logic.chunk_metadata import first_text, page, section
 from dnd_rag.logic.chunking import Chunk, chunk_document, chunk_pages
 from dnd_rag.settings import DEFAULT_PAGE_KEYS, DEFAULT_SOURCE_KEYS, DEFAULT_TITLE_KEYS
 
@@ -88,28 +89,8 @@ def _record_chunk(record: Any, file_name: str, index: int) -> Chunk | None:
         return None
     fields = {key: value for key, value in record.items() if key not in (*TEXT_KEYS, "metadata")}
     metadata = {**fields, **(record.get("metadata") or {})}
-    source = _first(metadata, DEFAULT_SOURCE_KEYS) or file_name
-    title = _first(metadata, DEFAULT_TITLE_KEYS)
-    page = _page(metadata)
+    source = first_text(metadata, DEFAULT_SOURCE_KEYS) or file_name
+    title = section(metadata, DEFAULT_TITLE_KEYS)
+    page_no = page(metadata, DEFAULT_PAGE_KEYS)
     chunk_id = str(record.get("id") or f"{file_name}::{index:04d}")
-    return Chunk(chunk_id, text, source, title, index, page=page)
-
-
-def _first(metadata: dict[str, Any], keys: tuple[str, ...]) -> str:
-    for key in keys:
-        value = metadata.get(key)
-        if isinstance(value, list):
-            return " > ".join(str(part) for part in value)
-        if value not in (None, ""):
-            return str(value)
-    return ""
-
-
-def _page(metadata: dict[str, Any]) -> int | None:
-    for key in DEFAULT_PAGE_KEYS:
-        value = metadata.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-    return None
+    return Chunk(chunk_id, text, source, title, index, page=page_no)

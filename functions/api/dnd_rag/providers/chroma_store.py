@@ -21,6 +21,7 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, NotFoundError
 
 from dnd_rag.errors import AttemptError, UpstreamError
+from dnd_rag.logic.chunk_metadata import first_text, page, section
 from dnd_rag.models.domain import Passage
 from dnd_rag.observability import logger
 from dnd_rag.providers.chroma_space import DEFAULT_SPACE, SPACES, cosine, is_unit, norm, score
@@ -193,11 +194,11 @@ class ChromaRetriever:
         return Passage(
             id=chunk_id,
             text=text or "",
-            source=_first_text(metadata, self._keys.source) or name,
+            source=first_text(metadata, self._keys.source) or name,
             score=value,
-            title=_first_text(metadata, self._keys.title),
+            title=section(metadata, self._keys.title),
             collection=name,
-            page=_page(metadata, self._keys.page),
+            page=page(metadata, self._keys.page),
         )
 
 
@@ -206,29 +207,6 @@ def _column(result: Any, key: str, row: int, size: int) -> list[Any]:
     if column is None or len(column) <= row or column[row] is None:
         return [None] * size
     return list(column[row])
-
-
-def _first_text(metadata: Any, keys: tuple[str, ...]) -> str:
-    for key in keys:
-        value = metadata.get(key)
-        if value is None or value == "":
-            continue
-        if isinstance(value, list):  # e.g. a heading path stored as a list
-            return " > ".join(str(part) for part in value)
-        return str(value)
-    return ""
-
-
-def _page(metadata: Any, keys: tuple[str, ...]) -> int | None:
-    for key in keys:
-        value = metadata.get(key)
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int | float) and value >= 0 and float(value).is_integer():
-            return int(value)
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value.strip())
-    return None
 
 
 def _space(collection: Collection) -> str:
