@@ -50,6 +50,9 @@ def test_empty_values_count_as_unset():
         ("MAX_QUESTION_CHARS", "0"),
         ("AUTH_API_URL", "api.example.com"),
         ("CHROMA_SSL", "maybe"),
+        ("CHROMA_COLLECTIONS", "dnd_rules,no spaces allowed"),
+        ("CHROMA_COLLECTIONS", "ok_name,x"),
+        ("RETRIEVAL_ENTITY_QUERIES", "sometimes"),
     ],
 )
 def test_invalid_values_fail_naming_the_variable(variable, value):
@@ -103,3 +106,22 @@ def test_in_prod_an_https_auth_api_is_accepted_and_dev_may_use_http():
 def test_an_unknown_stage_fails_naming_the_variable():
     with pytest.raises(ConfigError, match="STAGE"):
         load_settings({**MINIMAL, "STAGE": "staging"})
+
+
+def test_one_collection_by_default_and_several_when_listed():
+    assert load_settings(MINIMAL).collections == ["dnd_rules"]
+    assert load_settings({**MINIMAL, "CHROMA_COLLECTION": "mine"}).collections == ["mine"]
+
+    settings = load_settings({**MINIMAL, "CHROMA_COLLECTIONS": " players_handbook, monster_manual,players_handbook "})
+
+    assert settings.collections == ["players_handbook", "monster_manual"]
+
+
+def test_metadata_keys_are_configurable_with_defaults_for_common_pipelines():
+    defaults = load_settings(MINIMAL)
+    assert defaults.chroma_source_keys[0] == "source"
+    assert "page_number" in defaults.chroma_page_keys
+
+    settings = load_settings({**MINIMAL, "CHROMA_SOURCE_KEYS": "doc_name", "CHROMA_PAGE_KEYS": "pg,page"})
+
+    assert (settings.chroma_source_keys, settings.chroma_page_keys) == (["doc_name"], ["pg", "page"])

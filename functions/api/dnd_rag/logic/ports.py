@@ -21,7 +21,10 @@ class Embedder(Protocol):
 
 
 class Retriever(Protocol):
-    def search(self, vector: list[float], k: int, timeout_seconds: float) -> list[Passage]: ...
+    def search(self, vectors: list[list[float]], k: int, timeout_seconds: float) -> list[list[Passage]]:
+        """For each query vector, its ``k`` best passages over every collection, best first, scored
+        as cosine similarities in [0, 1]. Raises AttemptError (retryable) or UpstreamError."""
+        ...
 
 
 class Generator(Protocol):
