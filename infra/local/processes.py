@@ -23,7 +23,11 @@ def free_port() -> int:
 
 
 def wait_for_port(
-    port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 90.0, log: Path | None = None
+    port: int,
+    process: subprocess.Popen[bytes] | None = None,
+    timeout: float = 90.0,
+    log: Path | None = None,
+    host: str = "127.0.0.1",
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -31,10 +35,10 @@ def wait_for_port(
             raise StartupError(f"{process.args!r} exited with code {process.returncode}{_tail(log)}")
         with socket.socket() as probe:
             probe.settimeout(0.2)
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
+            if probe.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.1)
-    raise StartupError(f"nothing listened on port {port} within {timeout:.0f}s{_tail(log)}")
+    raise StartupError(f"nothing listened on {host}:{port} within {timeout:.0f}s{_tail(log)}")
 
 
 def _tail(log: Path | None) -> str:
