@@ -193,6 +193,9 @@ def main() -> int:
         store_openai_key(env)
         env_file = stack.data_dir / "sam-env.json"
         env_file.write_text(json.dumps(function_environment(env, container_host), indent=2))
+        # What `sam local invoke` needs to run the same function (tests/sam_local use it).
+        state = {"template": str(template), "arch": arch, "image": image.name, "image_source": image.source}
+        (stack.data_dir / "sam-local.json").write_text(json.dumps(state, indent=2))
         url = f"http://127.0.0.1:{port}"
         print(f"sam-local: sam local start-api on {url} (image {image.name or 'SAM default'})", flush=True)
         sam = subprocess.Popen(start_api_command(template, arch, image, env_file, port), cwd=REPO_ROOT, env=env)

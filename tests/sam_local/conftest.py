@@ -29,8 +29,13 @@ def sam_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sam_url(tmp_path_factory: pytest.TempPathFactory, sam_log: Path) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("sam-local")
+def sam_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sam-local")
+
+
+@pytest.fixture(scope="session")
+def sam_url(sam_data_dir: Path, sam_log: Path) -> Iterator[str]:
+    data_dir = sam_data_dir
     port = free_port()
     settings = {name: str(free_port()) for name in ("LOCAL_AWS_PORT", "CHROMA_PORT", "LOCAL_AUTH_PORT")}
     env = python_env(
@@ -48,16 +53,22 @@ def sam_url(tmp_path_factory: pytest.TempPathFactory, sam_log: Path) -> Iterator
     with running(command, port, sam_log, env=env, timeout=STARTUP_TIMEOUT_SECONDS) as process:
         yield f"http://127.0.0.1:{port}"
         assert process.poll() is None, "sam local stopped during the tests"
-    print_invocation_reports(sam_log)
+    LOGS.append(sam_log)
 
 
-def print_invocation_reports(log: Path) -> None:
-    """The runtime interface emulator's REPORT lines: the cold start and the warm invocations."""
-    reports = [match.groupdict() for match in REPORT.finditer(log.read_text(errors="replace"))]
-    if reports:
-        init = [r["init"] for r in reports if r["init"]]
-        durations = [float(r["duration"]) for r in reports]
-        print(f"\nsam local: {len(reports)} invocations; Init Duration {init} ms; Duration ms {durations}")
+LOGS: list[Path] = []
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The runtime interface emulator's REPORT lines: the first invocation (init included) and the rest."""
+    for log in LOGS:
+        reports = [match.groupdict() for match in REPORT.finditer(log.read_text(errors="replace"))]
+        if reports:
+            durations = [round(float(r["duration"])) for r in reports]
+            terminalreporter.write_line(
+                f"sam local: {len(reports)} invocations through the runtime interface emulator; "
+                f"Duration (ms) in order: {durations}"
+            )
 
 
 @pytest.fixture(scope="session")
