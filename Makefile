@@ -93,5 +93,8 @@ bench: install ## Limiter and query cost: latency ratios to a bare GetItem, Dyna
 import-time: $(VENV)/$(STAMP) ## Cold-start import time of the Lambda handler
 	$(PY) infra/scripts/import_time.py
 
+cold-start: $(SAM_VENV)/$(STAMP) ## With make sam-local running: first and warm invocation durations through the runtime emulator
+	$(SAM_VENV)/bin/python -m infra.scripts.cold_start
+
 clean: ## Remove virtualenvs, build output and local data
 	rm -rf $(VENV) $(CHROMA_VENV) $(SAM_VENV) .aws-sam .local .pytest_cache .ruff_cache

@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.local.template import REPO_ROOT
-
 RUNTIME = "python3.13"
 PYTHON_VERSION = "3.13"
 DEBIAN_SUITE = "trixie"  # the Debian release whose python3 is the runtime's version
@@ -38,6 +36,8 @@ PLATFORMS = {"x86_64": ("amd64", "manylinux2014_x86_64"), "arm64": ("arm64", "ma
 # Debian packages of the image: the interpreter, the C++ runtime of the runtime interface client, CA
 # certificates for HTTPS (OpenAI, hosted Chroma).
 PACKAGES = "python3,libstdc++6,ca-certificates"
+# Bump when build_local_image changes what goes into the image (part of the image's tag).
+BUILD_FORMAT = 1
 # Documentation and translations are dead weight in a runtime image.
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
 
@@ -55,8 +55,16 @@ def aws_image(arch: str) -> str:
     return f"public.ecr.aws/lambda/python:{PYTHON_VERSION}-{arch}"
 
 
+def docker_cli() -> str:
+    """The docker CLI (it honours DOCKER_HOST and the current context, as SAM does)."""
+    found = shutil.which("docker")
+    if not found:
+        raise SystemExit("docker CLI not found: install Docker (or `make docker-engine` on a Linux box as root)")
+    return found
+
+
 def docker(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([docker_cli(), *args], check=check, capture_output=True, text=True, timeout=timeout)
 
 
 def image_exists(name: str) -> bool:
@@ -92,7 +100,7 @@ def local_tag(arch: str) -> str:
     digest = hashlib.sha256()
     for path in sorted(IMAGE_DIR.iterdir()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(Path(__file__).read_bytes())
+    digest.update(repr((PYTHON_VERSION, DEBIAN_SUITE, PACKAGES, DPKG_EXCLUDES, BUILD_FORMAT)).encode())
     return f"{LOCAL_REPOSITORY}:{digest.hexdigest()[:12]}-{arch}"
 
 
@@ -100,11 +108,12 @@ def ensure_mmdebstrap() -> str:
     found = shutil.which("mmdebstrap")
     if found:
         return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
+    apt_get = shutil.which("apt-get")
+    if os.geteuid() == 0 and apt_get:
         print("runtime-image: installing mmdebstrap (Debian package)", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run([apt_get, "update", "-qq"], check=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"]
+        command = [apt_get, "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"]
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
         found = shutil.which("mmdebstrap")
     if not found:
@@ -146,7 +155,7 @@ def build_local_image(arch: str, tag: str) -> None:
         shutil.copy2(IMAGE_DIR / "Dockerfile", context / "Dockerfile")
         print(f"runtime-image: docker build -t {tag}", flush=True)
         platform = f"linux/{debian_arch}"
-        subprocess.run(["docker", "build", "--quiet", "--platform", platform, "-t", tag, str(context)], check=True)
+        subprocess.run([docker_cli(), "build", "--quiet", "--platform", platform, "-t", tag, str(context)], check=True)
     # A missing shared library shows here, not as a runtime that dies at its first invocation.
     check = "import runtime_client, awslambdaric, boto3, snapshot_restore_py"
     smoke = ["run", "--rm", "--entrypoint", "/usr/bin/python3", "-e", "PYTHONPATH=/var/runtime", tag, "-c", check]

@@ -38,8 +38,8 @@ LOCAL_OPENAI_KEY_PARAMETER = "/dnd-rag/local/openai-api-key"
 
 def docker_answers() -> bool:
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        return runtime_image.docker("info", check=False, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
         return False
 
 
@@ -209,7 +209,9 @@ def main() -> int:
         )
         while sam.poll() is None and all(child.poll() is None for child in stack.children):
             time.sleep(0.5)
-        print("sam-local: a component stopped; shutting down", file=sys.stderr, flush=True)
+        stopped = [p for p in [sam, *stack.children] if p.poll() is not None]
+        names = ", ".join(f"{p.args[:3]!r} (exit {p.returncode})" for p in stopped)
+        print(f"sam-local: stopped by itself: {names}; shutting down", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         print("\nsam-local: stopping", flush=True)
