@@ -150,9 +150,10 @@ def wait_until_healthy(url: str, sam: subprocess.Popen[bytes]) -> float:
 
 
 def stop_sam(sam: subprocess.Popen[bytes]) -> None:
-    """SIGINT, as Ctrl-C would: sam local then removes the containers it started."""
+    """SIGTERM: sam local then removes the containers it started (SIGINT may be ignored by a
+    process started in the background, SIGTERM is not)."""
     if sam.poll() is None:
-        sam.send_signal(signal.SIGINT)
+        sam.terminate()
         try:
             sam.wait(timeout=30)
         except subprocess.TimeoutExpired:
