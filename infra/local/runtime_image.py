@@ -30,6 +30,7 @@ DEBIAN_SUITE = "trixie"  # the Debian release whose python3 is the runtime's ver
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 IMAGE_DIR = Path(__file__).resolve().parent / "lambda_image"
 LOCAL_REPOSITORY = "dnd-rag/lambda-python3.13"
+IMAGE_LABEL = "org.dnd-rag.lambda-image"  # set in lambda_image/Dockerfile
 PULL_TIMEOUT_SECONDS = float(os.environ.get("SAM_LOCAL_PULL_TIMEOUT", "120"))
 # Lambda architecture -> (Debian architecture, pip platform tag)
 PLATFORMS = {"x86_64": ("amd64", "manylinux2014_x86_64"), "arm64": ("arm64", "manylinux2014_aarch64")}
@@ -174,6 +175,12 @@ def remove_older_images(arch: str, keep: str) -> None:
     for name in listed:
         if name != keep and name.endswith(f"-{arch}"):
             docker("image", "rm", name, check=False)
+
+
+def prune_derived_images() -> None:
+    """Each `sam local` start derives a new image from ours (SAM adds its emulator and the layer);
+    the replaced ones are left dangling. Only those carrying our label are removed."""
+    docker("image", "prune", "--force", "--filter", f"label={IMAGE_LABEL}", check=False)
 
 
 def resolve(arch: str, force_local: bool = False) -> InvokeImage:

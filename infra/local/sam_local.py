@@ -223,6 +223,7 @@ def main() -> int:
     finally:
         if sam is not None:
             stop_sam(sam)
+            runtime_image.prune_derived_images()
         stack.stop()
 
 
