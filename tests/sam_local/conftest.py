@@ -57,12 +57,17 @@ def sam_url(sam_data_dir: Path, sam_log: Path) -> Iterator[str]:
 
 
 LOGS: list[Path] = []
+SUMMARY_LINES = ("runtime-image: built", "runtime-image: using", "sam-local: sam build", "sam-local: ready")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The runtime interface emulator's REPORT lines: the first invocation (init included) and the rest."""
     for log in LOGS:
-        reports = [match.groupdict() for match in REPORT.finditer(log.read_text(errors="replace"))]
+        text = log.read_text(errors="replace")
+        for line in text.splitlines():
+            if line.startswith(SUMMARY_LINES):
+                terminalreporter.write_line(line)
+        reports = [match.groupdict() for match in REPORT.finditer(text)]
         if reports:
             durations = [round(float(r["duration"])) for r in reports]
             terminalreporter.write_line(
