@@ -149,13 +149,17 @@ def wait_until_healthy(url: str, sam: subprocess.Popen[bytes]) -> float:
     raise SystemExit(f"sam-local: {url}/health did not answer 200 within {READY_TIMEOUT_SECONDS:.0f}s")
 
 
+# sam local removes its container on the way out: seconds with the vfs storage driver.
+SAM_STOP_SECONDS = 30
+
+
 def stop_sam(sam: subprocess.Popen[bytes]) -> None:
     """SIGTERM: sam local then removes the containers it started (SIGINT may be ignored by a
     process started in the background, SIGTERM is not)."""
     if sam.poll() is None:
         sam.terminate()
         try:
-            sam.wait(timeout=30)
+            sam.wait(timeout=SAM_STOP_SECONDS)
         except subprocess.TimeoutExpired:
             sam.kill()
             sam.wait()
@@ -221,10 +225,10 @@ def main() -> int:
         print(f"sam-local: step failed ({exc})", file=sys.stderr, flush=True)
         return 1
     finally:
+        stack.stop()  # the services first (quick), so that nothing outlives a caller that waits less
         if sam is not None:
             stop_sam(sam)
             runtime_image.prune_derived_images()
-        stack.stop()
 
 
 if __name__ == "__main__":

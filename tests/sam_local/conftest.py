@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.local.sam_local import SAM_STOP_SECONDS
 from tests.support.servers import free_port, python_env, running
 
 INHERITED = ("AWS_ENDPOINT_URL", "AUTH_API_URL", "OPENAI_API_KEY", "LLM_PROVIDER", "EMBEDDING_PROVIDER", "CORS_ORIGINS")
@@ -50,7 +51,8 @@ def sam_url(sam_data_dir: Path, sam_log: Path) -> Iterator[str]:
     for inherited in INHERITED:
         env.pop(inherited, None)  # configured by sam_local itself, as on a fresh clone
     command = [sys.executable, "-m", "infra.local.sam_local"]
-    with running(command, port, sam_log, env=env, timeout=STARTUP_TIMEOUT_SECONDS) as process:
+    stop_timeout = SAM_STOP_SECONDS + 30  # sam local removes its container, then images are pruned
+    with running(command, port, sam_log, env, STARTUP_TIMEOUT_SECONDS, stop_timeout) as process:
         yield f"http://127.0.0.1:{port}"
         assert process.poll() is None, "sam local stopped during the tests"
     LOGS.append(sam_log)
