@@ -4,40 +4,44 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON_BOOT := $(shell infra/scripts/find_python.sh)
+# Each virtualenv is stamped with its interpreter's version: another interpreter (3.12 -> 3.13)
+# recreates it instead of leaving packages built for the old one.
+PYTHON_VERSION := $(shell $(PYTHON_BOOT) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+STAMP := .installed-py$(PYTHON_VERSION)
 VENV := .venv
 CHROMA_VENV := .venv-chroma
 SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 PIP_FLAGS := --disable-pip-version-check --quiet
 SAM := $(SAM_VENV)/bin/sam
-# sam build needs the runtime's interpreter (python3.12) on PATH.
+# sam build needs the runtime's interpreter (python3.13) on PATH.
 SAM_PATH := $(dir $(PYTHON_BOOT)):$(PATH)
 BUILD_DIR ?= .aws-sam/build
 export PYTHONPATH := $(CURDIR):$(CURDIR)/functions/api
 # No telemetry from the SAM CLI: CI and tests reach nothing but loopback and the package registries.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install dev test unit integration e2e lint format build validate package-size import-time bench eval clean
+.PHONY: help install dev test unit integration e2e e2e-sam sam-local docker-engine lint format build validate package-size import-time cold-start bench eval clean
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt layers/deps/requirements.txt tests/requirements.txt
-	$(PYTHON_BOOT) -m venv $(VENV)
+$(VENV)/$(STAMP): requirements.txt layers/deps/requirements.txt tests/requirements.txt
+	$(PYTHON_BOOT) -m venv --clear $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements.txt
 	touch $@
 
-$(CHROMA_VENV)/.installed: infra/requirements-chroma.txt
-	$(PYTHON_BOOT) -m venv $(CHROMA_VENV)
+$(CHROMA_VENV)/$(STAMP): infra/requirements-chroma.txt
+	$(PYTHON_BOOT) -m venv --clear $(CHROMA_VENV)
 	$(CHROMA_VENV)/bin/pip install $(PIP_FLAGS) -r infra/requirements-chroma.txt
 	touch $@
 
-$(SAM_VENV)/.installed: infra/requirements-sam.txt
-	$(PYTHON_BOOT) -m venv $(SAM_VENV)
+$(SAM_VENV)/$(STAMP): infra/requirements-sam.txt
+	$(PYTHON_BOOT) -m venv --clear $(SAM_VENV)
 	$(SAM_VENV)/bin/pip install $(PIP_FLAGS) -r infra/requirements-sam.txt
 	touch $@
 
-install: $(VENV)/.installed $(CHROMA_VENV)/.installed ## Create the virtualenvs (app + local Chroma server)
+install: $(VENV)/$(STAMP) $(CHROMA_VENV)/$(STAMP) ## Create the virtualenvs (app + local Chroma server)
 
 dev: install ## Start the whole local stack on 127.0.0.1:5000 (Ctrl-C stops it)
 	$(PY) -m infra.local.stack
@@ -55,20 +59,29 @@ integration: install ## Handlers in-process against the local emulator, Chroma a
 e2e: install ## HTTP against a started local stack
 	$(PY) -m pytest tests/e2e
 
-lint: $(VENV)/.installed ## Ruff lint and format check, mypy on the Lambda code
+docker-engine: ## Start a Docker engine (headless Linux, as root) unless one answers already
+	infra/scripts/docker_engine.sh
+
+sam-local: install $(SAM_VENV)/$(STAMP) ## The built function behind sam local start-api on 127.0.0.1:3001 (SAM_LOCAL_PORT; Docker; Ctrl-C stops it)
+	SAM_CLI="$(CURDIR)/$(SAM)" $(PY) -m infra.local.sam_local
+
+e2e-sam: install $(SAM_VENV)/$(STAMP) ## The e2e contract tests through sam local start-api on the built function (Docker)
+	SAM_CLI="$(CURDIR)/$(SAM)" $(PY) -m pytest -m sam_local tests/sam_local
+
+lint: $(VENV)/$(STAMP) ## Ruff lint and format check, mypy on the Lambda code
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-format: $(VENV)/.installed ## Apply ruff fixes and formatting
+format: $(VENV)/$(STAMP) ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-validate: $(SAM_VENV)/.installed ## sam validate --lint (and cfn-lint) on template.yaml
+validate: $(SAM_VENV)/$(STAMP) ## sam validate --lint (and cfn-lint) on template.yaml
 	$(SAM) validate --lint
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 
-build: $(SAM_VENV)/.installed ## sam build (arm64, python3.12, no Docker)
+build: $(SAM_VENV)/$(STAMP) ## sam build (arm64, python3.13, no Docker)
 	PATH="$(SAM_PATH)" $(SAM) build --build-dir $(BUILD_DIR)
 
 package-size: build ## Print the unzipped size of the built function and layer
@@ -80,8 +93,11 @@ bench: install ## Limiter and query cost: latency ratios to a bare GetItem, Dyna
 eval: install ## Retrieval on a generated corpus: recall@k and comparison coverage, with/without entity queries
 	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.eval.evaluate
 
-import-time: $(VENV)/.installed ## Cold-start import time of the Lambda handler
+import-time: $(VENV)/$(STAMP) ## Cold-start import time of the Lambda handler
 	$(PY) infra/scripts/import_time.py
+
+cold-start: $(SAM_VENV)/$(STAMP) ## With make sam-local running: first and warm invocation durations through the runtime emulator
+	$(SAM_VENV)/bin/python -m infra.scripts.cold_start
 
 clean: ## Remove virtualenvs, build output and local data
 	rm -rf $(VENV) $(CHROMA_VENV) $(SAM_VENV) .aws-sam .local .pytest_cache .ruff_cache

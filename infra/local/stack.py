@@ -55,16 +55,19 @@ def local_environment(base: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def chroma_command(env: dict[str, str], data_dir: Path) -> list[str]:
+def chroma_command(env: dict[str, str], data_dir: Path, host: str = "127.0.0.1") -> list[str]:
     chroma = env.get("CHROMA_BIN") or str(REPO_ROOT / ".venv-chroma" / "bin" / "chroma")
     if not Path(chroma).exists():
         raise SystemExit(f"stack: Chroma server not found at {chroma}; run `make install` first")
-    return [chroma, "run", "--path", str(data_dir / "chroma"), "--host", "127.0.0.1", "--port", env["CHROMA_PORT"]]
+    return [chroma, "run", "--path", str(data_dir / "chroma"), "--host", host, "--port", env["CHROMA_PORT"]]
 
 
 class Stack:
-    def __init__(self, env: dict[str, str]) -> None:
+    """Child processes listening on ``host`` (127.0.0.1 for ``make dev``), stopped in reverse order."""
+
+    def __init__(self, env: dict[str, str], host: str = "127.0.0.1") -> None:
         self.env = env
+        self.host = host
         self.data_dir = Path(env["LOCAL_DATA_DIR"])
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -74,15 +77,44 @@ class Stack:
         process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output)
         self.children.append(process)
         try:
-            wait_for_port(port, process, READY_TIMEOUT_SECONDS, log)
+            wait_for_port(port, process, READY_TIMEOUT_SECONDS, log, host=self.host)
         except StartupError as exc:
             raise SystemExit(f"stack: {name} did not start: {exc}") from None
-        print(f"stack: {name} ready on http://127.0.0.1:{port}", flush=True)
+        print(f"stack: {name} ready on http://{self.host}:{port}", flush=True)
+
+    def start_services(self) -> None:
+        """What the API needs (AWS emulator, Chroma, dev auth), with the table, identities and corpus ready.
+
+        The API itself is not started: ``make dev`` serves it in-process, ``make sam-local`` through
+        ``sam local start-api``. The setup steps reach the services through ``AWS_ENDPOINT_URL`` and
+        ``CHROMA_HOST`` in ``self.env``."""
+        python = sys.executable
+        env = self.env
+        self.start(
+            "aws-emulator",
+            [python, "-m", "infra.local.aws_emulator", "--host", self.host, "--port", env["LOCAL_AWS_PORT"]],
+            int(env["LOCAL_AWS_PORT"]),
+            quiet=True,
+        )
+        chroma = chroma_command(env, self.data_dir, self.host)
+        self.start("chroma", chroma, int(env["CHROMA_PORT"]), quiet=True)
+        self.start(
+            "auth",
+            [python, "-m", "infra.local.auth_server", "--host", self.host, "--port", env["LOCAL_AUTH_PORT"]],
+            int(env["LOCAL_AUTH_PORT"]),
+        )
+        self.run_step([python, "-m", "infra.local.bootstrap"])
+        self.run_step(
+            [python, "-m", "infra.scripts.ingest", "--if-empty", "--yes", str(REPO_ROOT / "infra" / "corpus")]
+        )
 
     def run_step(self, command: list[str]) -> None:
         subprocess.run(command, env=self.env, cwd=REPO_ROOT, check=True)
 
     def stop(self) -> None:
+        for process in reversed(self.children):
+            if process.poll() is None:
+                process.terminate()  # all at once: shutting down takes as long as the slowest
         for process in reversed(self.children):
             stop(process)
 
@@ -98,22 +130,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     try:
-        stack.start(
-            "aws-emulator",
-            [python, "-m", "infra.local.aws_emulator", "--port", env["LOCAL_AWS_PORT"]],
-            int(env["LOCAL_AWS_PORT"]),
-            quiet=True,
-        )
-        stack.start("chroma", chroma_command(env, stack.data_dir), int(env["CHROMA_PORT"]), quiet=True)
-        stack.start(
-            "auth",
-            [python, "-m", "infra.local.auth_server", "--port", env["LOCAL_AUTH_PORT"]],
-            int(env["LOCAL_AUTH_PORT"]),
-        )
-        stack.run_step([python, "-m", "infra.local.bootstrap"])
-        stack.run_step(
-            [python, "-m", "infra.scripts.ingest", "--if-empty", "--yes", str(REPO_ROOT / "infra" / "corpus")]
-        )
+        stack.start_services()
         stack.start(
             "api", [python, "-m", "infra.local.api_server", "--port", env["LOCAL_API_PORT"]], int(env["LOCAL_API_PORT"])
         )

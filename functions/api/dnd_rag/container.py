@@ -48,6 +48,15 @@ class Container:
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
 
+    def forget_clients(self) -> None:
+        """Drop every built collaborator and the shared DynamoDB client: after a SnapStart restore their
+        connections are stale (see init_phase). Each is rebuilt on its next use."""
+        from dnd_rag.dal.dynamo import dynamodb_client
+
+        with self._lock:
+            self._built.clear()
+        dynamodb_client.cache_clear()
+
     def _once(self, name: str, build: Callable[[], Any]) -> Any:
         with self._lock:
             if name not in self._built:

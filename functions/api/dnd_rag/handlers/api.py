@@ -16,10 +16,12 @@ from dnd_rag.container import Container
 from dnd_rag.dal.secrets import with_secrets
 from dnd_rag.handlers.middlewares import stamp_headers
 from dnd_rag.handlers.routes import create_app
+from dnd_rag.init_phase import prepare
 from dnd_rag.observability import logger, metrics
 from dnd_rag.settings import load_settings
 
 container = Container(load_settings(with_secrets(os.environ)))
+prepare(container)  # the providers' SDKs imported during init, not by the first query
 app = create_app(container)
 
 
