@@ -18,6 +18,7 @@ def restore_hooks(monkeypatch):
     registered = len(hooks)
     yield hooks
     del hooks[registered:]  # the registry is the runtime's, process-wide
+    dynamodb_client.cache_clear()  # built here without credentials: later tests must build their own
 
 
 def run_after_restore(hooks):

@@ -34,6 +34,10 @@ def prepare(container: Container) -> None:
         modules.append(OPENAI_MODULE)
     for module in modules:
         importlib.import_module(module)
+    if settings.llm_provider == "openai":  # the encoding takes ~0.6 s to load: init, not the first query
+        from dnd_rag.providers.tokenizer import encoding
+
+        encoding(settings.openai_model)
     register_restore_hook(container)
 
 
