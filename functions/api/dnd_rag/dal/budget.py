@@ -216,7 +216,8 @@ class DynamoBudgetStore:
         self, day: str, hold_id: str, reserved: int, charge: Charge, lease_check: float | None
     ) -> BudgetTotals:
         clauses, names, values = _model_ledger_update(charge.model, charge.usage, charge.cost, 1)
-        condition = "attribute_exists(#hold)"
+        condition = "#hold.a = :reserved"  # exactly the hold this settle is for
+        values[":reserved"] = number(reserved)
         if lease_check is not None:
             condition += " AND #hold.l < :now"
             values[":now"] = number(lease_check)
@@ -258,6 +259,8 @@ class DynamoBudgetStore:
                 return self._charge_orphan(day, hold_id, entry, now, grace_until)
         charge = _charge_from_marker(marker, entry)
         if marker.get("orphan", {}).get("BOOL"):
+            if charge.cost != entry.amount:  # the owner grew the hold after an earlier reclaim read it
+                self._restate_orphan_marker(day, hold_id, entry, charge.cost, expires_at)
             return self._charge_orphan(day, hold_id, entry, now, grace_until)
         totals = self._settle_total(day, hold_id, entry.amount, charge, lease_check=now)
         return charge.cost if hold_id not in totals.holds else 0
@@ -270,7 +273,8 @@ class DynamoBudgetStore:
                 day,
                 UpdateExpression="REMOVE #hold SET #orphan = :grace ADD spent :amount, requests :one, "
                 + ", ".join(clauses),
-                ConditionExpression="attribute_exists(#hold) AND #hold.l < :now",
+                # pinned to the amount charged: a hold its owner grew since it was read is left alone
+                ConditionExpression="#hold.a = :amount AND #hold.l < :now",
                 ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, "#orphan": ORPHAN_PREFIX + hold_id, **names},
                 ExpressionAttributeValues={
                     ":grace": number(grace_until),
@@ -285,6 +289,33 @@ class DynamoBudgetStore:
                 return 0  # someone else settled or reclaimed it first
             raise
         return entry.amount
+
+    def _restate_orphan_marker(
+        self, day: str, hold_id: str, entry: HoldEntry, recorded: int, expires_at: float
+    ) -> None:
+        """Bring an orphan's marker and user ledger to the hold's amount now (it grew since recorded)."""
+        difference = Charge(entry.user_id, entry.model, TokenUsage(), entry.amount - recorded)
+        items = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _ledger_key(day, f"CHARGE#{hold_id}"),
+                    "UpdateExpression": "SET cost = :amount",
+                    "ConditionExpression": "orphan = :true AND cost = :recorded",
+                    "ExpressionAttributeValues": {
+                        ":amount": number(entry.amount),
+                        ":recorded": number(recorded),
+                        ":true": {"BOOL": True},
+                    },
+                }
+            },
+            self._user_ledger_update(day, difference, requests=0, expires_at=expires_at),
+        ]
+        try:
+            with store_errors("TransactWriteItems orphan restate", expected=(_CANCELLED,)):
+                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
+        except ClientError:
+            return  # restated already by another reclaimer
 
     def _correct_orphan(
         self, day: str, hold_id: str, reserved: int, charge: Charge, marker: dict[str, Any]
