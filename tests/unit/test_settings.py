@@ -17,6 +17,7 @@ def test_defaults_follow_the_spec():
     assert settings.daily_budget_usd == Decimal("1.0")
     assert settings.openai_model == "gpt-4o-mini"
     assert (settings.llm_provider, settings.embedding_provider) == ("offline", "offline")
+    assert settings.budget_lease_seconds == 60  # twice the Lambda timeout
 
 
 def test_an_openai_key_switches_both_providers_to_openai():
@@ -50,6 +51,8 @@ def test_empty_values_count_as_unset():
         ("MAX_QUESTION_CHARS", "0"),
         ("AUTH_API_URL", "api.example.com"),
         ("CHROMA_SSL", "maybe"),
+        ("BUDGET_LEASE_SECONDS", "0"),
+        ("BUDGET_LEASE_SECONDS", "soon"),
     ],
 )
 def test_invalid_values_fail_naming_the_variable(variable, value):
