@@ -65,7 +65,9 @@ def test_extractive_answer_quotes_the_best_sentence_and_counts_tokens():
         passage(2, "A beholder floats.", "beholder.md"),
     ]
 
-    result = generator.generate(prompt("How many experience points does a fighter need to become 9th level?", passages), 500)
+    result = generator.generate(
+        prompt("How many experience points does a fighter need to become 9th level?", passages), 500
+    )
 
     assert "250,001" in result.answer
     assert "beholder" not in result.answer
@@ -96,6 +98,8 @@ def test_extractive_answer_respects_max_completion_tokens():
 
 
 def test_no_match_says_so():
-    result = ExtractiveGenerator().generate(prompt("What about spaceships?", [passage(1, "A beholder floats.", "b.md")]), 500)
+    result = ExtractiveGenerator().generate(
+        prompt("What about spaceships?", [passage(1, "A beholder floats.", "b.md")]), 500
+    )
 
     assert result.answer == "I could not find that in the rules I have."
