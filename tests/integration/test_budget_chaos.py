@@ -34,6 +34,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,8 +58,10 @@ BUDGET_IN_QUERIES = 40  # the budget covers about this many standard queries at 
 MAX_REQUESTS_PER_CONTAINER = 40  # a bound on the run if the budget somehow never ran out
 LAMBDA_TIMEOUT_SECONDS = 8.0  # each invocation; the parent kills a container that overruns it
 LEASE_SECONDS = 12  # above the Lambda timeout, as in production (60 s against 29 s)
-KILL_PROBABILITY = 0.08  # of each request: its container is SIGKILLed after a random delay
-KILL_WITHIN_SECONDS = 1.5  # an answer takes ~1.4 s (median) here: kills land in every phase
+EARLY_VICTIM_WITHIN = 8  # each container is killed once among its first requests (money still left)
+KILL_PROBABILITY = 0.05  # and then at random: its container is SIGKILLed mid-request, one of two ways:
+KILL_WITHIN_SECONDS = 1.5  # after a random delay (an answer takes 0.5-1.5 s here: any phase), or
+KILL_ON_BILLING_SHARE = 0.5  # the moment the fake OpenAI has billed its chat call (before it settles)
 OPENAI_FAULTS = [
     {"fault": "timeout_after_billing", "probability": 0.05},
     {"fault": 429, "probability": 0.05},
@@ -92,6 +95,13 @@ def sent_alerts(aws_endpoint: str, recipient: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{aws_endpoint}/moto-api/data.json") as response:
         messages = json.load(response)["ses"]["Message"]
     return [m for m in messages if recipient in m["destinations"]["ToAddresses"]]
+
+
+def chat_billed(state: Any, tag: str) -> bool:
+    """True once the fake OpenAI has billed a chat completion sent under ``tag``."""
+    marker = f"/t/{tag}/"
+    with state.lock:
+        return any(marker in r["path"] and r["path"].endswith("/chat/completions") for r in state.billed)
 
 
 class Containers:
@@ -153,11 +163,28 @@ class Container:
                 self.killed_by = why
                 os.kill(self.pid, signal.SIGKILL)
 
-    def ask(self, token: str, body: dict[str, Any], kill_after: float | None) -> dict[str, Any] | None:
-        """The handler's answer, or None when the container died before answering."""
+    def ask(
+        self,
+        token: str,
+        body: dict[str, Any],
+        kill_after: float | None = None,
+        kill_when: Callable[[], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        """The handler's answer, or None when the container died before answering. It is killed
+        ``kill_after`` seconds after the request is sent, or as soon as ``kill_when()`` is true."""
         timers = [threading.Timer(LAMBDA_TIMEOUT_SECONDS + 1, self._kill, args=("timeout",))]
         if kill_after is not None:
             timers.append(threading.Timer(kill_after, self._kill, args=("chaos",)))
+        answered = threading.Event()
+        if kill_when is not None:
+
+            def watch() -> None:
+                while not answered.wait(0.002):
+                    if kill_when():
+                        self._kill("chaos")
+                        return
+
+            threading.Thread(target=watch, daemon=True).start()
         request = {"method": "POST", "path": "/api/query", "token": token, "body": body, "tag": token}
         self._stream.write(json.dumps(request) + "\n")
         self._stream.flush()
@@ -167,6 +194,7 @@ class Container:
             line = self._stream.readline()
         except ConnectionResetError:
             line = ""
+        answered.set()
         for timer in timers:
             timer.cancel()
         with self._kill_lock:  # a kill that lands right after the answer was written still kills
@@ -262,13 +290,21 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     def serve(slot: int) -> None:
         nonlocal replaced
         rng = random.Random(SEED * 1000 + slot)
+        early_victim = rng.randrange(1, EARLY_VICTIM_WITHIN)
         for n in range(MAX_REQUESTS_PER_CONTAINER):
-            kill_after = rng.uniform(0.0, KILL_WITHIN_SECONDS) if rng.random() < KILL_PROBABILITY else None
+            victim = n == early_victim or rng.random() < KILL_PROBABILITY
+            on_billing = victim and rng.random() < KILL_ON_BILLING_SHARE
+            kill_after = rng.uniform(0.0, KILL_WITHIN_SECONDS) if victim and not on_billing else None
             # a request chosen to be killed is its user's only one: its books are then checked alone
-            user = users[(slot + n) % USERS] if kill_after is None else f"u-victim{slot}x{n}-{uuid.uuid4().hex[:6]}"
+            user = f"u-victim{slot}x{n}-{uuid.uuid4().hex[:6]}" if victim else users[(slot + n) % USERS]
             worker = workers[slot]
             asked = time.monotonic()
-            answer = worker.ask(user, {"question": rng.choice(QUESTIONS)}, kill_after)
+            answer = worker.ask(
+                user,
+                {"question": rng.choice(QUESTIONS)},
+                kill_after,
+                (lambda tag=user: chat_billed(openai_state, tag)) if on_billing else None,
+            )
             body = (answer or {}).get("body") or {}
             outcome = Outcome(
                 slot,
@@ -357,7 +393,7 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     assert spent >= limit * 8 // 10, figures  # the budget really ran out (the 80 % alert is due)
 
     # and the chaos was real: faults of every kind, containers killed mid-request, the budget refused
-    assert killed >= 2, figures
+    assert killed >= 3, figures
     assert all(emulator_counts.get(kind, 0) > 0 for kind in ("throttle", "lost_response", "conflict")), figures
     assert all(openai_faults[kind] > 0 for kind in ("429", "500", "timeout_after_billing")), figures
     assert any(o.reason == "spent" for o in outcomes), figures
@@ -389,12 +425,13 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     assert sum(v for name, v in per_model.items() if name.startswith("mrequests_")) == charged_requests, figures
     assert answered <= charged_requests, figures  # each answered query was charged
 
+    orphans = sum(c.get("orphan", {}).get("BOOL", False) for c in charges)
     print(
         "chaos books:",
         json.dumps(
             {
                 "charges": len(charges),
-                "orphans_charged_in_full": sum(c.get("orphan", {}).get("BOOL", False) for c in charges),
+                "orphans_charged_in_full": orphans,
                 "victim_charges": [
                     (c["user_id"]["S"], int(c["cost"]["N"]), c.get("orphan", {}).get("BOOL"))
                     for c in charges
@@ -420,6 +457,7 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
         if ledger_cost.get(user, 0) < billed_nanos(user_records, CHAT_MODEL, EMBEDDING_MODEL)
     }
     assert not short, (short, figures)
+    assert orphans >= 1, figures  # a request died billed and unsettled: its hold was charged in full
     assert sum(user.startswith("u-victim") for user in billed_by_user) >= 1, figures  # a dead request was billed
 
     # and exactly one alert per threshold went out
