@@ -17,7 +17,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/functions/api
 # No telemetry from the SAM CLI: CI and tests reach nothing but loopback and the package registries.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install dev test unit integration e2e lint format build validate package-size import-time bench clean
+.PHONY: help install dev test unit integration e2e lint format build validate package-size import-time bench eval clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ package-size: build ## Print the unzipped size of the built function and layer
 
 bench: install ## Limiter and query cost: latency ratios to a bare GetItem, DynamoDB round trips
 	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.scripts.bench
+
+eval: install ## Retrieval on a generated corpus: recall@k and comparison coverage, with/without entity queries
+	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.eval.evaluate
 
 import-time: $(VENV)/.installed ## Cold-start import time of the Lambda handler
 	$(PY) infra/scripts/import_time.py

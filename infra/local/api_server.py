@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 from infra.local.template import HttpRoute, http_routes
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
+DEFAULT_ROUTE = "$default"
 TEXT_TYPES = ("application/json", "text/", "application/xml", "application/x-www-form-urlencoded")
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -60,11 +61,17 @@ class CompiledRoute:
         return "+}" in self.route.path
 
     @property
+    def is_default(self) -> bool:
+        return self.route.path == DEFAULT_ROUTE
+
+    @property
     def route_key(self) -> str:
-        return f"{self.route.method} {self.route.path}"
+        return DEFAULT_ROUTE if self.is_default else f"{self.route.method} {self.route.path}"
 
 
 def _compile(path: str) -> re.Pattern[str]:
+    if path == DEFAULT_ROUTE:  # API Gateway's catch-all: whatever no other route matches
+        return re.compile(r"^/.*$", re.DOTALL)
     regex = re.sub(r"\{(\w+)\+\}", r"(?P<\1>.+)", path)
     regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
     return re.compile(f"^{regex}$")
@@ -72,9 +79,21 @@ def _compile(path: str) -> re.Pattern[str]:
 
 def compile_routes(routes: list[HttpRoute]) -> list[CompiledRoute]:
     compiled = [CompiledRoute(route, _compile(route.path)) for route in routes]
-    # API Gateway prefers exact methods over ANY, and non-greedy paths over greedy ones.
-    compiled.sort(key=lambda c: (c.greedy, c.route.method == "ANY", -len(c.route.path)))
+    # API Gateway prefers exact methods over ANY, non-greedy paths over greedy ones, and uses
+    # $default only when nothing else matches.
+    compiled.sort(key=lambda c: (c.is_default, c.greedy, c.route.method == "ANY", -len(c.route.path)))
     return compiled
+
+
+def find_route(routes: list[CompiledRoute], method: str, path: str) -> tuple[CompiledRoute, dict[str, str]] | None:
+    """The route API Gateway would pick for ``method path`` (``routes`` as compile_routes sorts them)."""
+    for compiled in routes:
+        if compiled.route.method not in ("ANY", method):
+            continue
+        match = compiled.pattern.match(path)
+        if match:
+            return compiled, match.groupdict()
+    return None
 
 
 class LambdaContext:
@@ -105,7 +124,7 @@ def build_event(
     source_ip: str,
 ) -> dict[str, Any]:
     content_type = headers.get("content-type", "")
-    is_text = not body or content_type.startswith(TEXT_TYPES)
+    is_text = not body or (content_type.startswith(TEXT_TYPES) and _is_utf8(body))
     now = datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",
@@ -140,8 +159,17 @@ def build_event(
     if path_parameters:
         event["pathParameters"] = path_parameters
     if body:
-        event["body"] = body.decode("utf-8", errors="replace") if is_text else base64.b64encode(body).decode()
+        # bytes that are not UTF-8 go base64-encoded, as they are: the handler judges them, not a lossy decode
+        event["body"] = body.decode("utf-8") if is_text else base64.b64encode(body).decode()
     return event
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> type[BaseHTTPRequestHandler]:
@@ -160,24 +188,22 @@ def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> t
             for name, value in self.headers.items():  # API Gateway lower-cases and comma-joins headers
                 key = name.lower()
                 headers[key] = f"{headers[key]},{value}" if key in headers else value
-            for compiled in routes:
-                if compiled.route.method not in ("ANY", self.command):
-                    continue
-                match = compiled.pattern.match(url.path)
-                if match:
-                    event = build_event(
-                        self.command,
-                        url.path,
-                        url.query,
-                        headers,
-                        body,
-                        compiled,
-                        match.groupdict(),
-                        self.client_address[0],
-                    )
-                    self._invoke(compiled, event)
-                    return
-            self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+            found = find_route(routes, self.command, url.path)
+            if found is None:  # only without a $default route, as API Gateway itself would answer
+                self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
+                return
+            compiled, path_parameters = found
+            event = build_event(
+                self.command,
+                url.path,
+                url.query,
+                headers,
+                body,
+                compiled.route_key,
+                path_parameters,
+                self.client_address[0],
+            )
+            self._invoke(compiled, event)
 
         def _invoke(self, compiled: CompiledRoute, event: dict[str, Any]) -> None:
             try:
@@ -204,7 +230,7 @@ def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> t
                 self.wfile.write(data)
 
         def __getattr__(self, name: str) -> Any:
-            # Every method (GET, TRACE, QUERY, ...) goes to the routes, as ANY /{proxy+} does upstream.
+            # Every method (GET, TRACE, QUERY, ...) goes to the routes, as the $default route does upstream.
             if name.startswith("do_"):
                 return self._dispatch
             raise AttributeError(name)

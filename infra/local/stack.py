@@ -111,7 +111,9 @@ def main() -> int:
             int(env["LOCAL_AUTH_PORT"]),
         )
         stack.run_step([python, "-m", "infra.local.bootstrap"])
-        stack.run_step([python, "-m", "infra.scripts.ingest", "--if-empty", str(REPO_ROOT / "infra" / "corpus")])
+        stack.run_step(
+            [python, "-m", "infra.scripts.ingest", "--if-empty", "--yes", str(REPO_ROOT / "infra" / "corpus")]
+        )
         stack.start(
             "api", [python, "-m", "infra.local.api_server", "--port", env["LOCAL_API_PORT"]], int(env["LOCAL_API_PORT"])
         )

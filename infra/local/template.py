@@ -64,7 +64,7 @@ def ttl_attribute(template: dict[str, Any] | None = None) -> str | None:
 @dataclass(frozen=True)
 class HttpRoute:
     method: str  # upper case, or "ANY"
-    path: str  # API Gateway syntax: /api/query, /items/{id}, /{proxy+}
+    path: str  # API Gateway syntax: /api/query, /items/{id}, /{proxy+}, or $default (the catch-all)
     handler: str  # module.function
     code_uri: Path
 
@@ -84,7 +84,8 @@ def http_routes(template: dict[str, Any] | None = None) -> list[HttpRoute]:
             routes.append(
                 HttpRoute(
                     method=str(event_properties.get("Method", "ANY")).upper(),
-                    path=str(event_properties.get("Path", "/{proxy+}")),
+                    # SAM makes an event without Path and Method the $default route
+                    path=str(event_properties.get("Path", "$default")),
                     handler=properties["Handler"],
                     code_uri=(REPO_ROOT / properties["CodeUri"]).resolve(),
                 )

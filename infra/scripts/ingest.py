@@ -1,32 +1,52 @@
-"""Ingest Markdown/text files into the Chroma collection the API reads.
+"""Ingest books into the Chroma collections the API reads: Markdown/text, PDF, JSON chunk exports.
 
-    python -m infra.scripts.ingest infra/corpus            # a folder (*.md, *.txt) or files
-    python -m infra.scripts.ingest --if-empty infra/corpus  # only when the collection is missing/empty
+    python -m infra.scripts.ingest infra/corpus              # a folder or files
+    python -m infra.scripts.ingest "Monster Manual.pdf"      # a PDF: its own collection, monster_manual
+    python -m infra.scripts.ingest --collection mm book.pdf  # everything into one named collection
+    python -m infra.scripts.ingest --if-empty infra/corpus   # only when the collection is missing/empty
 
-Idempotent: chunk ids are derived from the file name and position, so re-ingesting a file
-replaces its chunks and removes the ones it no longer has. Configuration comes from the same
-environment variables as the API (CHROMA_*, EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*).
+Where chunks go: a PDF or a JSON export is a book and gets its own collection, named after the
+file; Markdown/text files go to CHROMA_COLLECTION; ``--collection`` overrides both. Serve several
+with CHROMA_COLLECTIONS=a,b,c.
+
+Re-runs add nothing and pay for nothing: chunk ids come from the file and position and each chunk
+records its content hash, so only new or changed chunks are embedded (an interrupted run resumes
+where it stopped), and chunks a file no longer has are removed. With OpenAI embeddings the tokens
+and dollars to be spent are printed first, and nothing is embedded without ``--yes`` (or a "y" at
+the prompt). Configuration comes from the same environment variables as the API (CHROMA_*,
+EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*), over ``.env`` and the local stack's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
+from typing import Any, TextIO
 
 from dnd_rag.container import Container
-from dnd_rag.logic.chunking import chunk_document
-from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, open_for_writing
+from dnd_rag.logic.chunking import Chunk
+from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
+from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
+from dnd_rag.providers.tokenizer import count_text_tokens
 from dnd_rag.settings import load_settings
+from infra.local.stack import local_environment
+from infra.scripts.readers import SUFFIXES, Book, collection_name, read
 
 BATCH = 64
+LOOKUP_BATCH = 500
+# OpenAI's embedding models use the cl100k_base encoding, which is gpt-4's.
+EMBEDDING_TOKENIZER = "gpt-4"
 
 
 def document_paths(targets: list[Path]) -> list[Path]:
     paths: list[Path] = []
     for target in targets:
         if target.is_dir():
-            paths.extend(sorted(p for p in target.rglob("*") if p.suffix.lower() in (".md", ".txt")))
+            paths.extend(sorted(p for p in target.rglob("*") if p.suffix.lower() in SUFFIXES))
         elif target.is_file():
             paths.append(target)
         else:
@@ -46,54 +66,179 @@ def needs_ingest(container: Container) -> bool:
     return collection.count() == 0 or built_with != container.embedder.model
 
 
-def ingest(container: Container, paths: list[Path]) -> dict[str, int]:
-    """Upsert every file's chunks; return chunk counts per source."""
-    embedder = container.embedder
-    collection = open_for_writing(container.chroma_client(), container.settings.chroma_collection, embedder.model)
-    counts: dict[str, int] = {}
+@dataclass
+class Target:
+    """One collection's work: its books, the chunks still to embed, the ones to delete."""
+
+    name: str
+    books: list[Book] = field(default_factory=list)
+    pending: list[Chunk] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    collection: Any = None
+
+
+def prepare(container: Container, paths: list[Path], collection: str | None = None) -> list[Target]:
+    """Read every file and find, per collection, what is new or changed (nothing is embedded yet)."""
+    targets: dict[str, Target] = {}
     for path in paths:
-        source = path.name
-        chunks = chunk_document(path.read_text(encoding="utf-8"), source)
-        for start in range(0, len(chunks), BATCH):
-            batch = chunks[start : start + BATCH]
+        book = read(path)
+        name = collection or (collection_name(path) if book.own_collection else container.settings.chroma_collection)
+        targets.setdefault(name, Target(name)).books.append(book)
+    client = container.chroma_client()
+    for target in targets.values():
+        try:
+            target.collection = open_for_writing(client, target.name, container.embedder.model)
+        except ForeignCollectionError as exc:
+            raise SystemExit(f"ingest: {exc}") from None
+        for book in target.books:
+            stored = _stored_hashes(target.collection, [chunk.id for chunk in book.chunks])
+            target.pending.extend(c for c in book.chunks if stored.get(c.id) != c.content_hash)
+            current = {chunk.id for chunk in book.chunks}
+            target.stale.extend(i for i in _ids_of_file(target.collection, book.path.name) if i not in current)
+    return list(targets.values())
+
+
+def estimate(targets: list[Target], prices: PriceBook) -> tuple[int, int, Decimal]:
+    """(chunks, tokens, dollars) that embedding the pending chunks costs with OpenAI."""
+    chunks = [chunk for target in targets for chunk in target.pending]
+    tokens = sum(count_text_tokens(EMBEDDING_TOKENIZER, chunk.text) for chunk in chunks)
+    return len(chunks), tokens, nanos_to_usd(prices.cost_nanos(TokenUsage(embedding_tokens=tokens)))
+
+
+def run(container: Container, targets: list[Target], out: TextIO | None = None) -> None:
+    """Embed and upsert the pending chunks batch by batch (each batch is durable: a re-run resumes)."""
+    embedder = container.embedder
+    progress = Progress(sum(len(target.pending) for target in targets), out or sys.stderr)
+    for target in targets:
+        for start in range(0, len(target.pending), BATCH):
+            batch = target.pending[start : start + BATCH]
             vectors = embedder.embed([chunk.text for chunk in batch], container.settings.openai_timeout_seconds).vectors
-            collection.upsert(
+            target.collection.upsert(
                 ids=[chunk.id for chunk in batch],
-                embeddings=vectors,  # type: ignore[arg-type]
+                embeddings=vectors,
                 documents=[chunk.text for chunk in batch],
-                metadatas=[
-                    {
-                        "source": chunk.source,
-                        "title": chunk.title,
-                        "chunk": chunk.index,
-                        "content_hash": chunk.content_hash,
-                    }
-                    for chunk in batch
-                ],
+                metadatas=[_metadata(chunk, book_file(target, chunk)) for chunk in batch],
             )
-        current = {chunk.id for chunk in chunks}
-        stale = [i for i in collection.get(where={"source": source}, include=[])["ids"] if i not in current]
-        if stale:
-            collection.delete(ids=stale)
-        counts[source] = len(chunks)
-    return counts
+            progress.advance(len(batch), target.name)
+        if target.stale:
+            target.collection.delete(ids=target.stale)
+    progress.done()
+
+
+def ingest(container: Container, paths: list[Path], collection: str | None = None) -> dict[str, int]:
+    """Ingest without asking (tests, ``make dev``); return the chunk count of every file."""
+    targets = prepare(container, paths, collection)
+    run(container, targets, out=_Quiet())
+    return {book.path.name: len(book.chunks) for target in targets for book in target.books}
+
+
+def book_file(target: Target, chunk: Chunk) -> str:
+    for book in target.books:
+        if chunk in book.chunks:
+            return book.path.name
+    return chunk.source
+
+
+def _metadata(chunk: Chunk, file_name: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "source": chunk.source,
+        "title": chunk.title,
+        "chunk": chunk.index,
+        "content_hash": chunk.content_hash,
+        "file": file_name,
+    }
+    if chunk.page is not None:
+        metadata["page"] = chunk.page
+    return metadata
+
+
+def _stored_hashes(collection: Any, ids: list[str]) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for start in range(0, len(ids), LOOKUP_BATCH):
+        found = collection.get(ids=ids[start : start + LOOKUP_BATCH], include=["metadatas"])
+        for chunk_id, metadata in zip(found["ids"], found["metadatas"] or [], strict=True):
+            hashes[chunk_id] = str((metadata or {}).get("content_hash", ""))
+    return hashes
+
+
+def _ids_of_file(collection: Any, file_name: str) -> set[str]:
+    """Chunks this file put there before (``source`` is how earlier versions recorded it)."""
+    ids: set[str] = set()
+    for key in ("file", "source"):
+        ids.update(collection.get(where={key: file_name}, include=[])["ids"])
+    return ids
+
+
+class Progress:
+    """A progress bar on a terminal; a line per batch otherwise (CI logs, pipes)."""
+
+    WIDTH = 30
+
+    def __init__(self, total: int, out: TextIO) -> None:
+        self._total = total
+        self._done = 0
+        self._out = out
+        self._tty = out.isatty()
+
+    def advance(self, count: int, label: str) -> None:
+        self._done += count
+        filled = self.WIDTH * self._done // max(1, self._total)
+        line = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self._done}/{self._total} chunks  {label}"
+        self._out.write(f"\r{line}" if self._tty else f"{line}\n")
+        self._out.flush()
+
+    def done(self) -> None:
+        if self._tty and self._total:
+            self._out.write("\n")
+
+
+class _Quiet:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _confirmed(yes: bool, question: str) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--collection", help="put every file into this collection (default: one per book)")
+    parser.add_argument("--yes", action="store_true", help="embed with OpenAI without asking (after the estimate)")
     parser.add_argument("--if-empty", action="store_true", help="skip when the collection already has data")
     args = parser.parse_args(argv)
-    container = Container(load_settings())
+    # the local stack's defaults (and .env) under the real environment: by hand, it finds `make dev`'s Chroma
+    container = Container(load_settings(local_environment(dict(os.environ))))
+    settings = container.settings
     if args.if_empty and not needs_ingest(container):
-        print(f"ingest: collection {container.settings.chroma_collection!r} is ready; nothing to do")
+        print(f"ingest: collection {settings.chroma_collection!r} is ready; nothing to do")
         return 0
-    counts = ingest(container, document_paths(args.paths))
-    total = sum(counts.values())
-    print(
-        f"ingest: {total} chunks from {len(counts)} files into {container.settings.chroma_collection!r} "
-        f"({container.embedder.model})"
-    )
+    targets = prepare(container, document_paths(args.paths), args.collection)
+    chunks, tokens, dollars = estimate(targets, settings.price_book)
+    for target in targets:
+        files = ", ".join(book.path.name for book in target.books)
+        print(f"ingest: {target.name!r} <- {files}: {len(target.pending)} chunks to embed, {len(target.stale)} stale")
+    if settings.embedding_provider == "openai" and chunks:
+        print(f"ingest: estimate {chunks} chunks, {tokens} tokens, ${dollars:.6f} with {settings.embedding_model}")
+        if not _confirmed(args.yes, "Embed them with OpenAI?"):
+            print("ingest: nothing embedded; re-run with --yes to proceed", file=sys.stderr)
+            return 2
+    run(container, targets)
+    names = ",".join(target.name for target in targets)
+    served = ",".join(dict.fromkeys([*settings.collections, *(target.name for target in targets)]))
+    print(f"ingest: {chunks} chunks embedded into {names} ({container.embedder.model})")
+    print(f"ingest: to serve them: CHROMA_COLLECTIONS={served}")
     return 0
 
 

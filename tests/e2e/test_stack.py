@@ -69,10 +69,23 @@ def test_broken_json_is_invalid_json(client):
     assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
 
 
-def test_unknown_path_is_not_found_in_the_api_shape(client):
-    response = client.get("/api/unknown")
+@pytest.mark.parametrize("path", ["/", "/api/unknown"])
+def test_unknown_path_is_not_found_in_the_api_shape(client, path):
+    response = client.get(path)
 
     assert (response.status_code, response.json()["error"]) == (404, "not_found")
+    assert response.json()["request_id"] == response.headers["X-Request-Id"]
+
+
+def test_a_binary_body_that_is_not_utf8_is_invalid_json(client):
+    response = client.post(
+        "/api/query",
+        content=b"\xff\xfe{\x00",
+        headers={"Authorization": "Bearer dev-alice", "Content-Type": "application/octet-stream"},
+    )
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_json")
+    assert response.json()["request_id"] == response.headers["X-Request-Id"]
 
 
 def test_cors_preflight_allows_only_configured_origins(client):

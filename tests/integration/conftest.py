@@ -26,12 +26,23 @@ from infra.local.bootstrap import ensure_table, verify_identities
 from infra.scripts.ingest import document_paths, ingest
 from tests.fakes.auth_faults import start_any_user_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
+from tests.support.aws_calls import RECORDER
 from tests.support.events import lambda_context
 from tests.support.faults import EmulatorFaults
 from tests.support.servers import REPO_ROOT, chroma_command, emulator_command, free_port, python_env, running
 
 CORPUS = REPO_ROOT / "infra" / "corpus"
 ALLOWED_ORIGIN = "http://localhost:3000"
+IAM_TEST = "test_iam_policy.py"
+
+# Before any client exists: every AWS call the Lambda code makes in this session is recorded
+# (tests/support/aws_calls.py) and compared with the template's policy by test_iam_policy.py.
+RECORDER.install()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The IAM comparison runs last, once every other test has made its AWS calls."""
+    items.sort(key=lambda item: item.path.name == IAM_TEST)
 
 
 @pytest.fixture(scope="session")

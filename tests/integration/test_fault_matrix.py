@@ -6,6 +6,9 @@ have billed stays spent (SPEC §4 "ground truth"): never less than the fake Open
 """
 
 import json
+import socket
+import threading
+import time
 import uuid
 
 import pytest
@@ -90,6 +93,23 @@ def test_openai_failures_are_502_give_the_user_everything_back_and_keep_what_may
     assert (usage["bucket"]["remaining_burst"], usage["daily_remaining"], usage["today"]["requests"]) == (15, 30, 0)
 
 
+def test_a_retry_after_longer_than_the_deadline_is_not_waited_for(
+    make_app, call, env, openai_env, openai_state, token, dynamodb
+):
+    providers = {"LLM_PROVIDER": "openai", "EMBEDDING_PROVIDER": "openai"}
+    app, _ = make_app({**openai_env, **{k: v for k, v in env.items() if k != "CHROMA_COLLECTION"}, **providers})
+    openai_state.failures.extend([429, 429, 429])
+    openai_state.retry_after = 120.0  # what the SDK would have slept through, past API Gateway's 30 s
+
+    started = time.monotonic()
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+
+    assert (status, body["error"]) == (502, "upstream_error")
+    assert time.monotonic() - started < 10
+    assert len(openai_state.requests) == 1  # no second attempt: its wait would pass the deadline
+    assert budget_books(dynamodb, env["TABLE_NAME"]) == (0, 0)  # a 429 is never billed
+
+
 def test_chroma_down_is_502_and_gives_everything_back(make_app, call, env, token, dynamodb):
     app, _ = make_app({**env, "CHROMA_PORT": str(free_port())})
 
@@ -102,6 +122,62 @@ def test_chroma_down_is_502_and_gives_everything_back(make_app, call, env, token
     assert spent > 0  # the embedding was made before Chroma failed: it stays charged
     usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
     assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (15, 0)
+
+
+@pytest.fixture
+def black_hole_port():
+    """A server that accepts connections and never answers: a hung dependency."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted = []
+
+    def accept_forever():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_a_hung_chroma_is_502_within_its_timeouts_not_a_lambda_timeout(
+    make_app, call, env, token, dynamodb, black_hole_port
+):
+    app, _ = make_app({**env, "CHROMA_PORT": str(black_hole_port), "CHROMA_TIMEOUT_SECONDS": "0.5"})
+
+    started = time.monotonic()
+    status, body, _ = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+    elapsed = time.monotonic() - started
+
+    assert (status, body["error"]) == (502, "upstream_error")
+    assert elapsed < 10  # two attempts of 0.5 s, far inside the 29 s Lambda timeout
+    held, _ = budget_books(dynamodb, env["TABLE_NAME"])
+    assert held == 0
+    usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+    assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (15, 0)
+
+
+@pytest.mark.parametrize("fault", ["internal_error", "throttle"])
+def test_a_store_error_after_admission_gives_the_token_and_the_daily_count_back(
+    make_app, call, env, token, dynamodb, emulator_faults, fault
+):
+    app, _ = make_app(env)
+    # the budget's writes keep failing after the admission succeeded
+    emulator_faults.set([{"fault": fault, "key_prefix": "BUDGET#", "operations": ["UpdateItem"]}])
+
+    status, body, headers = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+    emulator_faults.clear()
+
+    assert (status, body["error"]) == (503, "service_unavailable")
+    assert "Retry-After" in headers
+    usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
+    assert (usage["bucket"]["remaining_burst"], usage["daily_remaining"], usage["today"]["requests"]) == (15, 30, 0)
 
 
 def test_auth_api_down_is_503_and_consumes_nothing(make_app, call, env, token, dynamodb):

@@ -8,7 +8,7 @@ import pytest
 
 from dnd_rag.container import Container
 from dnd_rag.dal.secrets import with_secrets
-from dnd_rag.settings import load_settings
+from dnd_rag.settings import ConfigError, load_settings
 from infra.scripts.ingest import ingest, needs_ingest
 from tests.integration.conftest import corpus_files
 from tests.support.servers import REPO_ROOT, python_env
@@ -55,6 +55,19 @@ def test_secrets_are_read_from_ssm_when_only_the_parameter_is_named(aws_endpoint
     assert (
         with_secrets({"OPENAI_API_KEY": "sk-local", "OPENAI_API_KEY_PARAMETER": "/x"})["OPENAI_API_KEY"] == "sk-local"
     )
+
+
+def test_chroma_without_auth_needs_no_key_parameter(aws_endpoint, base_env):
+    # the template passes an empty parameter name when ChromaApiKeyParameter is left empty
+    env = with_secrets({**base_env, "CHROMA_API_KEY_PARAMETER": ""})
+
+    assert "CHROMA_API_KEY" not in env
+    assert load_settings(env).chroma_api_key is None
+
+
+def test_a_named_secret_parameter_that_is_missing_fails_the_cold_start_naming_it(aws_endpoint):
+    with pytest.raises(ConfigError, match="CHROMA_API_KEY_PARAMETER: SSM parameter /dnd-rag/test/absent"):
+        with_secrets({"CHROMA_API_KEY_PARAMETER": "/dnd-rag/test/absent"})
 
 
 def test_a_bad_variable_fails_the_cold_start_naming_it(base_env):

@@ -317,3 +317,69 @@ def test_repeated_failed_sign_ins_from_one_address_are_429_ip_rate_limited(user_
     assert int(answers[4][2]["Retry-After"]) > 0
     assert valid(signed_in) == 200  # a cached token needs no auth API call, so it is not blocked
     assert valid(f"u-{uuid.uuid4().hex}") == 429  # an uncached one from that address would be
+
+
+def test_failed_sign_ins_are_limited_per_ipv6_64_not_per_address(user_app, call):
+    app, _ = user_app({"IP_AUTH_FAILURE_CAPACITY": "3"})
+    prefix = f"2001:db8:{uuid.uuid4().int % 0xFFFF:x}:{uuid.uuid4().int % 0xFFFF:x}"
+
+    def guess(ip):
+        token = f"guess-{uuid.uuid4().hex}"
+        return parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION, source_ip=ip)))[:2]
+
+    # every guess from a new address of the same /64, as an attacker owning the /64 could send
+    answers = [guess(f"{prefix}:{n:x}::1") for n in range(1, 5)]
+
+    assert [status for status, _ in answers] == [401, 401, 401, 429]
+    assert answers[3][1]["error"] == "ip_rate_limited"
+    other_64 = f"{prefix[:-1]}{(int(prefix[-1], 16) + 1) % 16:x}:1::1"
+    assert guess(other_64)[0] == 401  # a neighbouring /64 is another client
+
+
+class ItemlessRefusals:
+    """The DynamoDB client as a DynamoDB-compatible engine that does not return the item with a
+    refused condition (ReturnValuesOnConditionCheckFailure unsupported); every call is counted."""
+
+    def __init__(self, client):
+        self._client = client
+        self.calls = []
+
+    def update_item(self, **request):
+        self.calls.append("UpdateItem")
+        try:
+            return self._client.update_item(**request)
+        except self._client.exceptions.ConditionalCheckFailedException as exc:
+            exc.response.pop("Item", None)
+            raise
+
+    def get_item(self, **request):
+        self.calls.append(f"GetItem(consistent={request.get('ConsistentRead', False)})")
+        return self._client.get_item(**request)
+
+
+def test_a_refusal_without_the_item_falls_back_to_one_consistent_read(dynamodb, table_name, key):
+    policy = Policy(capacity=5, refill_rate=1e-6, daily_limit=1000)
+    now = time.time()
+    RateLimiter(DynamoLimitStore(dynamodb, table_name)).admit(key, policy, now)  # the item exists
+    client = ItemlessRefusals(dynamodb)
+    fresh_container = RateLimiter(DynamoLimitStore(client, table_name))  # guesses "new day": refused
+
+    admission = fresh_container.admit(key, policy, now)
+
+    assert admission.standing.remaining_burst == 3
+    assert client.calls == ["UpdateItem", "GetItem(consistent=True)", "UpdateItem"]
+
+
+def test_without_the_item_an_empty_bucket_is_still_an_honest_429(dynamodb, table_name, key):
+    policy = Policy(capacity=2, refill_rate=1e-6, daily_limit=1000)
+    now = time.time()
+    first = RateLimiter(DynamoLimitStore(dynamodb, table_name))
+    first.admit(key, policy, now)
+    first.admit(key, policy, now)
+    client = ItemlessRefusals(dynamodb)
+
+    with pytest.raises(RateLimitedError) as refused:
+        RateLimiter(DynamoLimitStore(client, table_name)).admit(key, policy, now)
+
+    assert refused.value.retry_after > 1  # the real wait for a token, not the "retry" of a lost race
+    assert client.calls == ["UpdateItem", "GetItem(consistent=True)"]

@@ -25,7 +25,7 @@ def http_event(
     all_headers.update({k.lower(): v for k, v in (headers or {}).items()})
     event: dict[str, Any] = {
         "version": "2.0",
-        "routeKey": "ANY /{proxy+}",
+        "routeKey": "$default",
         "rawPath": path,
         "rawQueryString": "",
         "headers": all_headers,
@@ -38,7 +38,7 @@ def http_event(
                 "userAgent": "pytest",
             },
             "requestId": uuid.uuid4().hex[:16],
-            "routeKey": "ANY /{proxy+}",
+            "routeKey": "$default",
             "stage": "$default",
             "accountId": "000000000000",
             "apiId": "test",

@@ -103,3 +103,22 @@ def test_no_match_says_so():
     )
 
     assert result.answer == "I could not find that in the rules I have."
+
+
+def test_a_comparison_answer_quotes_each_entity_even_when_one_side_ranks_low():
+    # Given four strong red-dragon sources and the white dragon's only passage ranked last
+    generator = ExtractiveGenerator()
+    reds = [
+        passage(n, f"The red dragon difference number {n} is its fiery breath and red scales.", "red.md")
+        for n in range(1, 5)
+    ]
+    white = passage(5, "A white dragon lives in arctic lairs.", "white.md")
+
+    # When a comparison question is answered from them
+    answer = generator.generate(
+        prompt("What is the difference between a red dragon and a white dragon?", [*reds, white]), 500
+    ).answer
+
+    # Then both dragons are quoted
+    assert "red dragon" in answer
+    assert "white dragon lives in arctic lairs" in answer

@@ -53,6 +53,9 @@ def test_empty_values_count_as_unset():
         ("CHROMA_SSL", "maybe"),
         ("BUDGET_LEASE_SECONDS", "0"),
         ("BUDGET_LEASE_SECONDS", "soon"),
+        ("CHROMA_COLLECTIONS", "dnd_rules,no spaces allowed"),
+        ("CHROMA_COLLECTIONS", "ok_name,x"),
+        ("RETRIEVAL_ENTITY_QUERIES", "sometimes"),
     ],
 )
 def test_invalid_values_fail_naming_the_variable(variable, value):
@@ -90,3 +93,38 @@ def test_plan_limits_and_origins_parse():
     assert settings.plan_limits["pro"].capacity == 60
     assert settings.plan_limits["pro"].daily_limit == 500
     assert settings.cors_origins == ["https://react.gravitycar.com", "https://www.gravitycar.com"]
+
+
+@pytest.mark.parametrize("url", ["http://api.example.com", "http://127.0.0.1:8081"])
+def test_in_prod_the_auth_api_must_be_https(url):
+    with pytest.raises(ConfigError, match="AUTH_API_URL must be an https:// URL when STAGE is prod"):
+        load_settings({**MINIMAL, "STAGE": "prod", "AUTH_API_URL": url})
+
+
+def test_in_prod_an_https_auth_api_is_accepted_and_dev_may_use_http():
+    assert load_settings({**MINIMAL, "STAGE": "prod", "AUTH_API_URL": "https://api.example.com"}).stage == "prod"
+    assert load_settings({**MINIMAL, "STAGE": "dev"}).auth_api_url == "http://127.0.0.1:8081"
+
+
+def test_an_unknown_stage_fails_naming_the_variable():
+    with pytest.raises(ConfigError, match="STAGE"):
+        load_settings({**MINIMAL, "STAGE": "staging"})
+
+
+def test_one_collection_by_default_and_several_when_listed():
+    assert load_settings(MINIMAL).collections == ["dnd_rules"]
+    assert load_settings({**MINIMAL, "CHROMA_COLLECTION": "mine"}).collections == ["mine"]
+
+    settings = load_settings({**MINIMAL, "CHROMA_COLLECTIONS": " players_handbook, monster_manual,players_handbook "})
+
+    assert settings.collections == ["players_handbook", "monster_manual"]
+
+
+def test_metadata_keys_are_configurable_with_defaults_for_common_pipelines():
+    defaults = load_settings(MINIMAL)
+    assert defaults.chroma_source_keys[0] == "source"
+    assert "page_number" in defaults.chroma_page_keys
+
+    settings = load_settings({**MINIMAL, "CHROMA_SOURCE_KEYS": "doc_name", "CHROMA_PAGE_KEYS": "pg,page"})
+
+    assert (settings.chroma_source_keys, settings.chroma_page_keys) == (["doc_name"], ["pg", "page"])

@@ -1,6 +1,7 @@
 """The template is the single source of the table schema and the routes; these read it as the
 local stack does, and check the least-privilege promises."""
 
+from dnd_rag.logic.budget import LEASE_SECONDS
 from infra.local.template import create_table_request, http_routes, load_template, ttl_attribute
 
 TEMPLATE = load_template()
@@ -22,7 +23,7 @@ def test_routes_reach_the_lambda_handler_including_a_catch_all():
 
     assert routes[("GET", "/health")] == "dnd_rag.handlers.api.lambda_handler"
     assert routes[("POST", "/api/query")] == "dnd_rag.handlers.api.lambda_handler"
-    assert ("ANY", "/{proxy+}") in routes
+    assert ("ANY", "$default") in routes  # `/` and every unknown path or method reach our code
 
 
 def test_table_has_point_in_time_recovery_and_ttl():
@@ -65,21 +66,42 @@ def test_dynamodb_access_is_limited_to_the_table():
     assert all(action.startswith("dynamodb:") for action in table_access["Action"])
 
 
-def test_ses_may_only_send_from_the_configured_identity():
+def test_ses_may_send_only_alert_from_to_alert_email_whichever_identity_ses_checks():
     ses = _statement("SendBudgetAlerts")
+    identities = [r["Fn::Sub"] if isinstance(r["Fn::Sub"], str) else r["Fn::Sub"][1]["Domain"] for r in ses["Resource"]]
 
-    assert sorted(ses["Action"]) == ["ses:SendEmail", "ses:SendRawEmail"]
-    assert ses["Resource"]["Fn::Sub"].endswith(":identity/${AlertFrom}")
+    assert ses["Action"] == "ses:SendEmail"
+    # the sender's address or domain identity, and (SES sandbox) the recipient's address or domain
+    assert [i.rsplit(":identity/", 1)[1] if isinstance(i, str) else i for i in identities] == [
+        "${AlertFrom}",
+        {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "AlertFrom"}]}]},
+        "${AlertEmail}",
+        {"Fn::Select": [1, {"Fn::Split": ["@", {"Ref": "AlertEmail"}]}]},
+    ]
+    assert ses["Condition"] == {
+        "StringEquals": {"ses:FromAddress": {"Ref": "AlertFrom"}},
+        "ForAllValues:StringEquals": {"ses:Recipients": [{"Ref": "AlertEmail"}]},
+    }
 
 
-def test_secrets_are_read_from_the_two_named_parameters_only():
+def test_secrets_are_read_from_the_named_parameters_only_the_chroma_one_optional():
     ssm = _statement("ReadApiKeys")
+    openai, chroma = ssm["Resource"]
 
     assert ssm["Action"] == "ssm:GetParameter"
-    assert [r["Fn::Sub"].rsplit("parameter", 1)[1] for r in ssm["Resource"]] == [
-        "${OpenAiApiKeyParameter}",
-        "${ChromaApiKeyParameter}",
-    ]
+    assert openai["Fn::Sub"].endswith("parameter${OpenAiApiKeyParameter}")
+    condition, granted, otherwise = chroma["Fn::If"]
+    assert (condition, otherwise) == ("HasChromaApiKey", {"Ref": "AWS::NoValue"})
+    assert granted["Fn::Sub"].endswith("parameter${ChromaApiKeyParameter}")
+    assert TEMPLATE["Parameters"]["ChromaApiKeyParameter"]["Default"] == ""  # Chroma may run without auth
+    assert TEMPLATE["Conditions"]["HasChromaApiKey"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ChromaApiKeyParameter"}, ""]}]
+    }
+
+
+def test_the_function_knows_its_stage_so_prod_can_insist_on_an_https_auth_api():
+    # settings.py refuses AUTH_API_URL without https:// when STAGE is prod (tests/unit/test_settings.py)
+    assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["STAGE"] == {"Ref": "Stage"}
 
 
 def test_routes_are_throttled_at_the_gateway():
@@ -96,3 +118,9 @@ def test_no_secret_value_is_put_in_the_function_environment():
     assert "OPENAI_API_KEY" not in variables
     assert "CHROMA_API_KEY" not in variables
     assert "OPENAI_API_KEY_PARAMETER" in variables
+
+
+def test_a_budget_hold_outlives_any_request_so_only_dead_requests_are_charged_as_orphans():
+    timeout = load_template()["Globals"]["Function"]["Timeout"]
+
+    assert 2 * timeout <= LEASE_SECONDS  # a live request always settles before its lease ends

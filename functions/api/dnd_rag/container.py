@@ -190,11 +190,19 @@ class Container:
         return connect(s.chroma_host, s.chroma_port, s.chroma_ssl, key, s.chroma_tenant, s.chroma_database)
 
     def _build_rag(self) -> RagService:
-        from dnd_rag.providers.chroma_store import ChromaRetriever
+        from dnd_rag.providers.chroma_store import ChromaRetriever, MetadataKeys
 
         s = self.settings
         embedder = self.embedder
-        retriever = ChromaRetriever(self.chroma_client, s.chroma_collection, embedder.model)
+        keys = MetadataKeys(tuple(s.chroma_source_keys), tuple(s.chroma_title_keys), tuple(s.chroma_page_keys))
+        retriever = ChromaRetriever(self.chroma_client, s.collections, embedder.model, keys)
         return RagService(
-            embedder, retriever, self._build_generator(), s.price_book, PaidCalls(), s.openai_timeout_seconds
+            embedder,
+            retriever,
+            self._build_generator(),
+            s.price_book,
+            PaidCalls(),
+            s.openai_timeout_seconds,
+            s.chroma_timeout_seconds,
+            s.retrieval_entity_queries,
         )

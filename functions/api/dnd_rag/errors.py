@@ -55,6 +55,12 @@ class PayloadTooLargeError(ServiceError):
     code = "payload_too_large"
 
 
+class InvalidJsonError(ServiceError):
+    """The body is not one sound JSON document (encoding, syntax, duplicate keys, limits)."""
+
+    code = "invalid_json"
+
+
 class InvalidRequestError(ServiceError):
     """A field is wrong in a way the schema alone cannot say (e.g. a configured maximum)."""
 

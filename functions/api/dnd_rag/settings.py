@@ -28,6 +28,11 @@ from pydantic import (
 from dnd_rag.pricing import PriceBook, UnknownModelError
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+# Chroma's own rule for collection names: 3-512 characters of [A-Za-z0-9._-], alphanumeric at both ends.
+_COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
+DEFAULT_SOURCE_KEYS = ("source", "file_name", "filename", "file_path", "document")
+DEFAULT_TITLE_KEYS = ("title", "section", "heading", "headings", "header")
+DEFAULT_PAGE_KEYS = ("page", "page_number", "page_no", "page_label")
 
 
 class ConfigError(RuntimeError):
@@ -44,7 +49,7 @@ class PlanLimits(BaseModel):
     daily_limit: int | None = Field(default=None, ge=1)
 
 
-def _split_origins(value: Any) -> Any:
+def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
@@ -61,13 +66,12 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
+    stage: Literal["dev", "prod"] = Field(default="dev", alias="STAGE")
     auth_api_url: str = Field(alias="AUTH_API_URL", pattern=r"^https?://\S+$")
     auth_timeout_seconds: float = Field(default=5.0, alias="AUTH_TIMEOUT_SECONDS", gt=0, le=10)
     token_cache_ttl: int = Field(default=300, alias="TOKEN_CACHE_TTL", ge=0, le=3600)
     token_negative_cache_ttl: int = Field(default=30, alias="TOKEN_NEGATIVE_CACHE_TTL", ge=0, le=600)
-    cors_origins: Annotated[list[str], BeforeValidator(_split_origins)] = Field(
-        default_factory=list, alias="CORS_ORIGINS"
-    )
+    cors_origins: Annotated[list[str], BeforeValidator(_split_list)] = Field(default_factory=list, alias="CORS_ORIGINS")
     token_bucket_capacity: int = Field(default=15, alias="TOKEN_BUCKET_CAPACITY", ge=1)
     token_refill_rate: float = Field(default=1 / 60, alias="TOKEN_REFILL_RATE", gt=0)
     daily_user_request_limit: int = Field(default=30, alias="DAILY_USER_REQUEST_LIMIT", ge=1)
@@ -95,12 +99,28 @@ class Settings(BaseModel):
     chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
     chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)
     chroma_ssl: bool = Field(default=False, alias="CHROMA_SSL")
+    chroma_timeout_seconds: float = Field(default=5.0, alias="CHROMA_TIMEOUT_SECONDS", gt=0, le=20)
     chroma_api_key: SecretStr | None = Field(default=None, alias="CHROMA_API_KEY")
     chroma_tenant: str = Field(default="default_tenant", alias="CHROMA_TENANT", min_length=1)
     chroma_database: str = Field(default="default_database", alias="CHROMA_DATABASE", min_length=1)
-    chroma_collection: str = Field(
-        default="dnd_rules", alias="CHROMA_COLLECTION", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$"
+    chroma_collection: str = Field(default="dnd_rules", alias="CHROMA_COLLECTION", pattern=_COLLECTION.pattern)
+    # Several collections (one per book is common) searched together; unset = CHROMA_COLLECTION alone.
+    chroma_collections: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=list, alias="CHROMA_COLLECTIONS"
     )
+    # Which metadata keys of collections built elsewhere hold a chunk's file, heading and page:
+    # the first key present wins (defaults cover LangChain, LlamaIndex, Docling-style exports).
+    chroma_source_keys: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCE_KEYS), alias="CHROMA_SOURCE_KEYS", min_length=1
+    )
+    chroma_title_keys: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=lambda: list(DEFAULT_TITLE_KEYS), alias="CHROMA_TITLE_KEYS", min_length=1
+    )
+    chroma_page_keys: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=lambda: list(DEFAULT_PAGE_KEYS), alias="CHROMA_PAGE_KEYS", min_length=1
+    )
+    # Comparison questions ("red dragon vs white dragon"): one extra query per named entity.
+    retrieval_entity_queries: bool = Field(default=True, alias="RETRIEVAL_ENTITY_QUERIES")
     table_name: str = Field(alias="TABLE_NAME", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     llm_provider: Literal["openai", "offline"] = Field(default="offline", alias="LLM_PROVIDER")
     embedding_provider: Literal["openai", "offline"] = Field(default="offline", alias="EMBEDDING_PROVIDER")
@@ -112,6 +132,26 @@ class Settings(BaseModel):
             if not _ORIGIN.match(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com (no path, no slash)")
         return origins
+
+    @field_validator("chroma_collections")
+    @classmethod
+    def _collection_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _COLLECTION.match(name):
+                raise ValueError(f"{name!r} is not a Chroma collection name (3-512 of A-Z a-z 0-9 . _ -)")
+        return list(dict.fromkeys(names))
+
+    @property
+    def collections(self) -> list[str]:
+        """The collections queries search: CHROMA_COLLECTIONS, else CHROMA_COLLECTION alone."""
+        return self.chroma_collections or [self.chroma_collection]
+
+    @model_validator(mode="after")
+    def _prod_auth_is_https(self) -> Settings:
+        # bearer tokens are sent to the auth API: in production never in clear text (SPEC §4)
+        if self.stage == "prod" and not self.auth_api_url.lower().startswith("https://"):
+            raise ValueError("AUTH_API_URL must be an https:// URL when STAGE is prod")
+        return self
 
     @model_validator(mode="after")
     def _providers_have_keys(self) -> Settings:

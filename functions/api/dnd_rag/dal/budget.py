@@ -244,10 +244,12 @@ class DynamoBudgetStore:
 
     def reclaim(
         self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
-    ) -> bool:
-        """Settle a hold whose lease ended: at the cost its owner recorded, else in full (an orphan)."""
+    ) -> int:
+        """Settle a hold whose lease ended: at the cost its owner recorded, else in full (an orphan).
+
+        Returns what this call booked (0 when another request reclaimed or settled it first)."""
         if entry.lease_until >= now:
-            return False
+            return 0
         marker = self._read_marker(day, hold_id)
         if marker is None:
             usage = TokenUsage()
@@ -258,10 +260,10 @@ class DynamoBudgetStore:
         charge = _charge_from_marker(marker, entry)
         if marker.get("orphan", {}).get("BOOL"):
             return self._charge_orphan(day, hold_id, entry, now, grace_until)
-        before = self._settle_total(day, hold_id, entry.amount, charge, lease_check=now)
-        return hold_id not in before.holds
+        totals = self._settle_total(day, hold_id, entry.amount, charge, lease_check=now)
+        return charge.cost if hold_id not in totals.holds else 0
 
-    def _charge_orphan(self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float) -> bool:
+    def _charge_orphan(self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float) -> int:
         clauses, names, values = _model_ledger_update(entry.model, TokenUsage(), entry.amount, 1)
         try:
             self._update_total(
@@ -281,9 +283,9 @@ class DynamoBudgetStore:
             )
         except ClientError as exc:
             if _condition_failed(exc):
-                return False  # someone else settled or reclaimed it first
+                return 0  # someone else settled or reclaimed it first
             raise
-        return True
+        return entry.amount
 
     def _correct_orphan(
         self, day: str, hold_id: str, reserved: int, charge: Charge, marker: dict[str, Any]

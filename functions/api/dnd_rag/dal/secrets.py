@@ -1,6 +1,9 @@
 """Secrets for the deployed stack: read from SSM Parameter Store (SecureString) at cold start.
 
-Locally the same values come from the environment / ``.env``; nothing here runs then.
+Locally the same values come from the environment / ``.env``; nothing here runs then. A secret
+whose parameter name is empty is not read (Chroma may run without auth: the template then passes
+an empty ``CHROMA_API_KEY_PARAMETER``); a named parameter that cannot be read fails the cold start
+naming its variable.
 """
 
 from __future__ import annotations
@@ -8,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+from dnd_rag.settings import ConfigError
 
 # environment variable holding the secret -> variable naming its SSM parameter
 SECRET_PARAMETERS = {"OPENAI_API_KEY": "OPENAI_API_KEY_PARAMETER", "CHROMA_API_KEY": "CHROMA_API_KEY_PARAMETER"}
@@ -19,5 +25,8 @@ def with_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     for variable, parameter_variable in SECRET_PARAMETERS.items():
         name = environ.get(parameter_variable)
         if name and not environ.get(variable):
-            resolved[variable] = str(parameters.get_parameter(name, decrypt=True, max_age=3600))
+            try:
+                resolved[variable] = str(parameters.get_parameter(name, decrypt=True, max_age=3600))
+            except GetParameterError as exc:
+                raise ConfigError(f"{parameter_variable}: SSM parameter {name} could not be read ({exc})") from None
     return resolved

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from dnd_rag.container import Container
 from dnd_rag.dal.secrets import with_secrets
+from dnd_rag.handlers.middlewares import stamp_headers
 from dnd_rag.handlers.routes import create_app
 from dnd_rag.observability import logger, metrics
 from dnd_rag.settings import load_settings
@@ -26,6 +27,5 @@ app = create_app(container)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     response = app.resolve(event, context)
-    request_id = event.get("requestContext", {}).get("requestId", "")
-    response.setdefault("headers", {})["X-Request-Id"] = request_id
+    stamp_headers(response, event, cors=bool(container.settings.cors_origins))
     return response

@@ -16,6 +16,7 @@ from dnd_rag.errors import (
     DailyLimitExceededError,
     ForbiddenError,
     IdempotencyKeyReusedError,
+    InvalidJsonError,
     InvalidRequestError,
     InvalidTokenError,
     IpRateLimitedError,
@@ -31,6 +32,7 @@ from dnd_rag.observability import logger, metrics
 
 STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     InvalidRequestError: HTTPStatus.BAD_REQUEST,
+    InvalidJsonError: HTTPStatus.BAD_REQUEST,
     MissingTokenError: HTTPStatus.UNAUTHORIZED,
     ForbiddenError: HTTPStatus.FORBIDDEN,
     RequestInProgressError: HTTPStatus.CONFLICT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -10,28 +11,30 @@ from aws_lambda_powertools.event_handler.middlewares.openapi_validation import O
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.metrics import MetricUnit
 
-from dnd_rag.errors import PayloadTooLargeError
+from dnd_rag.handlers.request_body import body_text
 from dnd_rag.logic.auth import Authenticator
 from dnd_rag.observability import hashed_user_id, logger, metrics
 
-MAX_BODY_BYTES = 16 * 1024
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response]
 
 
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
-    """Request validation that first refuses oversized bodies and reads every body as JSON.
+    """Request validation that first reads the body the way the API accepts it (request_body.py).
 
-    ``curl -d`` sends form encoding by default; the API only speaks JSON, so a JSON body sent
-    with the wrong Content-Type is still answered, and anything else is ``invalid_json``.
-    Powertools runs request validation before any user middleware, so these checks, which must
-    come first, wrap the validation step itself.
+    The body is decoded once here (base64, size, UTF-8) and handed on as plain text, so the
+    validation step's strict JSON parser sees exactly what the client sent. ``curl -d`` sends
+    form encoding by default; the API only speaks JSON, so a JSON body sent with another
+    Content-Type is still answered, and anything else is ``invalid_json``. Powertools runs
+    request validation before any user middleware, so these checks, which must come first,
+    wrap the validation step itself.
     """
 
     def handler(self, app: EventHandlerInstance, next_middleware: NextMiddleware) -> Response:
-        body = app.current_event.decoded_body or ""
-        if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
-            raise PayloadTooLargeError(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
-        headers = app.current_event.raw_event.setdefault("headers", {})
+        event = app.current_event.raw_event
+        if app.context["_route"].dependant.body_params:
+            event["body"] = body_text(event)
+            event["isBase64Encoded"] = False
+        headers = event.setdefault("headers", {})  # changed in place: Powertools may hold this dict
         for name in [name for name in headers if name.lower() == "content-type"]:
             del headers[name]
         headers["content-type"] = "application/json"
@@ -55,6 +58,20 @@ def cors_config(origins: list[str]) -> CORSConfig | None:
     # Powertools always adds the X-Amz-* headers of signed requests; this API takes bearer tokens only.
     config.allow_headers = set(ALLOWED_HEADERS)
     return config
+
+
+def stamp_headers(response: dict[str, Any], event: dict[str, Any], *, cors: bool) -> None:
+    """Headers every answer carries, whatever produced it: the request id (SPEC §3) and, when CORS
+    is on, ``Vary: Origin``, because then whether Access-Control-Allow-Origin appears depends on
+    the request's Origin (a shared cache must not give one origin's answer to another)."""
+    headers = response.setdefault("headers", {})
+    headers["X-Request-Id"] = event.get("requestContext", {}).get("requestId", "")
+    if cors:
+        vary = next((name for name in headers if name.lower() == "vary"), None)
+        values = [v.strip() for v in str(headers.pop(vary, "")).split(",") if v.strip()] if vary else []
+        if "origin" not in {v.lower() for v in values}:
+            values.append("Origin")
+        headers["Vary"] = ", ".join(values)
 
 
 def authenticated(authenticator: Callable[[], Authenticator]) -> Middleware:

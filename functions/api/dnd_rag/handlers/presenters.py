@@ -35,7 +35,17 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
     answer, standing = outcome.answer, outcome.admission.standing
     return QueryResponse(
         answer=answer.text,
-        sources=[SourceOut(id=p.id, source=p.source, score=round(p.score, 4)) for p in answer.passages],
+        sources=[
+            SourceOut(
+                id=p.id,
+                source=p.source,
+                score=round(p.score, 4),
+                collection=p.collection or None,
+                page=p.page,
+                section=p.title or None,
+            )
+            for p in answer.passages
+        ],
         diagnostics=answer.diagnostics,
         usage=UsageOut(
             prompt_tokens=answer.usage.prompt_tokens,

@@ -19,6 +19,7 @@ from dnd_rag.handlers.presenters import (
     record_query_metrics,
     usage_response,
 )
+from dnd_rag.handlers.request_body import strict_json
 from dnd_rag.logic.clock import Deadline
 from dnd_rag.models.api import AdminUsageResponse, HealthResponse, QueryRequest, QueryResponse, UsageResponse
 
@@ -42,7 +43,9 @@ def request_deadline(app: APIGatewayHttpResolver) -> Deadline:
 
 
 def create_app(container: Container) -> APIGatewayHttpResolver:
-    app = APIGatewayHttpResolver(cors=cors_config(container.settings.cors_origins), enable_validation=True)
+    app = APIGatewayHttpResolver(
+        cors=cors_config(container.settings.cors_origins), enable_validation=True, json_body_deserializer=strict_json
+    )
     app._request_validation_middleware = JsonBodyValidation()  # noqa: SLF001 - see JsonBodyValidation
     register_error_handlers(app, ROUTE_METHODS)
     document(app)

@@ -7,6 +7,7 @@ Only the SHA-256 of a token is ever kept or logged. A rejected token is cached b
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,9 @@ from dnd_rag.logic.ports import AuthApi, SharedTokenCache
 from dnd_rag.models.domain import User
 
 CacheSource = Literal["local", "shared", "auth_api"]
+MAX_TOKEN_CHARS = 4096
+_TOKEN = re.compile(rf"[!-~]{{1,{MAX_TOKEN_CHARS}}}")
+_BLANKS = " \t"
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,20 @@ def token_hash(token: str) -> str:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header, or MissingTokenError."""
+    """The token of an ``Authorization: Bearer <token>`` header, or MissingTokenError.
+
+    A token is 1..MAX_TOKEN_CHARS visible ASCII characters (RFC 6750 tokens are a subset): a header
+    with anything else (non-ASCII, control characters) is malformed, refused here without asking
+    the auth API, whose HTTP client could not even send it.
+    """
     if not authorization:
         raise MissingTokenError("Send an Authorization: Bearer <token> header.")
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
-        raise MissingTokenError("The Authorization header must be 'Bearer <token>'.")
+    scheme, _, token = authorization.strip(_BLANKS).partition(" ")
+    token = token.strip(_BLANKS)
+    if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
+        raise MissingTokenError(
+            "The Authorization header must be 'Bearer <token>', the token in visible ASCII characters."
+        )
     return token
 
 

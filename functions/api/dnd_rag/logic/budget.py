@@ -93,8 +93,11 @@ class Budget:
             )
 
         granted, totals = attempt()
-        if self._sweep(day, totals, now) and not granted:
-            granted, totals = attempt()  # reclaiming settled a dead request's hold: ask again
+        if self._sweep(day, totals, now):  # dead requests' holds were settled: the state moved
+            if granted:
+                totals = self._store.read_totals(day)
+            else:
+                granted, totals = attempt()
         self._remember_orphans(totals, now)
         self._observe(day, totals)
         return (Hold(day, hold_id, amount, user_id, model) if granted else None), totals
@@ -156,9 +159,11 @@ class Budget:
         expired = [(hold_id, entry) for hold_id, entry in totals.holds.items() if entry.lease_until < now]
         reclaimed = False
         for hold_id, entry in expired[:SWEEP_PER_REQUEST]:
-            if self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now)):
+            booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now))
+            if booked:
                 reclaimed = True
                 metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
+                metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=booked / 1000)
                 logger.warning("reclaimed the hold of a dead request", extra={"hold": hold_id, "amount": entry.amount})
         return reclaimed
 

@@ -16,6 +16,7 @@ class Chunk:
     source: str
     title: str
     index: int
+    page: int | None = None
 
     @property
     def content_hash(self) -> str:
@@ -68,3 +69,39 @@ def chunk_document(text: str, source: str, max_chars: int = 1500) -> list[Chunk]
                 index = len(chunks)
                 chunks.append(Chunk(id=f"{source}::{index:04d}", text=piece, source=source, title=title, index=index))
     return chunks
+
+
+def chunk_pages(pages: list[str], source: str, max_chars: int = 1500) -> list[Chunk]:
+    """Chunks of a paged document (a PDF): paragraphs within each page, so every chunk has one page."""
+    chunks: list[Chunk] = []
+    for number, text in enumerate(pages, start=1):
+        body = "\n\n".join(block.strip() for block in re.split(r"\n\s*\n", text) if block.strip())
+        if not body:
+            continue
+        for paragraphs in _split_long(body, max_chars):
+            for piece in _split_lines(paragraphs, max_chars):
+                index = len(chunks)
+                chunks.append(Chunk(f"{source}::{index:04d}", piece, source, "", index, page=number))
+    return chunks
+
+
+def _split_lines(text: str, max_chars: int) -> list[str]:
+    """PDF text often has no blank lines at all: a piece still too long is cut between lines."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for line in text.splitlines():
+        while len(line) > max_chars:  # one enormous line: cut it (rare; keeps the bound)
+            pieces.extend([current] if current else [])
+            current = ""
+            pieces.append(line[:max_chars])
+            line = line[max_chars:]
+        if current and len(current) + 1 + len(line) > max_chars:
+            pieces.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current.strip():
+        pieces.append(current)
+    return [piece for piece in pieces if piece.strip()]

@@ -21,7 +21,10 @@ class Embedder(Protocol):
 
 
 class Retriever(Protocol):
-    def search(self, vector: list[float], k: int, timeout_seconds: float) -> list[Passage]: ...
+    def search(self, vectors: list[list[float]], k: int, timeout_seconds: float) -> list[list[Passage]]:
+        """For each query vector, its ``k`` best passages over every collection, best first, scored
+        as cosine similarities in [0, 1]. Raises AttemptError (retryable) or UpstreamError."""
+        ...
 
 
 class Generator(Protocol):
@@ -96,8 +99,8 @@ class BudgetStore(Protocol):
 
     def reclaim(
         self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
-    ) -> bool:
-        """Settle a hold whose lease ended (at its recorded cost, else in full); True if this call did."""
+    ) -> int:
+        """Settle a hold whose lease ended (at its recorded cost, else in full); what this call booked."""
         ...
 
     def read_totals(self, day: str) -> BudgetTotals: ...

@@ -25,8 +25,18 @@ def clip(text: str, max_bytes: int) -> str:
     return text.encode()[:max_bytes].decode(errors="ignore")
 
 
+def _label(passage: Passage) -> str:
+    """Where a passage comes from, for the model to cite: file, book (collection), page."""
+    parts = [passage.source]
+    if passage.collection:
+        parts.append(f"book: {passage.collection}")
+    if passage.page is not None:
+        parts.append(f"page {passage.page}")
+    return clip("; ".join(parts), MAX_SOURCE_BYTES)
+
+
 def _passage_block(number: int, passage: Passage) -> str:
-    return f"[{number}] (source: {clip(passage.source, MAX_SOURCE_BYTES)})\n{clip(passage.text, MAX_PASSAGE_BYTES)}"
+    return f"[{number}] (source: {_label(passage)})\n{clip(passage.text, MAX_PASSAGE_BYTES)}"
 
 
 def _user_message(question: str, blocks: list[str]) -> str:

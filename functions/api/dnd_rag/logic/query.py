@@ -69,6 +69,7 @@ class QueryService:
         self._clock = clock
         self._max_question_chars = max_question_chars
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
+        self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
     def ask(self, user: User, question: str, k: int, debug: bool, deadline: Deadline) -> QueryOutcome:
         """Raises InvalidRequest / RateLimited / DailyLimitExceeded / BudgetExceeded / Upstream..."""
@@ -133,10 +134,16 @@ class QueryService:
         frame = self._fitter.frame_tokens(question)
         estimate = self._fitter.chat_bound(frame + k * self._tokens_per_passage)
         hold, totals = self._budget.open(user.id, model, embedding + estimate)
+        if hold is not None:
+            return Tab(self._budget, hold)
+        # The cheapest query this container has seen (or, before any, a prompt with no passage):
+        # when even that cannot fit in what is unspent, refuse now rather than pay for an embedding.
+        smallest = embedding + (self._smallest_chat or self._fitter.chat_bound(frame, floor=True))
+        if totals.spent + smallest > self._budget.limit:
+            raise self._budget.refusal(totals, smallest)
+        hold, totals = self._budget.open(user.id, model, embedding)
         if hold is None:
-            hold, totals = self._budget.open(user.id, model, embedding)
-        if hold is None:
-            raise self._budget.refusal(totals, embedding + self._fitter.chat_bound(frame, floor=True))
+            raise self._budget.refusal(totals, smallest)
         return Tab(self._budget, hold)
 
     def _fit(self, question: str, retrieval: Retrieval, tab: Tab) -> Fit:
@@ -147,6 +154,7 @@ class QueryService:
             passage_tokens = standard.prompt_tokens - self._fitter.frame_tokens(question)
             self._tokens_per_passage = max(self._tokens_per_passage, -(-passage_tokens // len(passages)))
         smallest = self._fitter.smallest(question, passages)
+        self._smallest_chat = min(self._smallest_chat or smallest.bound, smallest.bound)
         self._budget.note_smallest_query(tab.charged + smallest.bound)
         if tab.cover(standard.bound):
             return standard
@@ -179,6 +187,8 @@ class QueryService:
                 self._budget.release(tab.hold)
             else:
                 tab.close()
+                # spent although unanswered: the cost metric counts every cent on the books
+                metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=tab.charged / 1000)
         except ServiceError as exc:
             metrics.add_metric(name="SettleFailed", unit="Count", value=1)
             logger.error("could not settle a failed query; its hold will be reclaimed", extra={"reason": exc.reason})

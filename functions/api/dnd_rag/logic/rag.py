@@ -9,15 +9,16 @@ from typing import Any
 
 from dnd_rag.errors import AttemptError, UpstreamError
 from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.entities import choose, comparison_entities
 from dnd_rag.logic.fitting import Fit
 from dnd_rag.logic.ports import Embedder, Generator, Retriever
 from dnd_rag.logic.prompt import embedding_token_bound
 from dnd_rag.logic.spending import PaidCall, PaidCalls, Tab
 from dnd_rag.models.domain import Embedding, Generation, Passage
+from dnd_rag.observability import logger
 from dnd_rag.pricing import PriceBook, TokenUsage
 
 RETRIEVAL_ATTEMPTS = 2
-RETRIEVAL_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Retrieval:
     passages: list[Passage]
     embedding_model: str
     timings: dict[str, float] = field(default_factory=dict)
+    entities: list[str] = field(default_factory=list)  # the entities a comparison question named
+    via: dict[tuple[str, str], str] = field(default_factory=dict)  # passage key -> the query that found it
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class RagService:
         prices: PriceBook,
         paid_calls: PaidCalls,
         timeout_seconds: float,
+        retrieval_timeout_seconds: float,
+        entity_queries: bool = True,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -53,20 +58,28 @@ class RagService:
         self._prices = prices
         self._paid = paid_calls
         self._timeout = timeout_seconds
+        self._retrieval_timeout = retrieval_timeout_seconds
+        self._entity_queries = entity_queries
+
+    def entities(self, question: str) -> list[str]:
+        return comparison_entities(question) if self._entity_queries else []
 
     def embedding_bound(self, question: str) -> int:
-        """The most embedding ``question`` once can be billed."""
-        return self._prices.cost_nanos(TokenUsage(embedding_tokens=embedding_token_bound(question)))
+        """The most the one embeddings call for ``question`` (and the entities it names) can be billed."""
+        texts = [question, *self.entities(question)]
+        return self._prices.cost_nanos(TokenUsage(embedding_tokens=sum(embedding_token_bound(t) for t in texts)))
 
     def retrieve(
         self, question: str, k: int, deadline: Deadline, tab: Tab, not_covered: Callable[[], Exception]
     ) -> Retrieval:
         started = time.perf_counter()
+        entities = self.entities(question)
+        texts = [question, *entities]  # one paid call embeds the question and every entity it names
         call = PaidCall("embeddings", self.embedding_bound(question), self._timeout)
         embedding: Embedding = self._paid.run(
             tab,
             call,
-            lambda timeout: self._embedder.embed([question], timeout),
+            lambda timeout: self._embedder.embed(texts, timeout),
             lambda result: (
                 self._prices.cost_nanos(TokenUsage(embedding_tokens=result.tokens)),
                 TokenUsage(embedding_tokens=result.tokens),
@@ -75,19 +88,26 @@ class RagService:
             not_covered,
         )
         embedded = time.perf_counter()
-        passages = self._search(embedding.vectors[0], k, deadline)
+        if len(embedding.vectors) != len(texts):
+            raise UpstreamError(
+                "The embedding service is unavailable right now. Please retry.",
+                reason=f"embeddings: {len(embedding.vectors)} vectors for {len(texts)} texts",
+            )
+        hits = self._search(embedding.vectors, k, deadline)
+        choice = choose(hits[0], dict(zip(entities, hits[1:], strict=True)), k)
         timings = {"embed_ms": _ms(embedded - started), "retrieve_ms": _ms(time.perf_counter() - embedded)}
-        return Retrieval(passages, embedding.model, timings)
+        return Retrieval(choice.passages, embedding.model, timings, entities, choice.via)
 
-    def _search(self, vector: list[float], k: int, deadline: Deadline) -> list[Passage]:
+    def _search(self, vectors: list[list[float]], k: int, deadline: Deadline) -> list[list[Passage]]:
         """Chroma costs nothing per call: plain bounded retries, each inside the deadline."""
         for attempt in range(1, RETRIEVAL_ATTEMPTS + 1):
-            timeout = min(RETRIEVAL_TIMEOUT_SECONDS, deadline.remaining())
+            timeout = min(self._retrieval_timeout, deadline.remaining())
             if timeout <= 0:
                 break
             try:
-                return self._retriever.search(vector, k, timeout)
+                return self._retriever.search(vectors, k, timeout)
             except AttemptError as failure:
+                logger.warning("retrieval attempt failed", extra={"attempt": attempt, "reason": failure.reason})
                 if not failure.retryable or attempt == RETRIEVAL_ATTEMPTS:
                     raise UpstreamError(
                         "The rules index is unavailable right now. Please retry.", reason=failure.reason
@@ -121,8 +141,18 @@ def diagnostics(
         {
             "stage": "retrieval",
             "embedding_model": retrieval.embedding_model,
+            # how the passages were chosen: one query for the question, one per entity it compares
+            "queries": ["question", *(f"entity: {entity}" for entity in retrieval.entities)],
             "passages": [
-                {"rank": n, "id": p.id, "source": p.source, "score": round(p.score, 4)}
+                {
+                    "rank": n,
+                    "id": p.id,
+                    "collection": p.collection,
+                    "source": p.source,
+                    "page": p.page,
+                    "score": round(p.score, 4),
+                    "via": retrieval.via.get(p.key, "question"),
+                }
                 for n, p in enumerate(retrieval.passages, start=1)
             ],
         },

@@ -11,7 +11,8 @@ one of three shapes, each a single conditional ``UpdateItem`` that is only valid
 
 The shape is guessed from the state this container saw last; a refused write returns the item as
 it is (ALL_OLD), which either proves the request must be rejected (and why, with Retry-After) or
-names the right shape for one more attempt. So an admission costs one round trip in the common
+names the right shape for one more attempt. A refusal without the item is followed by one
+consistent read instead. So an admission costs one round trip in the common
 case, and no interleaving of writers can admit more than the policy allows.
 """
 
@@ -104,8 +105,14 @@ class RateLimiter:
     def admit(self, key: str, policy: Policy, now: float) -> Admission:
         """Consume one request for ``key`` or raise RateLimitedError / DailyLimitExceededError."""
         state = self._last_seen.get(key)
+        reread = False
         for _ in range(MAX_ATTEMPTS):
             admitted, observed = self._store.try_consume(key, shape_for(state, now), policy, now)
+            if not admitted and observed is None and not reread:
+                # A refusal that carries no item (TTL removed it between the attempts, or an engine
+                # that does not return it) says nothing: one consistent read, not blind retries
+                # that would end in a spurious 429.
+                observed, reread = self._store.read(key), True
             self._remember(key, observed)
             if admitted:
                 assert observed is not None

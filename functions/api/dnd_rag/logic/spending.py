@@ -100,7 +100,7 @@ class PaidCalls:
             except AttemptError as failure:
                 if failure.billable:
                     tab.charge(call.bound)
-                    metrics.add_metric(name="BillableAttemptError", unit="Count", value=1)
+                    metrics.add_metric(name="BillableAttemptFailed", unit="Count", value=1)
                 logger.warning(
                     "paid call attempt failed",
                     extra={

@@ -51,7 +51,10 @@ class HealthResponse(BaseModel):
 class SourceOut(BaseModel):
     id: str
     source: str
-    score: float
+    score: float = Field(description="Cosine similarity to the question (or to an entity it compares), 0..1.")
+    collection: str | None = Field(default=None, description="The Chroma collection (often: the book).")
+    page: int | None = Field(default=None, description="The page, when the collection's metadata has one.")
+    section: str | None = Field(default=None, description="The section heading, when the metadata has one.")
 
 
 class UsageOut(BaseModel):

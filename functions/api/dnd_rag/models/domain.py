@@ -34,8 +34,15 @@ class Passage:
     id: str
     text: str
     source: str
-    score: float
-    title: str = ""
+    score: float  # cosine similarity to the query that found it, clamped to [0, 1]
+    title: str = ""  # the section (heading path) when the collection's metadata has one
+    collection: str = ""  # the Chroma collection (often: the book) it came from
+    page: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Ids are unique within a collection only."""
+        return (self.collection, self.id)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import itertools
 import math
 from collections import Counter
 
+from dnd_rag.logic.entities import comparison_entities
 from dnd_rag.logic.text import count_tokens, sentences, terms
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt
 
@@ -52,7 +53,8 @@ class OfflineEmbedder:
 
 
 class ExtractiveGenerator:
-    """Answers by quoting the best-matching sentences, covering each of the top sources."""
+    """Answers by quoting the best-matching sentences, covering each of the top sources and, for a
+    comparison question, each entity it names."""
 
     model = OFFLINE_CHAT_MODEL
 
@@ -83,17 +85,23 @@ class ExtractiveGenerator:
                     scored.append((len(overlap) + passage.score, rank, order, sentence))
         scored.sort(key=lambda item: (-item[0], item[1], item[2]))
         picked: list[tuple[float, int, int, str]] = []
-        covered: set[int] = set()
+        for entity in comparison_entities(question):  # a comparison quotes every side of it
+            named = set(terms(entity))
+            best = next((item for item in scored if named <= set(terms(item[3])) and item not in picked), None)
+            if best is not None:
+                picked.append(best)
+        limit = max(self._max_sentences, len(picked) + 1)
+        covered: set[int] = {item[1] for item in picked}
         for item in scored:  # the best sentence of each of the best sources first ...
             if item[1] not in covered and len(covered) < self._sources_covered:
                 covered.add(item[1])
                 picked.append(item)
         for item in scored:  # ... then the best remaining sentences overall
-            if len(picked) >= self._max_sentences:
+            if len(picked) >= limit:
                 break
             if item not in picked:
                 picked.append(item)
-        picked = picked[: self._max_sentences]
+        picked = picked[:limit]
         picked.sort(key=lambda item: (-item[0], item[1], item[2]))
         return [(sentence, rank + 1) for _, rank, _, sentence in picked]
 

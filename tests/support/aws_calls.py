@@ -1,0 +1,63 @@
+"""Records the AWS actions the Lambda code really performs, for the IAM least-privilege test.
+
+A botocore hook on every session (boto3's default one, and each one created later, as Powertools
+does for SSM) notes each API call whose call stack passes through the Lambda code
+(functions/api/dnd_rag); calls the tests make themselves (creating the table, inspecting items)
+are not the code's and are left out.
+An API call is written as the IAM actions that authorize it: DynamoDB checks each item of a
+transaction as its own action (there is no dynamodb:TransactWriteItems action).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore
+
+APP_CODE = str(Path(__file__).resolve().parents[2] / "functions" / "api" / "dnd_rag")
+TRANSACTION_ITEM_ACTIONS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+    "Get": "GetItem",
+}
+
+
+class AwsActionRecorder:
+    def __init__(self) -> None:
+        self.actions: set[str] = set()
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        """Hook every session, existing default and future: clients created from now on report calls."""
+        botocore.register_initializer(lambda session: session.register("before-parameter-build", self._on_call))
+        boto3._get_default_session().events.register("before-parameter-build", self._on_call)
+
+    def _on_call(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        if not _called_from_app_code():
+            return
+        prefix = model.service_model.signing_name
+        operation = model.name
+        if operation in ("TransactWriteItems", "TransactGetItems"):
+            names = {TRANSACTION_ITEM_ACTIONS[kind] for item in params.get("TransactItems", []) for kind in item}
+        else:
+            names = {operation}
+        with self._lock:
+            self.actions.update(f"{prefix}:{name}" for name in names)
+
+
+def _called_from_app_code() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(APP_CODE):
+            return True
+        frame = frame.f_back
+    return False
+
+
+RECORDER = AwsActionRecorder()
