@@ -8,12 +8,15 @@ OpenAI client against the fake OpenAI server, until the day's budget is exhauste
   conflicts at random, and holds every transaction open for a window (a real DynamoDB trait);
 - the fake OpenAI answers 429 and 500 at random and sometimes bills a request, then holds its
   answer past the client's timeout (``timeout_after_billing``);
-- containers are SIGKILLed at random moments in the middle of a request (and replaced: a new
-  cold start), like a Lambda crashing or being stopped.
+- containers are SIGKILLed in the middle of a request, at a random moment or the moment the fake
+  OpenAI has billed their chat call, like a Lambda crashing or timing out (a new container, forked
+  from the warm parent, takes the dead one's place).
 
 Then the faults stop, the leases of the dead requests run out, and the next requests reclaim what
 the dead left behind. The fake OpenAI's record of everything it billed (delivered or not) is the
-ground truth the books are checked against.
+ground truth the books are checked against: in total, and per user, since each request's OpenAI
+calls carry its user in their path; a killed request is its user's only one, so for it the check
+is per request.
 
 Every random choice is seeded (``CHAOS_SEED``, default 8); thread timing still varies from run to
 run, which is the point. Run it alone: ``pytest tests/integration/test_budget_chaos.py``.
