@@ -4,7 +4,11 @@ Starts its own serialized AWS emulator, Chroma server and dev auth server on fre
   1. a bare DynamoDB GetItem on the emulator (the yardstick),
   2. the limiter admitting (warm container), rejecting, and admitting with a cold guess,
   3. POST /api/query through the real handler (offline providers, warm container, cached token),
-     admitted and rate-limited.
+     admitted and rate-limited, and the DynamoDB requests of one answered query (at most 4),
+  4. budget utilization: default-k queries from 3 users on 4 concurrent in-process containers
+     (threads, each its own client and app) on a fresh table until the budget refuses for good,
+     at DAILY_BUDGET_USD 0.01 and 1 (``--budgets``): the share spent at the first 503, at the end,
+     and the 80 % and 100 % mails in the emulator's SES. The $1 run answers ~3,000 queries (~3 min).
 Latencies are reported as p50/p95 and as ratios to the GetItem of the same run, so the figures
 compare across machines; DynamoDB round trips are counted with a botocore event hook.
 """
@@ -14,13 +18,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,15 +39,17 @@ from dnd_rag.container import Container
 from dnd_rag.dal.budget import DynamoBudgetStore
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.dal.limits import DynamoLimitStore
-from dnd_rag.errors import BudgetExceededError, RateLimitedError
+from dnd_rag.errors import RateLimitedError
 from dnd_rag.handlers.routes import create_app
 from dnd_rag.logic.budget import Budget, Charge
+from dnd_rag.logic.clock import utc_day
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
-from dnd_rag.pricing import TokenUsage
+from dnd_rag.observability import logger
+from dnd_rag.pricing import TokenUsage, usd_to_nanos
 from dnd_rag.settings import load_settings
 from infra.local.api_server import LambdaContext, build_event
 from infra.local.auth_server import make_auth_server
-from infra.local.bootstrap import ensure_table
+from infra.local.bootstrap import ensure_table, verify_identities
 from infra.local.processes import free_port, running
 from infra.local.stack import chroma_command, local_environment
 from infra.scripts.ingest import document_paths, ingest
@@ -137,14 +146,13 @@ def bench_exactness(client: Any, table: str) -> None:
 
     def spend(worker: int) -> None:
         while True:
-            try:
-                reservation = budget.reserve(50_000)
-            except BudgetExceededError:
-                if budget.totals().spent + 50_000 > budget.limit:
+            hold, totals = budget.open(f"race-{worker}", "bench", 50_000)
+            if hold is None:
+                if totals.spent + 50_000 > budget.limit:
                     return
                 continue
             cost = 20_000 + (worker * 7919 + len(settled) * 104_729) % 30_001  # 20k..50k, never above the hold
-            budget.settle(reservation, Charge(f"race-{worker}", "bench", TokenUsage(), cost))
+            budget.settle(hold, Charge(f"race-{worker}", "bench", TokenUsage(), cost))
             with lock:
                 settled.append(cost)
 
@@ -202,9 +210,147 @@ def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[f
     report("POST /api/query: rate-limited", rejected, baseline, (trips.count - before) / samples)
 
 
+def bench_round_trips(env: dict[str, str]) -> None:
+    """The DynamoDB requests of one answered query on a warm container with a cached token."""
+    client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+    table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    settings = load_settings(
+        {**env, "TABLE_NAME": table, "TOKEN_BUCKET_CAPACITY": "1000", "DAILY_USER_REQUEST_LIMIT": "1000"}
+    )
+    app = create_app(Container(settings, dynamodb_client=client))
+    sent: list[str] = []
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert _ask(app, "dev-alice")[0] == 200  # cold: the token is validated and cached
+        client.meta.events.register("before-send.dynamodb", lambda **kw: sent.append(kw["event_name"]))
+        assert _ask(app, "dev-alice")[0] == 200
+    operations = [name.rsplit(".", 1)[1] for name in sent]
+    verdict = "ok" if len(operations) <= 4 else "OVER 4"
+    print(f"  answered query, warm container, cached token: {len(operations)} sequential ({verdict}): {operations}")
+
+
+QUESTION_BODY = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
+
+
+def _ask(app: Any, token: str) -> tuple[int, dict[str, Any]]:
+    event = build_event(
+        "POST",
+        "/api/query",
+        "",
+        {"authorization": f"Bearer {token}", "content-type": "application/json"},
+        QUESTION_BODY,
+        "POST /api/query",
+        {},
+        "127.0.0.1",
+    )
+    response = app.resolve(event, LambdaContext("bench"))
+    return int(response["statusCode"]), json.loads(response.get("body") or "{}")
+
+
+def sent_alerts(endpoint: str, recipient: str) -> list[str]:
+    """Subjects of the e-mails the emulator's SES accepted for ``recipient``."""
+    with urllib.request.urlopen(f"{endpoint}/moto-api/data.json") as response:  # noqa: S310 - loopback
+        messages = json.load(response)["ses"]["Message"]
+    return [m["subject"] for m in messages if recipient in m["destinations"]["ToAddresses"]]
+
+
+def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[str, Any]:
+    """Default-k queries from 3 users on ``containers`` concurrent warm containers (threads, each
+    with its own client and app), on a fresh table, until the budget refuses for good."""
+    table = f"dnd-rag-bench-budget-{uuid.uuid4().hex[:8]}"
+    recipient = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    setup = boto3.client("dynamodb", config=CLIENT_CONFIG)
+    ensure_table(setup, table)
+    verify_identities(boto3.client("ses"), env["ALERT_FROM"], recipient)
+    run_env = {
+        **env,
+        "TABLE_NAME": table,
+        "DAILY_BUDGET_USD": usd,
+        "ALERT_EMAIL": recipient,
+        "TOKEN_BUCKET_CAPACITY": str(10**9),
+        "DAILY_USER_REQUEST_LIMIT": str(10**9),
+    }
+    limit = usd_to_nanos(load_settings(run_env).daily_budget_usd)
+    tokens = ["dev-alice", "dev-bob", "dev-admin"]
+    done = threading.Event()
+    lock = threading.Lock()
+    stats: dict[str, Any] = {"answered": 0, "degraded": 0, "refused": Counter(), "first_refusal_pct": None}
+    trips_answered: list[int] = []
+
+    def serve(index: int) -> None:
+        client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+        trips = RoundTrips(client)
+        app = create_app(Container(load_settings(run_env), dynamodb_client=client))
+        n = 0
+        while not done.is_set():
+            before = trips.count
+            status, body = _ask(app, tokens[(index + n) % len(tokens)])
+            n += 1
+            with lock:
+                if status == 200:
+                    stats["answered"] += 1
+                    stats["degraded"] += body["meta"]["degraded"] is not None
+                    trips_answered.append(trips.count - before)
+                    continue
+                if status == 503 and body.get("error") == "budget_exceeded":
+                    stats["refused"][body["reason"]] += 1
+                    if stats["first_refusal_pct"] is None:
+                        stats["first_refusal_pct"] = body["budget_info"]["percentage"]
+                    if body["reason"] == "spent":
+                        done.set()
+                    continue
+                raise AssertionError(f"unexpected answer {status}: {body}")
+
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), ThreadPoolExecutor(containers) as pool:
+        list(pool.map(serve, range(containers)))
+    seconds = time.perf_counter() - started
+    totals = DynamoBudgetStore(setup, table).read_totals(utc_day(time.time()))
+    subjects = sent_alerts(env["AWS_ENDPOINT_URL"], recipient)
+    return {
+        **stats,
+        "usd": usd,
+        "spent_pct": 100 * totals.spent / limit,
+        "overshoot": max(0, totals.spent - limit),
+        "open_holds": totals.committed - totals.spent,
+        "alerts_80": sum("Warning" in subject for subject in subjects),
+        "alerts_100": sum("exhausted" in subject for subject in subjects),
+        "trips_mean": statistics.mean(trips_answered),
+        "trips_max": max(trips_answered),
+        "seconds": seconds,
+    }
+
+
+def report_utilization(runs: list[dict[str, Any]], containers: int) -> None:
+    print(f"budget utilization (offline providers, default k, {containers} concurrent containers, 3 users):")
+    print(
+        "  (1st 503 at: spent when the first budget_exceeded came, whatever its reason; spent: when the first "
+        "reason=spent came and the run stopped)"
+    )
+    print(
+        f"  {'DAILY_BUDGET_USD':>16s} {'answered':>8s} {'degraded':>8s} {'1st 503 at':>10s} {'spent':>8s} "
+        f"{'80% mail':>8s} {'100% mail':>9s} {'trips/answer':>12s} {'seconds':>7s}"
+    )
+    for run in runs:
+        first = run["first_refusal_pct"]
+        print(
+            f"  {run['usd']:>16s} {run['answered']:8d} {run['degraded']:8d} "
+            f"{(f'{first:.2f} %' if first is not None else '-'):>10s} {run['spent_pct']:7.2f}% "
+            f"{run['alerts_80']:8d} {run['alerts_100']:9d} "
+            f"{run['trips_mean']:5.2f} (max {run['trips_max']}) {run['seconds']:7.1f}"
+        )
+        refused = ", ".join(f"{reason} {count}" for reason, count in sorted(run["refused"].items()))
+        print(
+            f"  {'':>16s} refusals: {refused}; overshoot {run['overshoot']} nano-USD; "
+            f"left held {run['open_holds']} nano-USD"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--budgets", default="0.01,1", help="DAILY_BUDGET_USD values for the utilization runs")
+    parser.add_argument("--containers", type=int, default=4, help="concurrent containers in the utilization runs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -246,9 +392,15 @@ def main() -> None:
             report("bare GetItem (yardstick)", baseline, baseline, 1.0)
             bench_limiter(client, env["TABLE_NAME"], args.samples, baseline)
             bench_query(env, client, min(args.samples, 100), baseline)
+            print("round trips (same emulator):")
+            bench_round_trips(env)
             print("correctness under contention (same emulator):")
             ensure_table(client, "dnd-rag-bench-race")
             bench_exactness(client, "dnd-rag-bench-race")
+            budgets = [usd.strip() for usd in args.budgets.split(",") if usd.strip()]
+            logger.setLevel("ERROR")  # thousands of expected 503s at the end of each run are not the report
+            runs = [bench_utilization(env, usd, args.containers) for usd in budgets]
+            report_utilization(runs, args.containers)
         auth.shutdown()
 
 

@@ -369,3 +369,43 @@ def test_operations_seen_are_listed_for_the_iam_check(
     ):
         assert expected in operations
     assert not any(entry["operation"].startswith("/_emulator") for entry in operations)
+
+
+def test_a_cancelled_transaction_applies_none_of_its_items(dynamodb: Client, table_name: str, prefix: str) -> None:
+    # The emulator rolls a cancelled transaction back item by item (moto would deep-copy the whole
+    # table per transaction, which slows every request as the table grows): nothing may leak.
+    pk = prefix + "rollback"
+    dynamodb.put_item(TableName=table_name, Item={**key(pk, "LEDGER"), "n": {"N": "1"}})
+    dynamodb.put_item(TableName=table_name, Item=key(pk, "MARKER"))
+
+    with pytest.raises(ClientError) as error:
+        dynamodb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": table_name,
+                        "Key": key(pk, "LEDGER"),
+                        "UpdateExpression": "ADD n :five",
+                        "ExpressionAttributeValues": {":five": {"N": "5"}},
+                    }
+                },
+                {"Put": {"TableName": table_name, "Item": key(pk, "NEW")}},
+                {
+                    "Put": {
+                        "TableName": table_name,
+                        "Item": {**key(pk, "MARKER"), "n": {"N": "9"}},
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            ]
+        )
+
+    assert error_code(error) == "TransactionCanceledException"
+    items = dynamodb.query(
+        TableName=table_name,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": pk}},
+        ConsistentRead=True,
+    )["Items"]
+    found = sorted((item["sk"]["S"], item.get("n", {}).get("N")) for item in items)
+    assert found == [("LEDGER", "1"), ("MARKER", None)]

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 
+from dnd_rag.logic.budget import LEASE_SECONDS
 from dnd_rag.settings import ConfigError, load_settings
 
 MINIMAL = {"AUTH_API_URL": "http://127.0.0.1:8081", "TABLE_NAME": "dnd-rag-local"}
@@ -17,6 +18,7 @@ def test_defaults_follow_the_spec():
     assert settings.daily_budget_usd == Decimal("1.0")
     assert settings.openai_model == "gpt-4o-mini"
     assert (settings.llm_provider, settings.embedding_provider) == ("offline", "offline")
+    assert settings.budget_lease_seconds == LEASE_SECONDS  # the budget's own default (>= 2 x Lambda timeout)
 
 
 def test_an_openai_key_switches_both_providers_to_openai():
@@ -50,6 +52,8 @@ def test_empty_values_count_as_unset():
         ("MAX_QUESTION_CHARS", "0"),
         ("AUTH_API_URL", "api.example.com"),
         ("CHROMA_SSL", "maybe"),
+        ("BUDGET_LEASE_SECONDS", "0"),
+        ("BUDGET_LEASE_SECONDS", "soon"),
         ("CHROMA_COLLECTIONS", "dnd_rules,no spaces allowed"),
         ("CHROMA_COLLECTIONS", "ok_name,x"),
         ("RETRIEVAL_ENTITY_QUERIES", "sometimes"),

@@ -120,7 +120,7 @@ class Container:
 
             mailer = SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)
             alerts = BudgetAlerts(store, self.ledgers, mailer, limit, self.clock)
-        return Budget(store, limit, self.clock, observer=alerts)
+        return Budget(store, limit, self.clock, observer=alerts, lease_seconds=s.budget_lease_seconds)
 
     @property
     def plans(self) -> PlanBook:

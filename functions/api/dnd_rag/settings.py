@@ -92,6 +92,9 @@ class Settings(BaseModel):
     # the degradation floors: the least a query may use when the budget runs low (SPEC §4)
     budget_min_passages: int = Field(default=2, alias="BUDGET_MIN_PASSAGES", ge=1, le=50)
     budget_min_completion_tokens: int = Field(default=100, alias="BUDGET_MIN_COMPLETION_TOKENS", ge=1, le=16384)
+    # how long a budget hold outlives its request before it is reclaimed as an orphan; keep it
+    # above the Lambda timeout (29 s), or live requests get charged in full and corrected later
+    budget_lease_seconds: int = Field(default=60, alias="BUDGET_LEASE_SECONDS", ge=1, le=3600)
     max_question_chars: int = Field(default=2000, alias="MAX_QUESTION_CHARS", ge=1, le=8000)
     chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
     chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)

@@ -4,7 +4,7 @@ Items (all expire with TTL a few days after their UTC day):
   BUDGET#<day> / TOTAL        ``spent``, ``committed`` (spent + open holds), ``requests``;
                               ``h_<id>`` = {a: amount, l: lease end, u: user, m: model} per open hold;
                               ``o_<id>`` = end of grace, per hold charged in full as an orphan;
-                              ``m<field>_<model>`` the per-model ledger; ``alert_<T>_sent|claim``
+                              ``m<field>_<model>`` the per-model ledger; ``alert_<T>_sent|claim|owner``
   LEDGER#<day> / USER#<id>    the user's ledger: requests, tokens, cost
   LEDGER#<day> / CHARGE#<id>  what hold <id> was charged (``orphan`` when charged in full)
 
@@ -22,6 +22,7 @@ Why this shape (SPEC §4 "conflict-free writes"):
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -447,18 +448,25 @@ class DynamoBudgetStore:
     # --- alert claims ---------------------------------------------------------------------------
 
     def claim_alert(self, day: str, threshold: int, now: float, claim_until: float, minimum_spent: int) -> bool:
+        # The claim names its owner, so the SDK re-sending it after a lost response finds our own
+        # claim and succeeds, instead of failing its condition and leaving the alert unsent.
         try:
             self._update_total(
                 "UpdateItem alert claim",
                 day,
-                UpdateExpression="SET #claim = :until",
+                UpdateExpression="SET #claim = :until, #owner = :me",
                 ConditionExpression="attribute_exists(spent) AND spent >= :minimum AND attribute_not_exists(#sent) "
-                "AND (attribute_not_exists(#claim) OR #claim < :now)",
-                ExpressionAttributeNames={"#claim": f"alert_{threshold}_claim", "#sent": f"alert_{threshold}_sent"},
+                "AND (attribute_not_exists(#claim) OR #claim < :now OR #owner = :me)",
+                ExpressionAttributeNames={
+                    "#claim": f"alert_{threshold}_claim",
+                    "#owner": f"alert_{threshold}_owner",
+                    "#sent": f"alert_{threshold}_sent",
+                },
                 ExpressionAttributeValues={
                     ":until": number(claim_until),
                     ":now": number(now),
                     ":minimum": number(minimum_spent),
+                    ":me": {"S": uuid.uuid4().hex},
                 },
             )
         except ClientError as exc:
@@ -471,8 +479,12 @@ class DynamoBudgetStore:
         self._update_total(
             "UpdateItem alert sent",
             day,
-            UpdateExpression="SET #sent = :now REMOVE #claim",
-            ExpressionAttributeNames={"#sent": f"alert_{threshold}_sent", "#claim": f"alert_{threshold}_claim"},
+            UpdateExpression="SET #sent = :now REMOVE #claim, #owner",
+            ExpressionAttributeNames={
+                "#sent": f"alert_{threshold}_sent",
+                "#claim": f"alert_{threshold}_claim",
+                "#owner": f"alert_{threshold}_owner",
+            },
             ExpressionAttributeValues={":now": number(now)},
         )
 
@@ -480,8 +492,8 @@ class DynamoBudgetStore:
         self._update_total(
             "UpdateItem alert drop",
             day,
-            UpdateExpression="REMOVE #claim",
-            ExpressionAttributeNames={"#claim": f"alert_{threshold}_claim"},
+            UpdateExpression="REMOVE #claim, #owner",
+            ExpressionAttributeNames={"#claim": f"alert_{threshold}_claim", "#owner": f"alert_{threshold}_owner"},
         )
 
 
