@@ -29,6 +29,11 @@ from dnd_rag.observability import logger, metrics
 # this container has seen (this many tokens until it has seen one). A larger real prompt grows
 # the hold once; near the end of the budget only the embedding is held before retrieval.
 INITIAL_TOKENS_PER_PASSAGE = 400
+# When the money left is held by running queries, they settle (and usually free most of it)
+# within moments: wait this long, in steps, before answering 503 `in_flight` — never with less
+# than MIN_SECONDS_FOR_QUERY of the deadline left for the query itself.
+IN_FLIGHT_WAITS = (0.1, 0.2, 0.4, 0.8)
+MIN_SECONDS_FOR_QUERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class QueryService:
         fitter: Fitter,
         clock: Callable[[], float],
         max_question_chars: int,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -68,6 +74,7 @@ class QueryService:
         self._fitter = fitter
         self._clock = clock
         self._max_question_chars = max_question_chars
+        self._sleep = sleep
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
@@ -105,10 +112,10 @@ class QueryService:
     def _answer(
         self, user: User, question: str, k: int, debug: bool, deadline: Deadline
     ) -> tuple[Answer, BudgetTotals | None, Fit]:
-        tab = self._open(user, question, k)
+        tab = self._open(user, question, k, deadline)
         try:
             retrieval = self._rag.retrieve(question, k, deadline, tab, _no_retry_budget)
-            fit = self._fit(question, retrieval, tab)
+            fit = self._fit(question, retrieval, tab, deadline)
             started = time.perf_counter()
             generation = self._rag.generate(fit, deadline, tab, _no_retry_budget)
             generate_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -127,7 +134,18 @@ class QueryService:
         )
         return answer, totals, fit
 
-    def _open(self, user: User, question: str, k: int) -> Tab:
+    def _waited(self, number: int, deadline: Deadline) -> bool:
+        """Wait for running queries to settle (the ``number``-th time); False when waiting is over."""
+        if number >= len(IN_FLIGHT_WAITS):
+            return False
+        wait = IN_FLIGHT_WAITS[number]
+        if deadline.remaining() - wait < MIN_SECONDS_FOR_QUERY:
+            return False
+        metrics.add_metric(name="BudgetWaitedInFlight", unit="Count", value=1)
+        self._sleep(wait)
+        return True
+
+    def _open(self, user: User, question: str, k: int, deadline: Deadline) -> Tab:
         """The first hold: the whole query as estimated, or (near the end) just the embedding."""
         embedding = self._rag.embedding_bound(question)
         model = self._rag.generator.model
@@ -139,14 +157,17 @@ class QueryService:
         # The cheapest query this container has seen (or, before any, a prompt with no passage):
         # when even that cannot fit in what is unspent, refuse now rather than pay for an embedding.
         smallest = embedding + (self._smallest_chat or self._fitter.chat_bound(frame, floor=True))
-        if totals.spent + smallest > self._budget.limit:
-            raise self._budget.refusal(totals, smallest)
-        hold, totals = self._budget.open(user.id, model, embedding)
-        if hold is None:
-            raise self._budget.refusal(totals, smallest)
-        return Tab(self._budget, hold)
+        waits = 0
+        while totals.spent + smallest <= self._budget.limit:  # else spent: no wait can help
+            hold, totals = self._budget.open(user.id, model, embedding)
+            if hold is not None:
+                return Tab(self._budget, hold)
+            if not self._waited(waits, deadline):
+                break
+            waits += 1
+        raise self._budget.refusal(totals, smallest)
 
-    def _fit(self, question: str, retrieval: Retrieval, tab: Tab) -> Fit:
+    def _fit(self, question: str, retrieval: Retrieval, tab: Tab, deadline: Deadline) -> Fit:
         """The standard form if the budget covers it, else the richest form that fits, else 503."""
         passages = retrieval.passages
         standard = self._fitter.standard(question, passages)
@@ -158,15 +179,24 @@ class QueryService:
         self._budget.note_smallest_query(tab.charged + smallest.bound)
         if tab.cover(standard.bound):
             return standard
-        for _ in range(3):  # each refusal shows the state that refused it: fit to that, then ask again
+        waits = refits = 0
+        while refits < 3:  # each refusal shows the state that refused it: fit to that, then ask again
             totals = tab.refused_totals
             assert totals is not None
             available = self._budget.available_to(tab.hold, totals) - tab.charged
             fit = self._fitter.best_within(question, passages, available)
-            if fit is None:
+            if fit is not None:
+                if tab.cover(fit.bound):
+                    return fit
+                refits += 1
+                continue
+            if totals.spent + tab.charged + smallest.bound > self._budget.limit:
+                break  # spent: no wait can help
+            if not self._waited(waits, deadline):
                 break
-            if tab.cover(fit.bound):
-                return fit
+            waits += 1
+            if tab.cover(standard.bound):  # running queries settled: maybe the whole query fits now
+                return standard
         assert tab.refused_totals is not None
         raise self._budget.refusal(tab.refused_totals, tab.charged + smallest.bound)
 
