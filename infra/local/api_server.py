@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 import uuid
@@ -253,12 +254,16 @@ def start_containers(count: int, routes: list[HttpRoute]) -> ProcessPoolExecutor
     return pool
 
 
-def make_api_server(host: str, port: int, containers: int) -> ThreadingHTTPServer:
+def make_api_server(host: str, port: int, containers: int) -> tuple[ThreadingHTTPServer, ProcessPoolExecutor]:
     routes = http_routes()
     pool = start_containers(containers, routes)
     server = ThreadingHTTPServer((host, port), make_request_handler(compile_routes(routes), pool))
     server.daemon_threads = True
-    return server
+    return server, pool
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main() -> None:
@@ -267,9 +272,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--containers", type=int, default=int(os.environ.get("LOCAL_API_CONTAINERS", "4")))
     args = parser.parse_args()
-    server = make_api_server(args.host, args.port, args.containers)
+    server, pool = make_api_server(args.host, args.port, args.containers)
+    # Stopped by SIGTERM (the stack, the test tiers): shut the worker processes down with us,
+    # or they would outlive the server as orphans.
+    signal.signal(signal.SIGTERM, _exit)
     print(f"API listening on http://{args.host}:{args.port}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 if __name__ == "__main__":
