@@ -3,6 +3,7 @@ all of it usable, exact ledgers, alerts once per threshold (read back from the e
 degradation to the floors, refusal reasons, orphans charged, idempotent under DynamoDB faults."""
 
 import json
+import threading
 import time
 import urllib.request
 import uuid
@@ -170,6 +171,24 @@ def test_money_held_by_running_queries_is_refused_as_in_flight_with_a_short_retr
     assert sent_alerts(aws_endpoint, recipient) == []  # nothing is spent: no alert
     running.release(hold)
     assert ask(call, app, f"u-{uuid.uuid4().hex}")[0] == 200  # once it settles, queries run again
+
+
+def test_a_query_waits_briefly_for_running_queries_to_settle_instead_of_refusing(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb
+):
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    env = budget_env(base_env, any_user_auth_url, table, recipient, usd(10 * cost))
+    app, _ = make_app(env)
+    running = Budget(DynamoBudgetStore(dynamodb, table), limit=10 * cost, clock=time.time)
+    hold, _ = running.open("someone-else", "gpt-4o-mini", 10 * cost)
+    assert hold is not None
+    settles = threading.Timer(0.25, lambda: running.release(hold))  # the running query ends soon
+
+    settles.start()
+    status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}")
+    settles.join()
+
+    assert status == 200, body
 
 
 def test_a_large_k_at_zero_spend_on_a_small_budget_is_answered_and_sends_no_alert(
