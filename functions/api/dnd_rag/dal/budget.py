@@ -210,7 +210,7 @@ class DynamoBudgetStore:
         """Replace hold ``hold_id`` (``reserved``) by ``charge``: the user's ledger, then the total."""
         marker = self._write_ledger(day, hold_id, charge, orphan=False, expires_at=expires_at)
         if marker is not None and marker.get("orphan", {}).get("BOOL"):
-            return self._correct_orphan(day, hold_id, reserved, charge, marker)
+            return self._correct_orphan(day, hold_id, charge, marker, expires_at)
         return self._settle_total(day, hold_id, reserved, charge, lease_check=None)
 
     def _settle_total(
@@ -319,7 +319,7 @@ class DynamoBudgetStore:
             return  # restated already by another reclaimer
 
     def _correct_orphan(
-        self, day: str, hold_id: str, reserved: int, charge: Charge, marker: dict[str, Any]
+        self, day: str, hold_id: str, charge: Charge, marker: dict[str, Any], expires_at: float
     ) -> BudgetTotals:
         """A late settle: the hold was charged in full as an orphan; bring both books down to ``charge``."""
         charged = int(marker["cost"]["N"])
@@ -339,7 +339,7 @@ class DynamoBudgetStore:
                     },
                 }
             },
-            self._user_ledger_update(day, correction, requests=0, expires_at=float(marker["expires_at"]["N"])),
+            self._user_ledger_update(day, correction, requests=0, expires_at=expires_at),
         ]
         try:
             with store_errors("TransactWriteItems ledger correction", expected=(_CANCELLED,)):
