@@ -28,6 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dnd_rag.dal.dynamo import number, store_errors, with_retries
+from dnd_rag.errors import StoreUnavailableError
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
 
@@ -414,7 +415,11 @@ class DynamoBudgetStore:
         except ClientError:
             existing = self._read_marker(day, hold_id)
             if existing is None:  # cancelled for another reason that retries did not clear
-                raise
+                raise StoreUnavailableError(
+                    "The service is temporarily unavailable. Please retry shortly.",
+                    retry_after=5,
+                    reason="dynamodb TransactWriteItems ledger: cancelled without a marker",
+                ) from None
             return existing
         return None
 
