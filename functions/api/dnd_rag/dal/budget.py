@@ -123,6 +123,26 @@ class DynamoBudgetStore:
         with store_errors(operation):
             return with_retries(lambda: self._client.update_item(TableName=self._table, Key=_total_key(day), **kwargs))
 
+    def _try_update_total(self, operation: str, day: str, **kwargs: Any) -> tuple[bool, BudgetTotals]:
+        """A conditional UpdateItem on TOTAL: (applied, the item after it or, if refused, as found)."""
+        try:
+            response = self._update_total(
+                operation, day, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
+            )
+        except ClientError as exc:
+            return False, totals_from_item(exc.response.get("Item"))
+        return True, totals_from_item(response["Attributes"])
+
+    def _transact(self, operation: str, items: list[dict[str, Any]]) -> bool:
+        """One transaction (never on TOTAL), re-sent after transient refusals; False if a condition
+        cancelled it."""
+        try:
+            with store_errors(operation, expected=(_CANCELLED,)):
+                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
+        except ClientError:
+            return False
+        return True
+
     # --- holds ----------------------------------------------------------------------------------
 
     def try_reserve(
@@ -142,30 +162,24 @@ class DynamoBudgetStore:
         if drop_orphans:
             names |= {f"#drop{n}": ORPHAN_PREFIX + orphan for n, orphan in enumerate(drop_orphans)}
             remove = " REMOVE " + ", ".join(f"#drop{n}" for n in range(len(drop_orphans)))
-        try:
-            response = self._update_total(
-                "UpdateItem budget reserve",
-                day,
-                UpdateExpression="SET #hold = :entry, expires_at = :expires "
-                "ADD committed :amount, spent :zero, requests :zero" + remove,
-                ConditionExpression="attribute_not_exists(#hold) AND "
-                "(attribute_not_exists(committed) OR committed <= :headroom)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={
-                    ":entry": _hold_value(entry),
-                    ":amount": number(entry.amount),
-                    ":zero": number(0),
-                    ":headroom": number(headroom),
-                    ":expires": number(expires_at + KEEP_SECONDS),
-                },
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            found = totals_from_item(exc.response.get("Item"))
-            # our own write, applied once already, whose answer was lost: the hold is ours
-            return hold_id in found.holds, found
-        return True, totals_from_item(response["Attributes"])
+        granted, totals = self._try_update_total(
+            "UpdateItem budget reserve",
+            day,
+            UpdateExpression="SET #hold = :entry, expires_at = :expires "
+            "ADD committed :amount, spent :zero, requests :zero" + remove,
+            ConditionExpression="attribute_not_exists(#hold) AND "
+            "(attribute_not_exists(committed) OR committed <= :headroom)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues={
+                ":entry": _hold_value(entry),
+                ":amount": number(entry.amount),
+                ":zero": number(0),
+                ":headroom": number(headroom),
+                ":expires": number(expires_at + KEEP_SECONDS),
+            },
+        )
+        # refused: unless by our own write, applied once already, whose answer was lost
+        return granted or hold_id in totals.holds, totals
 
     def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]:
         """Change an open hold from ``old`` to ``new`` if ``committed <= headroom`` (growing only)."""
@@ -174,22 +188,16 @@ class DynamoBudgetStore:
         if new > old:
             condition += " AND committed <= :headroom"
             values[":headroom"] = number(headroom)
-        try:
-            response = self._update_total(
-                "UpdateItem budget resize",
-                day,
-                UpdateExpression="SET #hold.a = :new ADD committed :delta",
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id},
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            found = totals_from_item(exc.response.get("Item"))
-            hold = found.holds.get(hold_id)
-            return hold is not None and hold.amount == new, found
-        return True, totals_from_item(response["Attributes"])
+        granted, totals = self._try_update_total(
+            "UpdateItem budget resize",
+            day,
+            UpdateExpression="SET #hold.a = :new ADD committed :delta",
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id},
+            ExpressionAttributeValues=values,
+        )
+        hold = totals.holds.get(hold_id)  # refused: unless by our own resize, applied once already
+        return granted or (hold is not None and hold.amount == new), totals
 
     def release(self, day: str, hold_id: str, amount: int) -> None:
         try:
@@ -223,26 +231,21 @@ class DynamoBudgetStore:
         if lease_check is not None:
             condition += " AND #hold.l < :now"
             values[":now"] = number(lease_check)
-        try:
-            response = self._update_total(
-                "UpdateItem budget settle",
-                day,
-                UpdateExpression="REMOVE #hold ADD committed :delta, spent :cost, requests :one, " + ", ".join(clauses),
-                ConditionExpression=condition,
-                ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, **names},
-                ExpressionAttributeValues={
-                    ":delta": number(charge.cost - reserved),
-                    ":cost": number(charge.cost),
-                    ":one": number(1),
-                    **values,
-                },
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except ClientError as exc:
-            # settled already: by our own earlier attempt, or by a reclaimer that found our marker
-            return totals_from_item(exc.response.get("Item"))
-        return totals_from_item(response["Attributes"])
+        # refused: settled already, by our own earlier attempt or by a reclaimer that found our marker
+        _, totals = self._try_update_total(
+            "UpdateItem budget settle",
+            day,
+            UpdateExpression="REMOVE #hold ADD committed :delta, spent :cost, requests :one, " + ", ".join(clauses),
+            ConditionExpression=condition,
+            ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, **names},
+            ExpressionAttributeValues={
+                ":delta": number(charge.cost - reserved),
+                ":cost": number(charge.cost),
+                ":one": number(1),
+                **values,
+            },
+        )
+        return totals
 
     def reclaim(
         self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
@@ -313,11 +316,7 @@ class DynamoBudgetStore:
             },
             self._user_ledger_update(day, difference, requests=0, expires_at=expires_at),
         ]
-        try:
-            with store_errors("TransactWriteItems orphan restate", expected=(_CANCELLED,)):
-                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
-        except ClientError:
-            return  # restated already by another reclaimer
+        self._transact("TransactWriteItems orphan restate", items)  # cancelled: restated by another reclaimer
 
     def _correct_orphan(
         self, day: str, hold_id: str, charge: Charge, marker: dict[str, Any], expires_at: float
@@ -342,10 +341,7 @@ class DynamoBudgetStore:
             },
             self._user_ledger_update(day, correction, requests=0, expires_at=expires_at),
         ]
-        try:
-            with store_errors("TransactWriteItems ledger correction", expected=(_CANCELLED,)):
-                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
-        except ClientError:
+        if not self._transact("TransactWriteItems ledger correction", items):
             return self.read_totals(day)  # corrected already
         clauses, names, values = _model_ledger_update(charge.model, charge.usage, -refund, 0)
         try:
@@ -409,19 +405,16 @@ class DynamoBudgetStore:
             }
         }
         items = [marker, self._user_ledger_update(day, charge, requests=1, expires_at=expires_at)]
-        try:
-            with store_errors("TransactWriteItems ledger", expected=(_CANCELLED,)):
-                with_retries(lambda: self._client.transact_write_items(TransactItems=items))
-        except ClientError:
-            existing = self._read_marker(day, hold_id)
-            if existing is None:  # cancelled for another reason that retries did not clear
-                raise StoreUnavailableError(
-                    "The service is temporarily unavailable. Please retry shortly.",
-                    retry_after=5,
-                    reason="dynamodb TransactWriteItems ledger: cancelled without a marker",
-                ) from None
-            return existing
-        return None
+        if self._transact("TransactWriteItems ledger", items):
+            return None
+        existing = self._read_marker(day, hold_id)
+        if existing is None:  # cancelled for another reason that retries did not clear
+            raise StoreUnavailableError(
+                "The service is temporarily unavailable. Please retry shortly.",
+                retry_after=5,
+                reason="dynamodb TransactWriteItems ledger: cancelled without a marker",
+            )
+        return existing
 
     def _read_marker(self, day: str, hold_id: str) -> dict[str, Any] | None:
         with store_errors("GetItem charge marker"):
