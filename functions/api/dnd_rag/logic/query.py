@@ -112,10 +112,11 @@ class QueryService:
     def _answer(
         self, user: User, question: str, k: int, debug: bool, deadline: Deadline
     ) -> tuple[Answer, BudgetTotals | None, Fit]:
-        tab = self._open(user, question, k, deadline)
+        frame = self._fitter.frame_tokens(question)  # the prompt without passages, counted once
+        tab = self._open(user, question, k, frame, deadline)
         try:
             retrieval = self._rag.retrieve(question, k, deadline, tab, _no_retry_budget)
-            fit = self._fit(question, retrieval, tab, deadline)
+            fit = self._fit(question, retrieval, tab, frame, deadline)
             started = time.perf_counter()
             generation = self._rag.generate(fit, deadline, tab, _no_retry_budget)
             generate_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -145,11 +146,10 @@ class QueryService:
         self._sleep(wait)
         return True
 
-    def _open(self, user: User, question: str, k: int, deadline: Deadline) -> Tab:
+    def _open(self, user: User, question: str, k: int, frame: int, deadline: Deadline) -> Tab:
         """The first hold: the whole query as estimated, or (near the end) just the embedding."""
         embedding = self._rag.embedding_bound(question)
         model = self._rag.generator.model
-        frame = self._fitter.frame_tokens(question)
         estimate = self._fitter.chat_bound(frame + k * self._tokens_per_passage)
         hold, totals = self._budget.open(user.id, model, embedding + estimate)
         if hold is not None:
@@ -167,12 +167,12 @@ class QueryService:
             waits += 1
         raise self._budget.refusal(totals, smallest)
 
-    def _fit(self, question: str, retrieval: Retrieval, tab: Tab, deadline: Deadline) -> Fit:
+    def _fit(self, question: str, retrieval: Retrieval, tab: Tab, frame: int, deadline: Deadline) -> Fit:
         """The standard form if the budget covers it, else the richest form that fits, else 503."""
         passages = retrieval.passages
         standard = self._fitter.standard(question, passages)
         if passages:  # learn how large passages really are, for the next first hold
-            passage_tokens = standard.prompt_tokens - self._fitter.frame_tokens(question)
+            passage_tokens = standard.prompt_tokens - frame
             self._tokens_per_passage = max(self._tokens_per_passage, -(-passage_tokens // len(passages)))
         smallest = self._fitter.smallest(question, passages)
         self._smallest_chat = min(self._smallest_chat or smallest.bound, smallest.bound)
