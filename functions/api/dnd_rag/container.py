@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING, Any
 from dnd_rag.logic.alerts import BudgetAlerts
 from dnd_rag.logic.auth import Authenticator
 from dnd_rag.logic.budget import Budget
+from dnd_rag.logic.controls import ControlsCache
 from dnd_rag.logic.fitting import Fitter, Floors
 from dnd_rag.logic.ip_guard import FailedAuthGuard
+from dnd_rag.logic.operator import OperatorService
 from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.ports import Embedder, Generator
+from dnd_rag.logic.ports import Embedder, Generator, UserSpendReset
 from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.spending import PaidCalls
 from dnd_rag.logic.usage import UsageService
+from dnd_rag.models.controls import AuditEntry
 from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
 
@@ -47,6 +50,10 @@ class Container:
         self._ses_client = ses_client
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
+        # optional collaborators of the operator routes, wired by other features when they exist:
+        # the per-user dollar cap's reset, and a notification of every operator action
+        self.spend_reset: UserSpendReset | None = None
+        self.on_operator_action: Callable[[AuditEntry], None] | None = None
 
     def forget_clients(self) -> None:
         """Drop every built collaborator and the shared DynamoDB client: after a SnapStart restore their
@@ -84,12 +91,43 @@ class Container:
             s.max_completion_tokens,
             Floors(s.budget_min_passages, s.budget_min_completion_tokens),
         )
-        return QueryService(rag, self.limiter, self.plans, self.budget, fitter, self.clock, s.max_question_chars)
+        return QueryService(
+            rag, self.limiter, self.plans, self.budget, fitter, self.clock, s.max_question_chars, self.controls
+        )
+
+    @property
+    def controls(self) -> ControlsCache:
+        """This container's copy of the operator controls (pause, blocks, budget override)."""
+        return self._once("controls", self._build_controls)
+
+    def _build_controls(self) -> ControlsCache:
+        from dnd_rag.dal.controls import DynamoControlStore
+
+        store = DynamoControlStore(self.dynamodb(), self.settings.table_name)
+        return ControlsCache(store, self.clock, self.settings.controls_refresh_seconds)
+
+    @property
+    def operator(self) -> OperatorService:
+        return self._once("operator", self._build_operator)
+
+    def _build_operator(self) -> OperatorService:
+        from dnd_rag.dal.controls import DynamoControlStore
+
+        return OperatorService(
+            DynamoControlStore(self.dynamodb(), self.settings.table_name),
+            self.controls,
+            self.limiter,
+            usd_to_nanos(self.settings.daily_budget_usd),
+            self.clock,
+            spend_reset=self.spend_reset,
+            on_action=self.on_operator_action,
+        )
 
     @property
     def usage(self) -> UsageService:
         return self._once(
-            "usage", lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock)
+            "usage",
+            lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.controls),
         )
 
     @property
@@ -114,13 +152,21 @@ class Container:
         s = self.settings
         store = DynamoBudgetStore(self.dynamodb(), s.table_name)
         limit = usd_to_nanos(s.daily_budget_usd)
+        controls = self.controls
         alerts = None
         if s.alert_email and s.alert_from:
             from dnd_rag.dal.mailer import SesMailer, ses_client
 
             mailer = SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)
-            alerts = BudgetAlerts(store, self.ledgers, mailer, limit, self.clock)
-        return Budget(store, limit, self.clock, observer=alerts, lease_seconds=s.budget_lease_seconds)
+            alerts = BudgetAlerts(store, self.ledgers, mailer, lambda: controls.budget_limit(limit), self.clock)
+        return Budget(
+            store,
+            limit,
+            self.clock,
+            observer=alerts,
+            lease_seconds=s.budget_lease_seconds,
+            effective_limit=controls.budget_limit,
+        )
 
     @property
     def plans(self) -> PlanBook:

@@ -99,6 +99,18 @@ class ForbiddenError(ServiceError):
     code = "forbidden"
 
 
+class UserBlockedError(ServiceError):
+    """An operator blocked this user's queries (PUT /api/admin/users/{user_id}/block)."""
+
+    code = "user_blocked"
+
+
+class ServicePausedError(ServiceError):
+    """An operator paused the service (POST /api/admin/pause): the kill switch by hand."""
+
+    code = "service_paused"
+
+
 class AlertDeliveryError(ServiceError):
     """SES could not send an alert (never shown to a caller)."""
 

@@ -95,6 +95,9 @@ class Settings(BaseModel):
     # how long a budget hold outlives its request before it is reclaimed as an orphan; keep it
     # above the Lambda timeout (29 s), or live requests get charged in full and corrected later
     budget_lease_seconds: int = Field(default=60, alias="BUDGET_LEASE_SECONDS", ge=1, le=3600)
+    # how old a container's copy of the operator controls (pause, blocks, budget override) may get
+    # before a query re-reads it: every container sees an operator's change within this time
+    controls_refresh_seconds: float = Field(default=4.0, alias="CONTROLS_REFRESH_SECONDS", ge=0, le=5)
     max_question_chars: int = Field(default=2000, alias="MAX_QUESTION_CHARS", ge=1, le=8000)
     chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
     chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)

@@ -34,13 +34,22 @@ class Alert:
 
 class BudgetAlerts:
     def __init__(
-        self, store: AlertStore, ledgers: LedgerReader, mailer: Mailer, limit: int, clock: Callable[[], float]
+        self,
+        store: AlertStore,
+        ledgers: LedgerReader,
+        mailer: Mailer,
+        limit: int | Callable[[], int],
+        clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._ledgers = ledgers
         self._mailer = mailer
-        self._limit = limit
+        self._limit_of = limit if callable(limit) else (lambda: limit)  # today's effective budget
         self._clock = clock
+
+    @property
+    def _limit(self) -> int:
+        return self._limit_of()
 
     def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
         """Called with every budget state seen; sends what is due. Never raises."""

@@ -71,14 +71,24 @@ class Budget:
         clock: Callable[[], float],
         observer: BudgetObserver | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        effective_limit: Callable[[int], int] | None = None,
     ) -> None:
         self._store = store
-        self.limit = limit
+        self._configured_limit = limit
+        self._effective_limit = effective_limit
         self._clock = clock
         self._observer = observer
         self._lease_seconds = lease_seconds
         self._smallest_query: int | None = None  # cheapest admissible query seen by this container
         self._expired_orphans: tuple[str, ...] = ()  # orphans past their grace, dropped by the next hold
+
+    @property
+    def limit(self) -> int:
+        """Today's budget: ``effective_limit(configured)`` (an operator's override for today) when
+        given, else the configured one."""
+        if self._effective_limit is None:
+            return self._configured_limit
+        return self._effective_limit(self._configured_limit)
 
     def open(self, user_id: str, model: str, amount: int) -> tuple[Hold | None, BudgetTotals]:
         """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
 from dnd_rag.models.limits import BucketState, Policy, Shape
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
@@ -69,6 +70,10 @@ class LimitStore(Protocol):
     def refund(self, key: str, day: str, interval_ms: int) -> None: ...
 
     def read(self, key: str) -> BucketState | None: ...
+
+    def reset(self, key: str) -> None:
+        """Forget the key's state: a full bucket and a zero daily count (an operator's reset)."""
+        ...
 
 
 class BudgetStore(Protocol):
@@ -144,3 +149,30 @@ class Mailer(Protocol):
     def send(self, subject: str, body: str) -> None:
         """Deliver or raise AlertDeliveryError."""
         ...
+
+
+class ControlStore(Protocol):
+    """The operator controls (one record) and their audit trail."""
+
+    def read(self) -> Controls:
+        """The current controls (strongly consistent); the defaults when none were ever set."""
+        ...
+
+    def replace(self, expected_version: int, controls: Controls, entry: AuditEntry) -> bool:
+        """Write ``controls`` and its audit ``entry`` atomically, only if the stored version is still
+        ``expected_version``: False when another change got there first."""
+        ...
+
+    def record(self, entry: AuditEntry) -> None:
+        """Write an audit entry for an action that does not change the controls (a user reset)."""
+        ...
+
+    def audit(self, limit: int) -> list[AuditEntry]:
+        """The latest ``limit`` audit entries, newest first."""
+        ...
+
+
+class UserSpendReset(Protocol):
+    """Zeroes a user's dollar use of ``day`` under their per-user cap (SPEC §4 per-user dollar cap)."""
+
+    def reset_spend(self, day: str, user_id: str) -> None: ...

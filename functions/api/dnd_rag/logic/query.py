@@ -16,6 +16,7 @@ from typing import Any
 from dnd_rag.errors import InvalidRequestError, ServiceError, StoreUnavailableError, UpstreamError
 from dnd_rag.logic.budget import Budget
 from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.controls import ControlsCache
 from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
@@ -65,6 +66,7 @@ class QueryService:
         fitter: Fitter,
         clock: Callable[[], float],
         max_question_chars: int,
+        controls: ControlsCache | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._rag = rag
@@ -74,6 +76,7 @@ class QueryService:
         self._fitter = fitter
         self._clock = clock
         self._max_question_chars = max_question_chars
+        self._controls = controls
         self._sleep = sleep
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
@@ -92,7 +95,7 @@ class QueryService:
                 ],
             )
         _, policy = self._plans.policy(user.plan)
-        admission = self._limiter.admit(user_key(user), policy, self._clock())
+        admission = self._admit(user, policy)
         try:
             answer, totals, fit = self._answer(user, question, k, debug, deadline)
         except BaseException:
@@ -108,6 +111,16 @@ class QueryService:
                 "model": answer.model,
             }
         return QueryOutcome(answer, admission, policy, totals, degraded)
+
+    def _admit(self, user: User, policy: Policy) -> Admission:
+        """The limiter's admission, behind the operator controls (paused, blocked: 503/403, nothing consumed)."""
+
+        def admit() -> Admission:
+            return self._limiter.admit(user_key(user), policy, self._clock())
+
+        if self._controls is None:
+            return admit()
+        return self._controls.guard(user.id, admit, self._refund)
 
     def _answer(
         self, user: User, question: str, k: int, debug: bool, deadline: Deadline

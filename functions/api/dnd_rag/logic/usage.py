@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnd_rag.errors import ForbiddenError
 from dnd_rag.logic.budget import Budget, BudgetTotals
 from dnd_rag.logic.clock import utc_day
+from dnd_rag.logic.controls import ControlsCache, budget_override
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import LedgerReader, LedgerRow
 from dnd_rag.logic.query import user_key
 from dnd_rag.logic.rate_limit import Policy, RateLimiter, Standing
+from dnd_rag.models.controls import Controls
 from dnd_rag.models.domain import User
 
 ADMIN_TOP_USERS = 10
@@ -35,20 +36,34 @@ class AdminReport:
     budget_limit: int
     models: list[LedgerRow]
     top_users: list[LedgerRow]
+    controls: Controls  # the operator's overrides in force
+    budget_override: int | None  # today's budget set by an operator (nano-dollars), if any
 
 
 class UsageService:
     def __init__(
-        self, limiter: RateLimiter, plans: PlanBook, budget: Budget, ledgers: LedgerReader, clock: Callable[[], float]
+        self,
+        limiter: RateLimiter,
+        plans: PlanBook,
+        budget: Budget,
+        ledgers: LedgerReader,
+        clock: Callable[[], float],
+        controls: ControlsCache | None = None,
     ) -> None:
         self._limiter = limiter
         self._plans = plans
         self._budget = budget
         self._ledgers = ledgers
         self._clock = clock
+        self._controls = controls
+
+    def _current_controls(self, now: float) -> Controls:
+        """The operator controls, re-read if this container's copy is stale (the budget depends on them)."""
+        return Controls() if self._controls is None else self._controls.current(now)
 
     def report(self, user: User) -> UsageReport:
         now = self._clock()
+        self._current_controls(now)
         plan, policy = self._plans.policy(user.plan)
         return UsageReport(
             plan,
@@ -59,14 +74,17 @@ class UsageService:
             self._budget.limit,
         )
 
-    def admin_report(self, user: User) -> AdminReport:
-        if not user.is_admin:
-            raise ForbiddenError("This report is for administrators.")
-        day = utc_day(self._clock())
+    def admin_report(self) -> AdminReport:
+        """The whole service's day (the caller's role is checked by the admin routes)."""
+        now = self._clock()
+        controls = self._current_controls(now)
+        day = utc_day(now)
         return AdminReport(
             day,
             self._budget.totals(),
             self._budget.limit,
             self._ledgers.models(day),
             self._ledgers.top_users(day, ADMIN_TOP_USERS),
+            controls,
+            budget_override(controls, now),
         )

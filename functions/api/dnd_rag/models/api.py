@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -147,6 +148,28 @@ class LedgerOut(BaseModel):
     cost: float
 
 
+class PauseOut(BaseModel):
+    reason: str
+    by: str = Field(description="The operator's user id.")
+    at: str = Field(description="When (ISO 8601, UTC).")
+
+
+class BudgetOverrideOut(BaseModel):
+    daily_budget_usd: float
+    day: str = Field(description="The UTC day it applies to.")
+    until: str = Field(description="When the configured budget applies again: the next UTC midnight.")
+
+
+class ControlsOut(BaseModel):
+    """The operator's overrides in force (every container applies them within 5 s)."""
+
+    version: int = Field(description="Increases with every change.")
+    paused: PauseOut | None = Field(description="Set while queries answer 503 service_paused.")
+    budget_override: BudgetOverrideOut | None = Field(description="Today's budget set by an operator, if any.")
+    daily_budget: float = Field(description="Today's effective global budget, USD.")
+    blocked_users: list[str] = Field(description="User ids whose queries answer 403 user_blocked.")
+
+
 class AdminUsageResponse(BaseModel):
     """``GET /api/admin/usage`` (role admin): the whole service's day."""
 
@@ -156,6 +179,84 @@ class AdminUsageResponse(BaseModel):
     alerts_sent: list[int]
     models: list[LedgerOut]
     top_users: list[LedgerOut]
+    overrides: ControlsOut
+
+
+# --- operator routes -----------------------------------------------------------------------------
+
+MAX_BUDGET_OVERRIDE_USD = 1000
+MAX_REASON_CHARS = 500
+# User ids as auth APIs issue them (UUIDs, numbers, e-mail addresses), safe in a URL path.
+USER_ID_PATTERN = r"^[A-Za-z0-9._@+=:-]{1,128}$"
+DEFAULT_AUDIT_LIMIT = 20
+MAX_AUDIT_LIMIT = 100
+
+
+class BudgetOverrideRequest(BaseModel):
+    """``PUT /api/admin/budget``: today's global budget, until the next UTC midnight."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    daily_budget_usd: float = Field(
+        gt=0,
+        le=MAX_BUDGET_OVERRIDE_USD,
+        strict=True,
+        description=f"USD, more than 0 and at most {MAX_BUDGET_OVERRIDE_USD}, at most 9 decimal places.",
+    )
+
+    @field_validator("daily_budget_usd")
+    @classmethod
+    def _whole_nano_dollars(cls, value: float) -> float:
+        if (Decimal(repr(value)) * 10**9) % 1:
+            raise ValueError("at most 9 decimal places (whole nano-dollars)")
+        return value
+
+    @property
+    def nanos(self) -> int:
+        """The amount exactly as written (the shortest decimal of the parsed number), in nano-dollars."""
+        return int(Decimal(repr(self.daily_budget_usd)) * 10**9)
+
+
+class PauseRequest(BaseModel):
+    """``POST /api/admin/pause``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_REASON_CHARS,
+        pattern=NOT_ONLY_BLANKS,
+        description="Why (shown in the audit trail and the admin report).",
+    )
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _trim(cls, value: Any) -> Any:
+        return value.strip(BLANKS) if isinstance(value, str) else value
+
+
+class AuditOut(BaseModel):
+    id: str
+    at: str = Field(description="When (ISO 8601, UTC, microseconds).")
+    who: str = Field(description="The operator's user id.")
+    action: str = Field(description="budget, pause, resume, block, unblock or reset.")
+    target: str = Field(description="service, budget, or the user id acted on.")
+    before: dict[str, Any]
+    after: dict[str, Any]
+    request_id: str
+
+
+class OperatorActionResponse(BaseModel):
+    """What an operator route did: its audit entry and the controls now in force."""
+
+    audit: AuditOut
+    controls: ControlsOut
+
+
+class AuditResponse(BaseModel):
+    """``GET /api/admin/audit``: the latest operator actions, newest first."""
+
+    entries: list[AuditOut]
 
 
 class ErrorResponse(BaseModel):
