@@ -134,11 +134,18 @@ class DynamoControlStore:
                 with_retries(lambda: self._client.transact_write_items(TransactItems=items))
         except ClientError as exc:
             reasons = {reason.get("Code") for reason in exc.response.get("CancellationReasons", [])}
-            if "ConditionalCheckFailed" in reasons:
-                return False  # another change came first (or ours, applied, whose answer was lost)
-            with store_errors("TransactWriteItems controls"):
-                raise
+            if "ConditionalCheckFailed" not in reasons:
+                with store_errors("TransactWriteItems controls"):
+                    raise
+            # Refused: another change came first, unless this very transaction was applied once
+            # already and only its answer was lost (the SDK re-sent it): then its audit entry exists.
+            return self._exists(_audit_item(entry))
         return True
+
+    def _exists(self, item: dict[str, Any]) -> bool:
+        key = {"pk": item["pk"], "sk": item["sk"]}
+        with store_errors("GetItem audit"):
+            return "Item" in self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True)
 
     def record(self, entry: AuditEntry) -> None:
         with store_errors("PutItem audit"):

@@ -30,7 +30,7 @@ from dnd_rag.pricing import usd_for_display
 # under 300 KB. More blocked users than that is a job for the auth API, not a kill switch.
 MAX_BLOCKED_USERS = 2000
 CHANGE_ATTEMPTS = 10  # writes refused because another operator changed the controls meanwhile
-CONFLICT_BACKOFF_SECONDS = 0.05
+BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS = 0.02, 0.5  # full jitter; all waits together stay under 3 s
 
 Edit = Callable[[Controls, float], tuple[Controls, dict[str, Any], dict[str, Any]]]
 
@@ -139,7 +139,7 @@ class OperatorService:
 
     def _change(self, who: User, action: str, target: str, request_id: str, edit: Edit) -> Change:
         current = self._store.read()
-        for _ in range(CHANGE_ATTEMPTS):
+        for attempt in range(CHANGE_ATTEMPTS):
             now = self._clock()
             changed, before, after = edit(current, now)
             entry = AuditEntry(uuid.uuid4().hex, now, who.id, action, target, before, after, request_id)
@@ -147,9 +147,8 @@ class OperatorService:
             if self._store.replace(current.version, changed, entry):
                 return self._applied(changed, entry, now)
             current = self._store.read()
-            if current.last_audit_id == entry.id:  # ours, applied once already, its answer lost
-                return self._applied(current, entry, now)
-            self._sleep(random.random() * CONFLICT_BACKOFF_SECONDS)  # noqa: S311 - jitter, not a secret
+            backoff = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+            self._sleep(random.random() * backoff)  # noqa: S311 - jitter, not a secret
         raise StoreUnavailableError(
             "Other operators are changing the controls right now. Please retry.",
             retry_after=1,

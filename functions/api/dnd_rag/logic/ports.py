@@ -160,7 +160,8 @@ class ControlStore(Protocol):
 
     def replace(self, expected_version: int, controls: Controls, entry: AuditEntry) -> bool:
         """Write ``controls`` and its audit ``entry`` atomically, only if the stored version is still
-        ``expected_version``: False when another change got there first."""
+        ``expected_version``: False when another change got there first (True when this very write
+        was applied once already and only its answer was lost)."""
         ...
 
     def record(self, entry: AuditEntry) -> None:
