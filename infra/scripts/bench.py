@@ -9,6 +9,8 @@ Starts its own serialized AWS emulator, Chroma server and dev auth server on fre
      (threads, each its own client and app) on a fresh table until the budget refuses for good,
      at DAILY_BUDGET_USD 0.01 and 1 (``--budgets``): the share spent at the first 503, at the end,
      and the 80 % and 100 % mails in the emulator's SES. The $1 run answers ~3,000 queries (~3 min).
+  5. the operator controls on the query path (infra/scripts/bench_controls.py): a query with a fresh
+     and with a stale copy of the controls, and how soon a change reaches another container.
 Latencies are reported as p50/p95 and as ratios to the GetItem of the same run, so the figures
 compare across machines; DynamoDB round trips are counted with a botocore event hook.
 """
@@ -52,6 +54,7 @@ from infra.local.auth_server import make_auth_server
 from infra.local.bootstrap import ensure_table, verify_identities
 from infra.local.processes import free_port, running
 from infra.local.stack import chroma_command, local_environment
+from infra.scripts.bench_controls import bench_controls
 from infra.scripts.ingest import document_paths, ingest
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
@@ -394,6 +397,7 @@ def main() -> None:
             bench_query(env, client, min(args.samples, 100), baseline)
             print("round trips (same emulator):")
             bench_round_trips(env)
+            bench_controls(env, p(baseline, 0.50), min(args.samples, 100))
             print("correctness under contention (same emulator):")
             ensure_table(client, "dnd-rag-bench-race")
             bench_exactness(client, "dnd-rag-bench-race")

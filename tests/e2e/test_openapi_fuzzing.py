@@ -27,9 +27,20 @@ def fuzz_url(tmp_path_factory):
 def test_the_document_lists_every_route_with_its_error_shape(client):
     spec = client.get("/openapi.json").json()
 
-    assert set(spec["paths"]) == {"/health", "/api/query", "/api/usage", "/api/admin/usage"}
+    assert set(spec["paths"]) == {
+        "/health",
+        "/api/query",
+        "/api/usage",
+        "/api/admin/usage",
+        "/api/admin/budget",
+        "/api/admin/pause",
+        "/api/admin/resume",
+        "/api/admin/users/{user_id}/block",
+        "/api/admin/users/{user_id}/reset",
+        "/api/admin/audit",
+    }
     query = spec["paths"]["/api/query"]["post"]
-    assert set(query["responses"]) == {"200", "400", "401", "409", "413", "422", "429", "500", "502", "503"}
+    assert set(query["responses"]) == {"200", "400", "401", "403", "409", "413", "422", "429", "500", "502", "503"}
     assert query["security"] == [{"bearerAuth": []}]
     assert [p["name"] for p in query["parameters"]] == ["idempotency-key"]
     assert "HTTPValidationError" not in str(spec)  # validation failures are 400 in the API's own shape

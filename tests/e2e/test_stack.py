@@ -103,7 +103,7 @@ def test_cors_preflight_allows_only_configured_origins(client):
 
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
-    assert allowed.headers["Access-Control-Allow-Methods"] == "GET,OPTIONS,POST"
+    assert allowed.headers["Access-Control-Allow-Methods"] == "DELETE,GET,OPTIONS,POST,PUT"  # SPEC §3 CORS
     assert allowed.headers["Access-Control-Allow-Headers"] == "Authorization,Content-Type,Idempotency-Key"
     assert "Access-Control-Allow-Origin" not in denied.headers
 

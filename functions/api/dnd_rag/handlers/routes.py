@@ -58,7 +58,7 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         middlewares=signed_in,
         summary="Ask a rules question",
         security=BEARER,
-        responses=responses(QueryResponse, 400, 409, 413, 422, 502, *signed_in_errors),
+        responses=responses(QueryResponse, 400, 403, 409, 413, 422, 502, *signed_in_errors),
     )
     def query(
         request: Annotated[QueryRequest, Body()],

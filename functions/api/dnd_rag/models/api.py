@@ -186,8 +186,10 @@ class AdminUsageResponse(BaseModel):
 
 MAX_BUDGET_OVERRIDE_USD = 1000
 MAX_REASON_CHARS = 500
-# User ids as auth APIs issue them (UUIDs, numbers, e-mail addresses), safe in a URL path.
-USER_ID_PATTERN = r"^[A-Za-z0-9._@+=:-]{1,128}$"
+# User ids as auth APIs issue them (UUIDs, numbers, slugs): characters no client percent-encodes
+# in a URL path (API Gateway hands the path over as sent, still encoded).
+USER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+NANO_USD = 1e-9
 DEFAULT_AUDIT_LIMIT = 20
 MAX_AUDIT_LIMIT = 100
 
@@ -198,22 +200,16 @@ class BudgetOverrideRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     daily_budget_usd: float = Field(
-        gt=0,
+        ge=NANO_USD,
         le=MAX_BUDGET_OVERRIDE_USD,
         strict=True,
-        description=f"USD, more than 0 and at most {MAX_BUDGET_OVERRIDE_USD}, at most 9 decimal places.",
+        description=f"USD, from 0.000000001 to {MAX_BUDGET_OVERRIDE_USD}; digits past the 9th decimal are dropped.",
     )
-
-    @field_validator("daily_budget_usd")
-    @classmethod
-    def _whole_nano_dollars(cls, value: float) -> float:
-        if (Decimal(repr(value)) * 10**9) % 1:
-            raise ValueError("at most 9 decimal places (whole nano-dollars)")
-        return value
 
     @property
     def nanos(self) -> int:
-        """The amount exactly as written (the shortest decimal of the parsed number), in nano-dollars."""
+        """The amount as written (the shortest decimal of the parsed number) in whole nano-dollars,
+        rounded down like DAILY_BUDGET_USD: a budget is never rounded up."""
         return int(Decimal(repr(self.daily_budget_usd)) * 10**9)
 
 
