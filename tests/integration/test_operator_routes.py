@@ -1,6 +1,9 @@
 """The operator routes (SPEC §3, role admin) on the serialized emulator: each route as an admin,
 its validation, its audit entry (who, before -> after), and the refusal of everybody else."""
 
+import importlib
+import json
+import sys
 import uuid
 
 import pytest
@@ -8,7 +11,7 @@ import pytest
 from dnd_rag.pricing import NANOS_PER_USD
 from infra.local.bootstrap import ensure_table
 from tests.support.clock import Clock
-from tests.support.events import http_event, parse
+from tests.support.events import http_event, lambda_context, parse
 
 ALICE = "00000000-0000-4000-a000-00000000a11c"  # the dev auth server's users (infra/local/auth_server.py)
 BOB = "00000000-0000-4000-a000-000000000b0b"
@@ -298,3 +301,27 @@ def test_the_admin_report_shows_the_overrides_in_force(make_app, call, env):
     assert overrides["budget_override"] is None
     assert overrides["daily_budget"] == 1.0
     assert report["in_flight_reserved"] == 0
+
+
+def test_every_change_emits_the_operator_action_metric_and_notifies_the_hook(env, corpus_ingested, monkeypatch, capfd):
+    # Given the Lambda entry point (cold start) on a table of its own, with a notification hook
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("dnd_rag.handlers.api", None)
+    module = importlib.import_module("dnd_rag.handlers.api")
+    notified = []
+    module.container.on_operator_action = notified.append
+    capfd.readouterr()
+
+    # When an operator pauses the service
+    event = http_event("POST", "/api/admin/pause", body={"reason": "metric check"}, token="dev-admin")
+    status = module.lambda_handler(event, lambda_context())["statusCode"]
+
+    # Then one OperatorAction is published (EMF) and the hook saw the audit entry
+    metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    assert status == 200
+    published = [m["OperatorAction"] for m in metrics if "OperatorAction" in m]
+    assert published == [[1.0]]  # one EMF document, one data point (Powertools writes values as lists)
+    assert [(entry.action, entry.who, entry.after) for entry in notified] == [
+        ("pause", ADMIN, {"paused": True, "reason": "metric check"})
+    ]
