@@ -19,6 +19,7 @@ def test_defaults_follow_the_spec():
     assert settings.openai_model == "gpt-4o-mini"
     assert (settings.llm_provider, settings.embedding_provider) == ("offline", "offline")
     assert settings.budget_lease_seconds == LEASE_SECONDS  # the budget's own default (>= 2 x Lambda timeout)
+    assert settings.answer_cache_ttl == 86_400  # the answer cache is on: a day
 
 
 def test_an_openai_key_switches_both_providers_to_openai():
@@ -57,6 +58,9 @@ def test_empty_values_count_as_unset():
         ("CHROMA_COLLECTIONS", "dnd_rules,no spaces allowed"),
         ("CHROMA_COLLECTIONS", "ok_name,x"),
         ("RETRIEVAL_ENTITY_QUERIES", "sometimes"),
+        ("ANSWER_CACHE_TTL", "-1"),
+        ("ANSWER_CACHE_TTL", "forever"),
+        ("ANSWER_CACHE_TTL", "2592001"),
     ],
 )
 def test_invalid_values_fail_naming_the_variable(variable, value):
