@@ -235,6 +235,16 @@ class _Quiet:
         return False
 
 
+def use_local_aws_unless_configured(env: dict[str, str]) -> None:
+    """With no AWS endpoint, profile or keys in the environment, the corpus version is stamped in
+    the local stack's emulator (``make dev``), as Chroma defaults to the local one: boto3 reads
+    ``os.environ``. Set AWS_PROFILE (or keys) and TABLE_NAME to stamp a deployed table."""
+    if any(os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")):
+        return
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        os.environ[name] = env[name]
+
+
 def _confirmed(yes: bool, question: str) -> bool:
     if yes:
         return True
@@ -258,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.paths and not args.stamp_only:
         parser.error("give files or folders to ingest (or --stamp-only)")
     # the local stack's defaults (and .env) under the real environment: by hand, it finds `make dev`'s Chroma
-    container = Container(load_settings(local_environment(dict(os.environ))))
+    env = local_environment(dict(os.environ))
+    use_local_aws_unless_configured(env)
+    container = Container(load_settings(env))
     settings = container.settings
     if args.stamp_only:
         return stamp_and_report(container, [args.collection] if args.collection else settings.collections)
