@@ -5,6 +5,7 @@ the corpus and the TTL invalidate; the off path never touches the cache; debug d
 cross users; degraded answers are not kept; a failed cache write still answers; concurrent
 identical misses leave one intact entry."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from dnd_rag.container import Container
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
+from dnd_rag.observability import metrics
 from dnd_rag.pricing import NANOS_PER_USD
 from dnd_rag.settings import load_settings
 from infra.local.bootstrap import ensure_table
@@ -24,7 +26,7 @@ from infra.scripts.ingest import ingest
 from tests.integration.conftest import corpus_files
 from tests.support.billing import billed_nanos
 from tests.support.clock import Clock
-from tests.support.events import http_event, parse
+from tests.support.events import http_event, lambda_context, parse
 from tests.support.servers import REPO_ROOT, python_env
 
 FIGHTER = "How many experience points does a fighter need to become 9th level?"
@@ -155,8 +157,8 @@ def test_a_different_k_model_or_prompt_version_is_a_miss(make_app, call, cached,
     assert ask(call, app, user(), k=3)[1]["meta"]["cache"] == "hit"
 
     assert ask(call, app, user(), k=4)[1]["meta"]["cache"] == "miss"
-    other_model, _ = make_app({**cached, "MAX_COMPLETION_TOKENS": "200"})
-    assert ask(call, other_model, user(), k=3)[1]["meta"]["cache"] == "miss"
+    other_cap, _ = make_app({**cached, "MAX_COMPLETION_TOKENS": "200"})
+    assert ask(call, other_cap, user(), k=3)[1]["meta"]["cache"] == "miss"
     monkeypatch.setattr("dnd_rag.container.PROMPT_VERSION", "a-new-prompt")
     new_prompt, _ = make_app(cached)
     assert ask(call, new_prompt, user(), k=3)[1]["meta"]["cache"] == "miss"
@@ -345,3 +347,38 @@ def test_a_hit_is_one_sequential_round_trip_and_a_miss_stays_at_four(make_app, c
     assert ask(call, app, token)[1]["meta"]["cache"] == "hit"
     assert calls.operations(alongside=False) == ["UpdateItem"]
     assert calls.operations(alongside=True) == ["BatchGetItem"]
+
+
+def emf_metrics(stdout):
+    """{metric name: (unit, dimension sets)} of the Embedded Metric Format lines the handler printed."""
+    found = {}
+    for line in stdout.splitlines():
+        if '"_aws"' not in line:
+            continue
+        record = json.loads(line)
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                found.setdefault(metric["Name"], []).append(
+                    (metric["Unit"], directive["Dimensions"], record[metric["Name"]])
+                )
+    return found
+
+
+def test_hits_and_misses_are_the_metrics_the_dashboard_reads(cached, corpus_ingested, monkeypatch, capfd):
+    # Given the Lambda entry point, cold-started with the cache on
+    for key, value in cached.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("dnd_rag.handlers.api", None)
+    handler = importlib.import_module("dnd_rag.handlers.api").lambda_handler
+    metrics.clear_metrics()  # what earlier in-process tests added without a handler to flush it
+    capfd.readouterr()
+
+    # When a question is asked twice
+    for _ in range(2):
+        handler(http_event("POST", "/api/query", token=user(), body={"question": FIGHTER}), lambda_context())
+
+    # Then one AnswerCacheMiss and one AnswerCacheHit, counts, with no dimension of their own
+    emitted = emf_metrics(capfd.readouterr().out)
+    ((_, dimensions, _), _) = emitted["Admitted"]  # what every metric of the service carries
+    assert emitted["AnswerCacheMiss"] == [("Count", dimensions, [1.0])]
+    assert emitted["AnswerCacheHit"] == [("Count", dimensions, [1.0])]
