@@ -61,14 +61,46 @@ CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 class RoundTrips:
-    """Counts DynamoDB requests sent by one client."""
+    """Counts DynamoDB requests sent by one client, and the sequential steps they took: requests in
+    flight at the same time (``dnd_rag.logic.concurrently.together``) count as one step."""
 
     def __init__(self, client: Any) -> None:
         self.count = 0
+        self.spans: list[tuple[float, float]] = []
+        self._started = threading.local()
+        self._lock = threading.Lock()
+        self._client = client
         client.meta.events.register("before-send.dynamodb", self._seen)
+        client.meta.events.register("needs-retry.dynamodb", self._answered)  # after every attempt's answer
 
     def _seen(self, **_: Any) -> None:
-        self.count += 1
+        self._started.at = time.perf_counter()
+        with self._lock:
+            self.count += 1
+
+    def _answered(self, **_: Any) -> None:
+        started = getattr(self._started, "at", None)
+        if started is not None:
+            with self._lock:
+                self.spans.append((started, time.perf_counter()))
+            self._started.at = None
+
+    def steps(self) -> int:
+        """Sequential steps so far: the longest chain of requests each sent after the previous one
+        was answered (earliest answer first finds it). A request in flight alongside another is
+        not in the same chain, so it adds no step; merging overlaps instead would undercount when
+        one long request overlaps two that followed each other."""
+        count, free_at = 0, float("-inf")
+        for start, end in sorted(self.spans, key=lambda span: span[1]):
+            if start >= free_at:
+                count += 1
+                free_at = end
+        return count
+
+    def close(self) -> None:
+        """Stop counting (the client goes on being used)."""
+        self._client.meta.events.unregister("before-send.dynamodb", self._seen)
+        self._client.meta.events.unregister("needs-retry.dynamodb", self._answered)
 
 
 def timed(samples: int, action: Callable[[], object]) -> list[float]:
@@ -85,11 +117,14 @@ def p(values: list[float], quantile: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(quantile * 100) - 1]
 
 
-def report(label: str, values: list[float], baseline: list[float], trips: float | None) -> None:
+def report(
+    label: str, values: list[float], baseline: list[float], trips: float | None, steps: float | None = None
+) -> None:
     p50, p95 = p(values, 0.50), p(values, 0.95)
     ratio = f"{p50 / p(baseline, 0.50):5.2f}x {p95 / p(baseline, 0.95):5.2f}x"
     trips_text = f"{trips:5.2f}" if trips is not None else "    -"
-    print(f"  {label:44s} {p50:8.2f} {p95:8.2f}   {ratio}   {trips_text}")
+    steps_text = f"{steps:5.2f}" if steps is not None else (trips_text if trips is not None else "    -")
+    print(f"  {label:44s} {p50:8.2f} {p95:8.2f}   {ratio}   {trips_text}  {steps_text}")
 
 
 def expect_rejection(action: Callable[[], object]) -> Callable[[], None]:
@@ -170,30 +205,45 @@ def bench_exactness(client: Any, table: str) -> None:
 
 
 def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[float]) -> None:
-    settings = load_settings({**env, "TOKEN_BUCKET_CAPACITY": str(10**6), "DAILY_USER_REQUEST_LIMIT": str(10**6)})
-    container = Container(settings, dynamodb_client=client)
-    app = create_app(container)
-    trips = RoundTrips(client)
+    roomy = {**env, "TOKEN_BUCKET_CAPACITY": str(10**6), "DAILY_USER_REQUEST_LIMIT": str(10**6)}
     body = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
 
-    def query(token: str) -> dict[str, Any]:
-        event = build_event(
-            "POST",
-            "/api/query",
-            "",
-            {"authorization": f"Bearer {token}", "content-type": "application/json"},
-            body,
-            "POST /api/query",
-            {},
-            "127.0.0.1",
-        )
-        return app.resolve(event, LambdaContext("bench"))
+    def querying(settings: dict[str, str]) -> Callable[..., dict[str, Any]]:
+        app = create_app(Container(load_settings(settings), dynamodb_client=client))
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert query("dev-alice")["statusCode"] == 200  # cold start, token cached from here on
-    before = trips.count
-    admitted = timed(samples, lambda: query("dev-alice"))
-    report("POST /api/query: admitted (offline providers)", admitted, baseline, (trips.count - before) / samples)
+        def query(token: str, question: bytes = body) -> dict[str, Any]:
+            event = build_event(
+                "POST",
+                "/api/query",
+                "",
+                {"authorization": f"Bearer {token}", "content-type": "application/json"},
+                question,
+                "POST /api/query",
+                {},
+                "127.0.0.1",
+            )
+            return app.resolve(event, LambdaContext("bench"))
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert query("dev-alice")["statusCode"] == 200  # cold start, token cached from here on
+        return query
+
+    def measured(label: str, action: Callable[[], object]) -> None:
+        trips = RoundTrips(client)
+        values = timed(samples, action)
+        report(label, values, baseline, trips.count / samples, trips.steps() / samples)
+        trips.close()
+
+    fresh = iter(range(10**9))  # a question the cache has not seen, each time (the same kind in both rows)
+
+    def new_question() -> bytes:
+        return json.dumps({"question": f"How many experience points does a fighter need? ({next(fresh)})"}).encode()
+
+    uncached = querying({**roomy, "ANSWER_CACHE_TTL": "0"})
+    measured("POST /api/query: answered, cache off", lambda: uncached("dev-alice", new_question()))
+    cached = querying({**roomy, "ANSWER_CACHE_TTL": "86400"})
+    measured("POST /api/query: answered, cache miss", lambda: cached("dev-alice", new_question()))
+    measured("POST /api/query: cache hit", lambda: cached("dev-alice"))
 
     tight = Container(load_settings({**env, "TOKEN_BUCKET_CAPACITY": "1"}), dynamodb_client=client)
     tight_app = create_app(tight)
@@ -208,40 +258,57 @@ def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[f
     with contextlib.redirect_stdout(io.StringIO()):
         tight_app.resolve(event, LambdaContext("bench"))  # uses the only token
         rejected_query()  # warms the container's guess
-    before = trips.count
-    rejected = timed(samples, rejected_query)
-    report("POST /api/query: rate-limited", rejected, baseline, (trips.count - before) / samples)
+    measured("POST /api/query: rate-limited (cache on)", rejected_query)
 
 
 def bench_round_trips(env: dict[str, str]) -> None:
-    """The DynamoDB requests of one answered query on a warm container with a cached token."""
-    client = boto3.client("dynamodb", config=CLIENT_CONFIG)
-    table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
-    ensure_table(client, table)
-    settings = load_settings(
-        {**env, "TABLE_NAME": table, "TOKEN_BUCKET_CAPACITY": "1000", "DAILY_USER_REQUEST_LIMIT": "1000"}
-    )
-    app = create_app(Container(settings, dynamodb_client=client))
-    sent: list[str] = []
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert _ask(app, "dev-alice")[0] == 200  # cold: the token is validated and cached
-        client.meta.events.register("before-send.dynamodb", lambda **kw: sent.append(kw["event_name"]))
-        assert _ask(app, "dev-alice")[0] == 200
-    operations = [name.rsplit(".", 1)[1] for name in sent]
-    verdict = "ok" if len(operations) <= 4 else "OVER 4"
-    print(f"  answered query, warm container, cached token: {len(operations)} sequential ({verdict}): {operations}")
+    """The DynamoDB requests of one query on a warm container with a cached token: answered with
+    the cache off, a cache miss (answered), a cache hit."""
+    runs = (("0", [("answered, cache off", "off")]), ("86400", [("cache miss", "miss"), ("cache hit", "hit")]))
+    for ttl, cases in runs:
+        client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+        table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
+        ensure_table(client, table)
+        settings = load_settings(
+            {
+                **env,
+                "TABLE_NAME": table,
+                "TOKEN_BUCKET_CAPACITY": "1000",
+                "DAILY_USER_REQUEST_LIMIT": "1000",
+                "ANSWER_CACHE_TTL": ttl,
+            }
+        )
+        app = create_app(Container(settings, dynamodb_client=client))
+        with contextlib.redirect_stdout(io.StringIO()):  # cold: the token is validated and cached
+            assert _ask(app, "dev-alice", b'{"question": "What is a beholder?"}')[0] == 200
+        for label, expected in cases:
+            sent: list[str] = []
+
+            def record(event_name: str, sink: list[str] = sent, **_: Any) -> None:
+                sink.append(event_name.rsplit(".", 1)[1])
+
+            client.meta.events.register("before-send.dynamodb", record)
+            trips = RoundTrips(client)
+            with contextlib.redirect_stdout(io.StringIO()):
+                status, body = _ask(app, "dev-alice")
+            client.meta.events.unregister("before-send.dynamodb", record)
+            trips.close()
+            assert (status, body["meta"]["cache"]) == (200, expected), (status, body)
+            steps = trips.steps()
+            verdict = "ok" if steps <= 4 else "OVER 4"
+            print(f"  {label:20s} warm, cached token: {steps} sequential ({verdict}), {len(sent)} calls: {sent}")
 
 
 QUESTION_BODY = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
 
 
-def _ask(app: Any, token: str) -> tuple[int, dict[str, Any]]:
+def _ask(app: Any, token: str, body: bytes = QUESTION_BODY) -> tuple[int, dict[str, Any]]:
     event = build_event(
         "POST",
         "/api/query",
         "",
         {"authorization": f"Bearer {token}", "content-type": "application/json"},
-        QUESTION_BODY,
+        body,
         "POST /api/query",
         {},
         "127.0.0.1",
@@ -272,6 +339,7 @@ def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[st
         "ALERT_EMAIL": recipient,
         "TOKEN_BUCKET_CAPACITY": str(10**9),
         "DAILY_USER_REQUEST_LIMIT": str(10**9),
+        "ANSWER_CACHE_TTL": "0",  # the same question again and again: every one must be computed and paid
     }
     limit = usd_to_nanos(load_settings(run_env).daily_budget_usd)
     tokens = ["dev-alice", "dev-bob", "dev-admin"]
@@ -391,7 +459,7 @@ def main() -> None:
                 f"dnd_rag benchmark: {args.samples} samples each, serialized moto emulator on loopback, "
                 f"Python {sys.version.split()[0]}"
             )
-            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB trips")
+            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB calls  sequential")
             report("bare GetItem (yardstick)", baseline, baseline, 1.0)
             bench_limiter(client, env["TABLE_NAME"], args.samples, baseline)
             bench_query(env, client, min(args.samples, 100), baseline)

@@ -102,7 +102,13 @@ def _bench_controls(env: dict[str, str], baseline_p50: float, samples: int) -> N
     client = boto3.client("dynamodb", config=CLIENT_CONFIG)
     table = f"dnd-rag-bench-controls-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    run_env = {**env, "TABLE_NAME": table, "TOKEN_BUCKET_CAPACITY": str(10**9), "DAILY_USER_REQUEST_LIMIT": str(10**9)}
+    run_env = {
+        **env,
+        "TABLE_NAME": table,
+        "TOKEN_BUCKET_CAPACITY": str(10**9),
+        "DAILY_USER_REQUEST_LIMIT": str(10**9),
+        "ANSWER_CACHE_TTL": "0",  # one question again and again: every one must be answered, not a cache hit
+    }
     settings = load_settings(run_env)
     refresh = settings.controls_refresh_seconds
     clock = Clock()

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from dnd_rag.observability import metrics
 from dnd_rag.pricing import NANOS_PER_USD
 from infra.local.bootstrap import ensure_table
 from tests.support.clock import Clock
@@ -36,7 +37,8 @@ def env(base_env, dynamodb):
     """A table of its own: the controls are global, so each test starts from none."""
     table = f"ops-{uuid.uuid4().hex[:12]}"
     ensure_table(dynamodb, table)
-    return {**base_env, "TABLE_NAME": table}
+    # the answer cache off: these queries repeat one question and must each be admitted and paid
+    return {**base_env, "TABLE_NAME": table, "ANSWER_CACHE_TTL": "0"}
 
 
 def admin(call, app, method, path, body=None, token="dev-admin", query=None):
@@ -311,6 +313,7 @@ def test_every_change_emits_the_operator_action_metric_and_notifies_the_hook(env
     module = importlib.import_module("dnd_rag.handlers.api")
     notified = []
     module.container.on_operator_action = notified.append
+    metrics.clear_metrics()  # what earlier in-process tests recorded without a Lambda entry point to flush it
     capfd.readouterr()
 
     # When an operator pauses the service
@@ -318,9 +321,9 @@ def test_every_change_emits_the_operator_action_metric_and_notifies_the_hook(env
     status = module.lambda_handler(event, lambda_context())["statusCode"]
 
     # Then one OperatorAction is published (EMF) and the hook saw the audit entry
-    metrics = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
+    documents = [json.loads(line) for line in capfd.readouterr().out.splitlines() if '"_aws"' in line]
     assert status == 200
-    published = [m["OperatorAction"] for m in metrics if "OperatorAction" in m]
+    published = [d["OperatorAction"] for d in documents if "OperatorAction" in d]
     assert published == [[1.0]]  # one EMF document, one data point (Powertools writes values as lists)
     assert [(entry.action, entry.who, entry.after) for entry in notified] == [
         ("pause", ADMIN, {"paused": True, "reason": "metric check"})

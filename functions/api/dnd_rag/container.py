@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dnd_rag.logic.alerts import BudgetAlerts
+from dnd_rag.logic.answer_cache import AnswerCache, CacheScope
 from dnd_rag.logic.auth import Authenticator
 from dnd_rag.logic.budget import Budget
 from dnd_rag.logic.controls import ControlsCache
@@ -20,6 +21,7 @@ from dnd_rag.logic.ip_guard import FailedAuthGuard
 from dnd_rag.logic.operator import OperatorService
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import Embedder, Generator, UserSpendReset
+from dnd_rag.logic.prompt import PROMPT_VERSION
 from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
@@ -30,6 +32,7 @@ from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
 
 if TYPE_CHECKING:
+    from dnd_rag.dal.answer_cache import DynamoCorpusVersions
     from dnd_rag.dal.budget import DynamoLedgers
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
@@ -92,8 +95,44 @@ class Container:
             Floors(s.budget_min_passages, s.budget_min_completion_tokens),
         )
         return QueryService(
-            rag, self.limiter, self.plans, self.budget, fitter, self.clock, s.max_question_chars, self.controls
+            rag,
+            self.limiter,
+            self.plans,
+            self.budget,
+            fitter,
+            self.clock,
+            s.max_question_chars,
+            controls=self.controls,
+            cache=self.answer_cache,
         )
+
+    @property
+    def answer_cache(self) -> AnswerCache | None:
+        """None when ANSWER_CACHE_TTL is 0: then no cache read or write happens at all."""
+        return self._once("answer_cache", self._build_answer_cache)
+
+    def _build_answer_cache(self) -> AnswerCache | None:
+        from dnd_rag.dal.answer_cache import DynamoAnswerCache
+
+        s = self.settings
+        if s.answer_cache_ttl == 0:
+            return None
+        scope = CacheScope(
+            chat_model=self.rag.generator.model,
+            embedding_model=self.embedder.model,
+            prompt_version=PROMPT_VERSION,
+            max_completion_tokens=s.max_completion_tokens,
+            entity_queries=s.retrieval_entity_queries,
+            collections=tuple(s.collections),
+        )
+        store = DynamoAnswerCache(self.dynamodb(), s.table_name)
+        return AnswerCache(store, scope, s.answer_cache_ttl, self.clock)
+
+    @property
+    def corpus_versions(self) -> DynamoCorpusVersions:
+        from dnd_rag.dal.answer_cache import DynamoCorpusVersions
+
+        return self._once("corpus_versions", lambda: DynamoCorpusVersions(self.dynamodb(), self.settings.table_name))
 
     @property
     def controls(self) -> ControlsCache:

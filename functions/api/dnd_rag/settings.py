@@ -99,6 +99,9 @@ class Settings(BaseModel):
     # before a query re-reads it: every container sees an operator's change within this time
     controls_refresh_seconds: float = Field(default=4.0, alias="CONTROLS_REFRESH_SECONDS", ge=0, le=5)
     max_question_chars: int = Field(default=2000, alias="MAX_QUESTION_CHARS", ge=1, le=8000)
+    # Seconds an answer stays in the answer cache (0 = off). A day: answers only go stale when the
+    # corpus changes, and re-ingesting invalidates them anyway; the TTL bounds what the table keeps.
+    answer_cache_ttl: int = Field(default=86_400, alias="ANSWER_CACHE_TTL", ge=0, le=30 * 86_400)
     chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
     chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)
     chroma_ssl: bool = Field(default=False, alias="CHROMA_SSL")

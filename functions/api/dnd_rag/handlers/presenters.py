@@ -74,6 +74,7 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
                 daily_total=usd_for_display(outcome.totals.spent) if outcome.totals else None,
                 daily_budget=usd_for_display(budget_limit),
             ),
+            cache=outcome.cache,
             degraded=DegradedOut(**outcome.degraded) if outcome.degraded else None,
         ),
     )

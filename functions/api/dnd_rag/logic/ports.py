@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dnd_rag.models.cache import CachedAnswer, CacheRead
 from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
 from dnd_rag.models.limits import BucketState, Policy, Shape
@@ -109,6 +110,19 @@ class BudgetStore(Protocol):
         ...
 
     def read_totals(self, day: str) -> BudgetTotals: ...
+
+
+class AnswerCacheStore(Protocol):
+    """Cached answers and the corpus versions they were computed against."""
+
+    def read(self, key: str, collections: list[str], day: str) -> CacheRead:
+        """In one round trip: the entry for ``key`` (None if absent), the current version of each
+        collection (``UNSTAMPED`` when never stamped) and the day's budget totals."""
+        ...
+
+    def put(self, key: str, entry: CachedAnswer) -> None:
+        """Write the whole entry at once (the last complete writer wins)."""
+        ...
 
 
 class AlertStore(Protocol):

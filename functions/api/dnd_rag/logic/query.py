@@ -11,11 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from dnd_rag.errors import InvalidRequestError, ServiceError, StoreUnavailableError, UpstreamError
+from dnd_rag.logic.answer_cache import AnswerCache, Lookup
 from dnd_rag.logic.budget import Budget
 from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.concurrently import together
 from dnd_rag.logic.controls import ControlsCache
 from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
@@ -23,7 +26,7 @@ from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
 from dnd_rag.logic.rate_limit import Admission, Policy, RateLimiter
 from dnd_rag.logic.spending import Tab
 from dnd_rag.models.domain import User
-from dnd_rag.models.money import BudgetTotals
+from dnd_rag.models.money import BudgetTotals, TokenUsage
 from dnd_rag.observability import logger, metrics
 
 # Before retrieval the prompt is unknown: the first hold estimates each passage at the largest
@@ -44,6 +47,7 @@ class QueryOutcome:
     policy: Policy
     totals: BudgetTotals | None  # None when the cost could not be recorded
     degraded: dict[str, Any] | None = None
+    cache: Literal["hit", "miss", "off"] = "off"  # "miss": computed with the cache on
 
 
 def user_key(user: User) -> str:
@@ -68,6 +72,7 @@ class QueryService:
         max_question_chars: int,
         controls: ControlsCache | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        cache: AnswerCache | None = None,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -78,6 +83,7 @@ class QueryService:
         self._max_question_chars = max_question_chars
         self._controls = controls
         self._sleep = sleep
+        self._cache = cache
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
@@ -95,9 +101,13 @@ class QueryService:
                 ],
             )
         _, policy = self._plans.policy(user.plan)
-        admission = self._admit(user, policy)
+        admission, lookup = self._admit(user, policy, question, k)
+        if lookup is not None and lookup.hit is not None:
+            return self._from_cache(lookup, admission, policy, debug)
+        if lookup is not None:
+            metrics.add_metric(name="AnswerCacheMiss", unit="Count", value=1)
         try:
-            answer, totals, fit = self._answer(user, question, k, debug, deadline)
+            answer, totals, fit = self._answer(user, question, k, debug, deadline, lookup)
         except BaseException:
             self._refund(admission)
             raise
@@ -110,20 +120,41 @@ class QueryService:
                 "max_completion_tokens": fit.max_completion_tokens,
                 "model": answer.model,
             }
-        return QueryOutcome(answer, admission, policy, totals, degraded)
+        return QueryOutcome(answer, admission, policy, totals, degraded, "off" if lookup is None else "miss")
 
-    def _admit(self, user: User, policy: Policy) -> Admission:
-        """The limiter's admission, behind the operator controls (paused, blocked: 503/403, nothing consumed)."""
+    def _admit(self, user: User, policy: Policy, question: str, k: int) -> tuple[Admission, Lookup | None]:
+        """The admission, and the cache lookup at the same time (one sequential round trip). A
+        refused admission raises once both ended: the lookup's result is simply dropped.
+
+        Both behind the operator controls: paused or blocked answers 503/403 and consumes nothing
+        (a stale copy of the controls is re-read at the same time too; see logic/controls.py)."""
+        cache = self._cache
 
         def admit() -> Admission:
             return self._limiter.admit(user_key(user), policy, self._clock())
 
+        def admit_and_look_up() -> tuple[Admission, Lookup | None]:
+            if cache is None:
+                return admit(), None
+            return together(admit, lambda: cache.look_up(question, k))
+
         if self._controls is None:
-            return admit()
-        return self._controls.guard(user.id, admit, self._refund)
+            return admit_and_look_up()
+        return self._controls.guard(user.id, admit_and_look_up, lambda admitted: self._refund(admitted[0]))
+
+    def _from_cache(self, lookup: Lookup, admission: Admission, policy: Policy, debug: bool) -> QueryOutcome:
+        """A hit: no budget held, no ledger written, nothing billed; the admission stays consumed."""
+        assert self._cache is not None
+        assert lookup.hit is not None
+        assert lookup.read is not None
+        metrics.add_metric(name="AnswerCacheHit", unit="Count", value=1)
+        entry = lookup.hit
+        diagnostics = self._cache.diagnostics(entry) if debug else []
+        answer = Answer(entry.text, entry.sources, TokenUsage(), entry.model, 0, diagnostics)
+        return QueryOutcome(answer, admission, policy, lookup.read.totals, None, "hit")
 
     def _answer(
-        self, user: User, question: str, k: int, debug: bool, deadline: Deadline
+        self, user: User, question: str, k: int, debug: bool, deadline: Deadline, lookup: Lookup | None = None
     ) -> tuple[Answer, BudgetTotals | None, Fit]:
         frame = self._fitter.frame_tokens(question)  # the prompt without passages, counted once
         tab = self._open(user, question, k, frame, deadline)
@@ -137,7 +168,10 @@ class QueryService:
             self._close_after_failure(tab)
             raise
         reserved = tab.hold.amount
-        totals = self._close(tab)
+        remember = None
+        if self._cache is not None and lookup is not None and not fit.degraded:  # degraded answers are not kept
+            remember = partial(self._cache.remember, lookup, generation.answer, fit.passages, generation.model)
+        totals = self._close(tab, alongside=remember)
         answer = Answer(
             generation.answer,
             fit.passages,
@@ -213,7 +247,15 @@ class QueryService:
         assert tab.refused_totals is not None
         raise self._budget.refusal(tab.refused_totals, tab.charged + smallest.bound)
 
-    def _close(self, tab: Tab) -> BudgetTotals | None:
+    def _close(self, tab: Tab, alongside: Callable[[], None] | None = None) -> BudgetTotals | None:
+        """Settle; ``alongside`` (the cache write, which never raises) runs at the same time, so
+        it adds no sequential round trip."""
+        if alongside is None:
+            return self._settle(tab)
+        totals, _ = together(lambda: self._settle(tab), alongside)
+        return totals
+
+    def _settle(self, tab: Tab) -> BudgetTotals | None:
         try:
             return tab.close()
         except StoreUnavailableError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -90,7 +90,11 @@ class MetaOut(BaseModel):
     user_id: str
     rate_limit: RateLimitOut
     cost: CostOut
-    cache: str = Field(default="off", description="hit, miss, or off (the answer cache is not enabled).")
+    cache: Literal["hit", "miss", "off"] = Field(
+        default="off",
+        description="hit: served from the answer cache (query_cost 0, usage 0 tokens); miss: computed with the "
+        "cache on; off: ANSWER_CACHE_TTL is 0.",
+    )
     degraded: DegradedOut | None = Field(
         default=None, description="What was reduced to fit the remaining budget; null when nothing was."
     )
