@@ -23,6 +23,9 @@ from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.spending import PaidCalls
 from dnd_rag.logic.usage import UsageService
+from dnd_rag.logic.user_budget import UserBudget
+from dnd_rag.logic.wallet import Wallet
+from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
 
@@ -84,12 +87,14 @@ class Container:
             s.max_completion_tokens,
             Floors(s.budget_min_passages, s.budget_min_completion_tokens),
         )
-        return QueryService(rag, self.limiter, self.plans, self.budget, fitter, self.clock, s.max_question_chars)
+        wallet = Wallet(self.budget, self.user_budget, self.clock)
+        return QueryService(rag, self.limiter, self.plans, wallet, fitter, self.clock, s.max_question_chars)
 
     @property
     def usage(self) -> UsageService:
         return self._once(
-            "usage", lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock)
+            "usage",
+            lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.user_budget),
         )
 
     @property
@@ -101,6 +106,17 @@ class Container:
     @property
     def budget(self) -> Budget:
         return self._once("budget", self._build_budget)
+
+    @property
+    def user_budget(self) -> UserBudget:
+        """Each user's dollar cap and in-flight limit (``reset_spend`` is the operator's reset)."""
+        return self._once("user_budget", self._build_user_budget)
+
+    def _build_user_budget(self) -> UserBudget:
+        from dnd_rag.dal.user_budget import DynamoUserBudgetStore
+
+        store = DynamoUserBudgetStore(self.dynamodb(), self.settings.table_name)
+        return UserBudget(store, self.budget, self.clock, lease_seconds=self.settings.budget_lease_seconds)
 
     @property
     def ledgers(self) -> DynamoLedgers:
@@ -128,7 +144,12 @@ class Container:
 
     def _build_plans(self) -> PlanBook:
         s = self.settings
-        return PlanBook(Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit), s.plan_limits)
+        cap = usd_to_nanos(s.user_daily_budget_usd) if s.user_daily_budget_usd is not None else None
+        return PlanBook(
+            Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit),
+            s.plan_limits,
+            UserLimits(cap, s.max_in_flight_per_user),
+        )
 
     @property
     def limiter(self) -> RateLimiter:

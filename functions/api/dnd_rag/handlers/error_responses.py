@@ -26,7 +26,9 @@ from dnd_rag.errors import (
     RequestInProgressError,
     ServiceError,
     StoreUnavailableError,
+    TooManyInFlightError,
     UpstreamError,
+    UserBudgetExceededError,
 )
 from dnd_rag.observability import logger, metrics
 
@@ -42,6 +44,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     RateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
     DailyLimitExceededError: HTTPStatus.TOO_MANY_REQUESTS,
     IpRateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
+    UserBudgetExceededError: HTTPStatus.TOO_MANY_REQUESTS,
+    TooManyInFlightError: HTTPStatus.TOO_MANY_REQUESTS,
     UpstreamError: HTTPStatus.BAD_GATEWAY,
     AuthUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
     BudgetExceededError: HTTPStatus.SERVICE_UNAVAILABLE,

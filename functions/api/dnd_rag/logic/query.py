@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnd_rag.errors import InvalidRequestError, ServiceError, StoreUnavailableError, UpstreamError
-from dnd_rag.logic.budget import Budget
 from dnd_rag.logic.clock import Deadline
 from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
 from dnd_rag.logic.rate_limit import Admission, Policy, RateLimiter
 from dnd_rag.logic.spending import Tab
+from dnd_rag.logic.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.models.domain import User
+from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals
 from dnd_rag.observability import logger, metrics
 
@@ -37,12 +38,21 @@ MIN_SECONDS_FOR_QUERY = 5.0
 
 
 @dataclass(frozen=True)
+class UserSpend:
+    """The user's day against the user's own cap, once this query is settled."""
+
+    spent: int  # nano-dollars counted against the cap
+    cap: int | None  # None: no cap
+
+
+@dataclass(frozen=True)
 class QueryOutcome:
     answer: Answer
     admission: Admission
     policy: Policy
     totals: BudgetTotals | None  # None when the cost could not be recorded
     degraded: dict[str, Any] | None = None
+    user: UserSpend | None = None  # None when the cost could not be recorded
 
 
 def user_key(user: User) -> str:
@@ -61,7 +71,7 @@ class QueryService:
         rag: RagService,
         limiter: RateLimiter,
         plans: PlanBook,
-        budget: Budget,
+        budget: Wallet,
         fitter: Fitter,
         clock: Callable[[], float],
         max_question_chars: int,
@@ -92,9 +102,10 @@ class QueryService:
                 ],
             )
         _, policy = self._plans.policy(user.plan)
+        limits = self._plans.user_limits(user.plan)
         admission = self._limiter.admit(user_key(user), policy, self._clock())
         try:
-            answer, totals, fit = self._answer(user, question, k, debug, deadline)
+            answer, totals, fit, tab = self._answer(user, limits, question, k, debug, deadline)
         except BaseException:
             self._refund(admission)
             raise
@@ -102,18 +113,19 @@ class QueryService:
         if fit.degraded:
             metrics.add_metric(name="QueryDegraded", unit="Count", value=1)
             degraded = {
-                "reason": "budget_low",
+                "reason": tab.degraded_by,
                 "k": len(fit.passages),
                 "max_completion_tokens": fit.max_completion_tokens,
                 "model": answer.model,
             }
-        return QueryOutcome(answer, admission, policy, totals, degraded)
+        spend = UserSpend(tab.seen.user.spent + tab.charged, limits.daily_nanos) if totals is not None else None
+        return QueryOutcome(answer, admission, policy, totals, degraded, spend)
 
     def _answer(
-        self, user: User, question: str, k: int, debug: bool, deadline: Deadline
-    ) -> tuple[Answer, BudgetTotals | None, Fit]:
+        self, user: User, limits: UserLimits, question: str, k: int, debug: bool, deadline: Deadline
+    ) -> tuple[Answer, BudgetTotals | None, Fit, Tab]:
         frame = self._fitter.frame_tokens(question)  # the prompt without passages, counted once
-        tab = self._open(user, question, k, frame, deadline)
+        tab = self._open(user, limits, question, k, frame, deadline)
         try:
             retrieval = self._rag.retrieve(question, k, deadline, tab, _no_retry_budget)
             fit = self._fit(question, retrieval, tab, frame, deadline)
@@ -133,7 +145,7 @@ class QueryService:
             tab.charged,
             diagnostics(retrieval, fit, tab.usage, generate_ms, reserved) if debug else [],
         )
-        return answer, totals, fit
+        return answer, totals, fit, tab
 
     def _waited(self, number: int, deadline: Deadline) -> bool:
         """Wait for running queries to settle (the ``number``-th time); False when waiting is over."""
@@ -146,26 +158,28 @@ class QueryService:
         self._sleep(wait)
         return True
 
-    def _open(self, user: User, question: str, k: int, frame: int, deadline: Deadline) -> Tab:
-        """The first hold: the whole query as estimated, or (near the end) just the embedding."""
+    def _open(self, user: User, limits: UserLimits, question: str, k: int, frame: int, deadline: Deadline) -> Tab:
+        """The first hold (on the budget and the user's limits at once): the whole query as
+        estimated, or (near the end of either) just the embedding."""
         embedding = self._rag.embedding_bound(question)
         model = self._rag.generator.model
         estimate = self._fitter.chat_bound(frame + k * self._tokens_per_passage)
-        hold, totals = self._budget.open(user.id, model, embedding + estimate)
+        hold, seen = self._budget.open(user.id, limits, model, embedding + estimate)
         if hold is not None:
-            return Tab(self._budget, hold)
+            return Tab(self._budget, hold, seen)
         # The cheapest query this container has seen (or, before any, a prompt with no passage):
         # when even that cannot fit in what is unspent, refuse now rather than pay for an embedding.
         smallest = embedding + (self._smallest_chat or self._fitter.chat_bound(frame, floor=True))
         waits = 0
-        while totals.spent + smallest <= self._budget.limit:  # else spent: no wait can help
-            hold, totals = self._budget.open(user.id, model, embedding)
+        # a user at the in-flight limit is refused at once; when spent, no wait can help
+        while seen.refused_by != BY_IN_FLIGHT and not self._budget.spent_out(seen, limits, smallest):
+            hold, seen = self._budget.open(user.id, limits, model, embedding)
             if hold is not None:
-                return Tab(self._budget, hold)
-            if not self._waited(waits, deadline):
+                return Tab(self._budget, hold, seen)
+            if seen.refused_by == BY_IN_FLIGHT or not self._waited(waits, deadline):
                 break
             waits += 1
-        raise self._budget.refusal(totals, smallest)
+        raise self._budget.refusal(seen, limits, smallest)
 
     def _fit(self, question: str, retrieval: Retrieval, tab: Tab, frame: int, deadline: Deadline) -> Fit:
         """The standard form if the budget covers it, else the richest form that fits, else 503."""
@@ -179,26 +193,29 @@ class QueryService:
         self._budget.note_smallest_query(tab.charged + smallest.bound)
         if tab.cover(standard.bound):
             return standard
+        limits = tab.hold.user_limits
+        assert limits is not None
         waits = refits = 0
         while refits < 3:  # each refusal shows the state that refused it: fit to that, then ask again
-            totals = tab.refused_totals
-            assert totals is not None
-            available = self._budget.available_to(tab.hold, totals) - tab.charged
-            fit = self._fitter.best_within(question, passages, available)
+            seen = tab.refused
+            assert seen is not None
+            available, by_user_cap = self._budget.available_to(tab.hold, seen)
+            fit = self._fitter.best_within(question, passages, available - tab.charged)
             if fit is not None:
                 if tab.cover(fit.bound):
+                    tab.degraded_by = "user_budget_low" if by_user_cap else "budget_low"
                     return fit
                 refits += 1
                 continue
-            if totals.spent + tab.charged + smallest.bound > self._budget.limit:
+            if self._budget.spent_out(seen, limits, tab.charged + smallest.bound):
                 break  # spent: no wait can help
             if not self._waited(waits, deadline):
                 break
             waits += 1
             if tab.cover(standard.bound):  # running queries settled: maybe the whole query fits now
                 return standard
-        assert tab.refused_totals is not None
-        raise self._budget.refusal(tab.refused_totals, tab.charged + smallest.bound)
+        assert tab.refused is not None
+        raise self._budget.refusal(tab.refused, limits, tab.charged + smallest.bound)
 
     def _close(self, tab: Tab) -> BudgetTotals | None:
         try:
