@@ -4,7 +4,6 @@ request's slot comes back after its lease and its hold is charged in both books,
 responses, throttles and conflicts on the user's item keep the books exact (issue 11, items 1-2)."""
 
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
