@@ -4,7 +4,8 @@ Starts its own serialized AWS emulator, Chroma server and dev auth server on fre
   1. a bare DynamoDB GetItem on the emulator (the yardstick),
   2. the limiter admitting (warm container), rejecting, and admitting with a cold guess,
   3. POST /api/query through the real handler (offline providers, warm container, cached token),
-     admitted and rate-limited, and the DynamoDB requests of one answered query (at most 4),
+     admitted and rate-limited, and the DynamoDB round trips of one answered query (at most 4
+     sequential steps; calls sent together count once) and of one refused by the user's cap,
   4. budget utilization: default-k queries from 3 users on 4 concurrent in-process containers
      (threads, each its own client and app) on a fresh table until the budget refuses for good,
      at DAILY_BUDGET_USD 0.01 and 1 (``--budgets``): the share spent at the first 503, at the end,
@@ -53,6 +54,7 @@ from infra.local.bootstrap import ensure_table, verify_identities
 from infra.local.processes import free_port, running
 from infra.local.stack import chroma_command, local_environment
 from infra.scripts.ingest import document_paths, ingest
+from infra.scripts.round_trips import RoundTripRecorder
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -211,22 +213,31 @@ def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[f
 
 
 def bench_round_trips(env: dict[str, str]) -> None:
-    """The DynamoDB requests of one answered query on a warm container with a cached token."""
+    """The DynamoDB round trips of one answered query on a warm container with a cached token, and of
+    one refused by the user's dollar cap: sequential steps (calls sent together count once) and calls."""
     client = boto3.client("dynamodb", config=CLIENT_CONFIG)
     table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    settings = load_settings(
-        {**env, "TABLE_NAME": table, "TOKEN_BUCKET_CAPACITY": "1000", "DAILY_USER_REQUEST_LIMIT": "1000"}
+    limits = {"TABLE_NAME": table, "TOKEN_BUCKET_CAPACITY": "1000", "DAILY_USER_REQUEST_LIMIT": "1000"}
+    app = create_app(Container(load_settings({**env, **limits}), dynamodb_client=client))
+    capped = create_app(
+        Container(load_settings({**env, **limits, "USER_DAILY_BUDGET_USD": "0.000001"}), dynamodb_client=client)
     )
-    app = create_app(Container(settings, dynamodb_client=client))
-    sent: list[str] = []
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert _ask(app, "dev-alice")[0] == 200  # cold: the token is validated and cached
-        client.meta.events.register("before-send.dynamodb", lambda **kw: sent.append(kw["event_name"]))
-        assert _ask(app, "dev-alice")[0] == 200
-    operations = [name.rsplit(".", 1)[1] for name in sent]
-    verdict = "ok" if len(operations) <= 4 else "OVER 4"
-    print(f"  answered query, warm container, cached token: {len(operations)} sequential ({verdict}): {operations}")
+    trips = RoundTripRecorder(client)
+    cases = [("answered query", app, 200, 4), ("refused by the user's cap (429)", capped, 429, None)]
+    for label, served_by, expected, most in cases:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _ask(served_by, "dev-bob")  # cold: the token is validated and cached, the sizes learned
+            trips.start()
+            status, body = _ask(served_by, "dev-bob")
+            trips.stop()
+        assert status == expected, (status, body)
+        steps = trips.steps()
+        verdict = "" if most is None else (" ok" if len(steps) <= most else f" OVER {most}")
+        print(
+            f"  {label}, warm container, cached token: {len(steps)} sequential{verdict}, "
+            f"{len(trips.calls)} calls: {' -> '.join(' + '.join(step) for step in steps)}"
+        )
 
 
 QUESTION_BODY = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
@@ -269,6 +280,7 @@ def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[st
         "ALERT_EMAIL": recipient,
         "TOKEN_BUCKET_CAPACITY": str(10**9),
         "DAILY_USER_REQUEST_LIMIT": str(10**9),
+        "MAX_IN_FLIGHT_PER_USER": "1000",  # 4 containers, 3 users: the global budget is measured here
     }
     limit = usd_to_nanos(load_settings(run_env).daily_budget_usd)
     tokens = ["dev-alice", "dev-bob", "dev-admin"]
