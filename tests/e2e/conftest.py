@@ -40,7 +40,9 @@ def browser_page_origin() -> str:
 @pytest.fixture(scope="session")
 def stack_url(tmp_path_factory: pytest.TempPathFactory, browser_page_origin: str) -> Iterator[str]:
     origins = f"{browser_page_origin},http://localhost:3000"
-    with local_stack(tmp_path_factory.mktemp("stack"), CORS_ORIGINS=origins) as url:
+    # The burst test sends one user's queries 8 at a time: the in-flight limit (default 2) has a
+    # stack of its own (test_user_limits.py)
+    with local_stack(tmp_path_factory.mktemp("stack"), CORS_ORIGINS=origins, MAX_IN_FLIGHT_PER_USER="20") as url:
         yield url
 
 

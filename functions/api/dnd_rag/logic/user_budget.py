@@ -53,7 +53,8 @@ class UserBudget:
             )
 
         granted, totals = attempt()
-        if not granted and self._reclaim(day, user_id, totals, now):
+        # dead requests' holds are freed on the normal path too, not only when they refuse one
+        if self._reclaim(day, user_id, totals, now) and not granted:
             granted, totals = attempt()
         return granted, totals
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
 
 from dnd_rag.errors import ServiceError
 from dnd_rag.logic.budget import Budget, Hold
@@ -20,6 +21,7 @@ from dnd_rag.logic.concurrently import together
 from dnd_rag.logic.user_budget import UserBudget
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals, Charge, UserTotals
+from dnd_rag.observability import logger
 
 # why an open or a resize was refused
 BY_BUDGET, BY_USER_CAP, BY_IN_FLIGHT = "budget", "user_cap", "in_flight"
@@ -48,9 +50,13 @@ class Wallet:
         """Hold ``amount`` on both books: (the hold, or None when either refused, what was seen)."""
         now = self._clock()
         hold_id = uuid.uuid4().hex
-        (user_granted, user), (hold, totals) = together(
+        (user_granted, user), (hold, totals) = _both(
             lambda: self.users.open(user_id, hold_id, model, amount, limits, now),
             lambda: self.budget.open(user_id, model, amount, hold_id=hold_id, now=now),
+            undo_first=lambda: self.users.release(utc_day(now), user_id, hold_id, amount),
+            undo_second=lambda: self.budget.release(Hold(utc_day(now), hold_id, amount, user_id, model)),
+            first_granted=lambda result: result[0],
+            second_granted=lambda result: result[0] is not None,
         )
         if user_granted and hold is not None:
             return replace(hold, user_amount=amount, user_limits=limits), Seen(totals, user)
@@ -66,9 +72,13 @@ class Wallet:
         limits, old = hold.user_limits, hold.user_amount
         assert limits is not None, "a wallet hold"
         assert old is not None, "a wallet hold"
-        (user_granted, user), (grown, totals) = together(
+        (user_granted, user), (grown, totals) = _both(
             lambda: self.users.resize(hold.day, hold.user_id, hold.id, old, amount, limits),
             lambda: self.budget.resize(hold, amount),
+            undo_first=lambda: self.users.resize(hold.day, hold.user_id, hold.id, amount, old, limits),
+            undo_second=lambda: self.budget.resize(replace(hold, amount=amount), hold.amount),
+            first_granted=lambda result: result[0],
+            second_granted=lambda result: result[0] is not None,
         )
         if user_granted and grown is not None:
             return replace(grown, user_amount=amount), Seen(totals, user)
@@ -125,3 +135,35 @@ class Wallet:
 
     def _user_refusal(self, user: UserTotals, limits: UserLimits) -> str:
         return BY_IN_FLIGHT if self.users.refused_by_in_flight(user, limits) else BY_USER_CAP
+
+
+def _both[A, B](
+    first: Callable[[], A],
+    second: Callable[[], B],
+    undo_first: Callable[[], object],
+    undo_second: Callable[[], object],
+    first_granted: Callable[[A], bool],
+    second_granted: Callable[[B], bool],
+) -> tuple[A, B]:
+    """``together(first, second)``; when one of them raised (a store error), what the other was
+    granted is undone before the error goes on: a hold nobody will settle would otherwise be
+    charged in full when its lease ends."""
+    outcome_first, outcome_second = together(lambda: _outcome(first), lambda: _outcome(second))
+    failure = outcome_first[1] or outcome_second[1]
+    if failure is None:
+        return cast("A", outcome_first[0]), cast("B", outcome_second[0])
+    try:
+        if outcome_first[1] is None and first_granted(cast("A", outcome_first[0])):
+            undo_first()
+        if outcome_second[1] is None and second_granted(cast("B", outcome_second[0])):
+            undo_second()
+    except Exception as undo_failure:
+        logger.error("could not give back a hold after a store error", extra={"reason": str(undo_failure)})
+    raise failure
+
+
+def _outcome[T](call: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    try:
+        return call(), None
+    except Exception as exc:
+        return None, exc
