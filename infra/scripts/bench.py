@@ -45,6 +45,7 @@ from dnd_rag.handlers.routes import create_app
 from dnd_rag.logic.budget import Budget, Charge
 from dnd_rag.logic.clock import utc_day
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.user_budget import SPENT_MEMO_SECONDS
 from dnd_rag.observability import logger
 from dnd_rag.pricing import TokenUsage, usd_to_nanos
 from dnd_rag.settings import load_settings
@@ -224,10 +225,17 @@ def bench_round_trips(env: dict[str, str]) -> None:
         Container(load_settings({**env, **limits, "USER_DAILY_BUDGET_USD": "0.000001"}), dynamodb_client=client)
     )
     trips = RoundTripRecorder(client)
-    cases = [("answered query", app, 200, 4), ("refused by the user's cap (429)", capped, 429, None)]
-    for label, served_by, expected, most in cases:
+    cases = [
+        ("answered query", app, 200, 4, 0.0),
+        # the container remembers a spent cap for SPENT_MEMO_SECONDS: past that, a refusal asks the store
+        ("refused by the user's cap (429)", capped, 429, None, SPENT_MEMO_SECONDS + 0.1),
+        ("refused again by the user's cap within 5 s", capped, 429, 1, 0.0),
+    ]
+    for label, served_by, expected, most, wait in cases:
         with contextlib.redirect_stdout(io.StringIO()):
-            _ask(served_by, "dev-bob")  # cold: the token is validated and cached, the sizes learned
+            if served_by is not capped or wait:
+                _ask(served_by, "dev-bob")  # cold: the token is validated and cached, the sizes learned
+            time.sleep(wait)
             trips.start()
             status, body = _ask(served_by, "dev-bob")
             trips.stop()

@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import boto3
 import pytest
 
 from dnd_rag.dal.budget import DynamoBudgetStore, DynamoLedgers
+from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.dal.user_budget import DynamoUserBudgetStore
 from dnd_rag.logic.budget import LEASE_SECONDS, Budget, Charge
 from dnd_rag.logic.user_budget import UserBudget
@@ -19,6 +21,7 @@ from dnd_rag.logic.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
+from infra.scripts.round_trips import RoundTripRecorder
 from tests.support.billing import billed_nanos
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
@@ -242,6 +245,26 @@ def test_a_plan_gets_its_own_cap_and_in_flight_limit(make_app, call, base_env, a
     assert (usage["user_budget"]["daily_budget"], usage["user_budget"]["max_in_flight"]) == (0.5, 3)
 
 
+def test_a_user_refused_as_spent_is_refused_again_by_the_same_container_without_a_round_trip(
+    make_app, call, base_env, any_user_auth_url, table
+):
+    env = {**base_env, "TABLE_NAME": table, "AUTH_API_URL": any_user_auth_url, "USER_DAILY_BUDGET_USD": "0.000001"}
+    client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+    app, _ = make_app(env, dynamodb_client=client)
+    token = f"u-{uuid.uuid4().hex[:8]}"
+    first = ask(call, app, token)
+    trips = RoundTripRecorder(client)
+
+    trips.start()
+    again = ask(call, app, token)
+    trips.stop()
+
+    assert (first[0], first[1]["reason"]) == (429, "spent")
+    assert (again[0], again[1]["error"], again[1]["reason"]) == (429, "user_budget_exceeded", "spent")
+    assert trips.calls == []
+    assert parse(call(app, http_event("GET", "/api/usage", token=token)))[1]["today"]["requests"] == 0
+
+
 # --- the logic against the store, with an injected clock ---------------------------------------
 
 
@@ -316,7 +339,7 @@ def test_a_refused_global_hold_gives_the_users_slot_back_and_the_operator_reset_
     wallet.settle(hold, Charge("big", "gpt-4o-mini", TokenUsage(1, 1, 1), cost=900))
     second, seen = wallet.open("big", limits, "gpt-4o-mini", 1_200)
     assert second is None  # 900 spent + 1200 > the user's 2000
-    assert wallet.users.refusal(seen.user, limits, 1_200).cause == "spent"
+    assert wallet.users.refusal("big", seen.user, limits, 1_200).cause == "spent"
 
     wallet.users.reset_spend(day, "big")
 

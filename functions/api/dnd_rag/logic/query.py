@@ -103,6 +103,7 @@ class QueryService:
             )
         _, policy = self._plans.policy(user.plan)
         limits = self._plans.user_limits(user.plan)
+        self._budget.users.refuse_if_known_spent(user.id, limits)  # no round trip for a spent cap
         admission = self._limiter.admit(user_key(user), policy, self._clock())
         try:
             answer, totals, fit, tab = self._answer(user, limits, question, k, debug, deadline)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 from dnd_rag.errors import TooManyInFlightError, UserBudgetExceededError
+from dnd_rag.logic.bounded_map import BoundedMap
 from dnd_rag.logic.budget import LEASE_SECONDS, Budget
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.ports import UserBudgetStore
@@ -23,6 +24,10 @@ from dnd_rag.observability import metrics
 
 IN_FLIGHT_RETRY_AFTER = 2  # seconds: a running query ends within the request deadline, usually far sooner
 OWN_HOLDS_RETRY_AFTER = 5  # the cap's rest is held by the user's own running queries
+# A user refused as ``spent`` is refused again by the same container, with no round trip, for
+# this long: an operator's reset of the user's cap reaches every container within it.
+SPENT_MEMO_SECONDS = 5.0
+SPENT_MEMO_USERS = 1000
 
 
 class UserBudget:
@@ -37,6 +42,7 @@ class UserBudget:
         self._budget = budget
         self._clock = clock
         self._lease_seconds = lease_seconds
+        self._spent_out: BoundedMap[str, tuple[int | None, float]] = BoundedMap(SPENT_MEMO_USERS)  # cap, until
 
     def open(
         self, user_id: str, hold_id: str, model: str, amount: int, limits: UserLimits, now: float
@@ -74,6 +80,18 @@ class UserBudget:
         """Forgive the user's cap use of ``day`` (the operator's reset); ledgers are untouched."""
         self._store.reset_spend(day, user_id)
 
+    def refuse_if_known_spent(self, user_id: str, limits: UserLimits) -> None:
+        """Raise the ``spent`` refusal at once for a user this container saw spend the cap moments ago."""
+        memo = self._spent_out.get(user_id)
+        if memo is None:
+            return
+        cap, until = memo
+        now = self._clock()
+        if now >= until or cap != limits.daily_nanos:
+            self._spent_out.pop(user_id)
+            return
+        raise self._spent(now)
+
     def refused_by_in_flight(self, totals: UserTotals, limits: UserLimits) -> bool:
         return totals.in_flight >= limits.max_in_flight
 
@@ -89,23 +107,30 @@ class UserBudget:
         """True when even ``smallest_query`` cannot fit in the cap, whatever the user's running queries do."""
         return limits.daily_nanos is not None and totals.spent + smallest_query > limits.daily_nanos
 
-    def refusal(self, totals: UserTotals, limits: UserLimits, smallest_query: int) -> UserBudgetExceededError:
+    def refusal(
+        self, user_id: str, totals: UserTotals, limits: UserLimits, smallest_query: int
+    ) -> UserBudgetExceededError:
         """The 429 for a query the user's cap cannot cover: ``spent`` until midnight, or ``in_flight``
         when the rest of the cap is held by the user's own running queries."""
         now = self._clock()
         midnight = next_midnight(now)
         metrics.add_metric(name="UserBudgetRefused", unit="Count", value=1)
         if self.spent_out(totals, limits, smallest_query):
-            return UserBudgetExceededError(
-                "You have reached your daily spending limit; it resets at midnight UTC.",
-                cause="spent",
-                retry_after=max(1, math.ceil(midnight - now)),
-                reset_at=iso(midnight),
-            )
+            self._spent_out.put(user_id, (limits.daily_nanos, min(midnight, now + SPENT_MEMO_SECONDS)))
+            return self._spent(now)
         return UserBudgetExceededError(
             "The rest of your daily spending limit is held by your questions being answered now. Please retry shortly.",
             cause="in_flight",
             retry_after=OWN_HOLDS_RETRY_AFTER,
+            reset_at=iso(midnight),
+        )
+
+    def _spent(self, now: float) -> UserBudgetExceededError:
+        midnight = next_midnight(now)
+        return UserBudgetExceededError(
+            "You have reached your daily spending limit; it resets at midnight UTC.",
+            cause="spent",
+            retry_after=max(1, math.ceil(midnight - now)),
             reset_at=iso(midnight),
         )
 

@@ -34,6 +34,7 @@ class Seen:
     budget: BudgetTotals
     user: UserTotals
     refused_by: str | None = None
+    user_id: str = ""
 
 
 class Wallet:
@@ -59,13 +60,13 @@ class Wallet:
             second_granted=lambda result: result[0] is not None,
         )
         if user_granted and hold is not None:
-            return replace(hold, user_amount=amount, user_limits=limits), Seen(totals, user)
+            return replace(hold, user_amount=amount, user_limits=limits), Seen(totals, user, None, user_id)
         if user_granted:  # the budget refused: give the user's hold (and in-flight slot) back
             self.users.release(utc_day(now), user_id, hold_id, amount)
-            return None, Seen(totals, user, BY_BUDGET)
+            return None, Seen(totals, user, BY_BUDGET, user_id)
         if hold is not None:
             self.budget.release(hold)
-        return None, Seen(totals, user, self._user_refusal(user, limits))
+        return None, Seen(totals, user, self._user_refusal(user, limits), user_id)
 
     def resize(self, hold: Hold, amount: int) -> tuple[Hold | None, Seen]:
         """Grow both holds to ``amount``; when either refuses, neither grows."""
@@ -81,13 +82,13 @@ class Wallet:
             second_granted=lambda result: result[0] is not None,
         )
         if user_granted and grown is not None:
-            return replace(grown, user_amount=amount), Seen(totals, user)
+            return replace(grown, user_amount=amount), Seen(totals, user, None, hold.user_id)
         if user_granted:  # shrink the user's hold back: nothing grows
             _, user = self.users.resize(hold.day, hold.user_id, hold.id, amount, old, limits)
-            return None, Seen(totals, user, BY_BUDGET)
+            return None, Seen(totals, user, BY_BUDGET, hold.user_id)
         if grown is not None:
             _, totals = self.budget.resize(grown, hold.amount)
-        return None, Seen(totals, user, BY_USER_CAP)
+        return None, Seen(totals, user, BY_USER_CAP, hold.user_id)
 
     def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
         return self.budget.settle(hold, charge)
@@ -125,10 +126,10 @@ class Wallet:
         if seen.refused_by == BY_IN_FLIGHT:
             return self.users.too_many_in_flight(limits)
         if self.users.spent_out(seen.user, limits, smallest_query):
-            return self.users.refusal(seen.user, limits, smallest_query)
+            return self.users.refusal(seen.user_id, seen.user, limits, smallest_query)
         if seen.budget.spent + smallest_query > self.limit or seen.refused_by != BY_USER_CAP:
             return self.budget.refusal(seen.budget, smallest_query)
-        return self.users.refusal(seen.user, limits, smallest_query)
+        return self.users.refusal(seen.user_id, seen.user, limits, smallest_query)
 
     def note_smallest_query(self, cost: int) -> None:
         self.budget.note_smallest_query(cost)
