@@ -408,7 +408,7 @@ def main() -> None:
                 f"dnd_rag benchmark: {args.samples} samples each, serialized moto emulator on loopback, "
                 f"Python {sys.version.split()[0]}"
             )
-            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB trips")
+            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB calls")
             report("bare GetItem (yardstick)", baseline, baseline, 1.0)
             bench_limiter(client, env["TABLE_NAME"], args.samples, baseline)
             bench_query(env, client, min(args.samples, 100), baseline)

@@ -77,8 +77,10 @@ class UserBudget:
         return self._store.read(utc_day(self._clock()), user_id)
 
     def reset_spend(self, day: str, user_id: str) -> None:
-        """Forgive the user's cap use of ``day`` (the operator's reset); ledgers are untouched."""
+        """Forgive the user's cap use of ``day`` (the operator's reset); ledgers are untouched.
+        Other containers stop refusing the user from memory within SPENT_MEMO_SECONDS."""
         self._store.reset_spend(day, user_id)
+        self._spent_out.pop(user_id)
 
     def refuse_if_known_spent(self, user_id: str, limits: UserLimits) -> None:
         """Raise the ``spent`` refusal at once for a user this container saw spend the cap moments ago."""
