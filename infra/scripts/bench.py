@@ -4,7 +4,8 @@ Starts its own serialized AWS emulator, Chroma server and dev auth server on fre
   1. a bare DynamoDB GetItem on the emulator (the yardstick),
   2. the limiter admitting (warm container), rejecting, and admitting with a cold guess,
   3. POST /api/query through the real handler (offline providers, warm container, cached token),
-     admitted and rate-limited, and the DynamoDB requests of one answered query (at most 4),
+     admitted and rate-limited, and the DynamoDB round trips of one answered query (at most 4
+     sequential steps; calls sent together count once) and of one refused by the user's cap,
   4. budget utilization: default-k queries from 3 users on 4 concurrent in-process containers
      (threads, each its own client and app) on a fresh table until the budget refuses for good,
      at DAILY_BUDGET_USD 0.01 and 1 (``--budgets``): the share spent at the first 503, at the end,
@@ -46,6 +47,7 @@ from dnd_rag.handlers.routes import create_app
 from dnd_rag.logic.budget import Budget, Charge
 from dnd_rag.logic.clock import utc_day
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.user_budget import SPENT_MEMO_SECONDS
 from dnd_rag.observability import logger
 from dnd_rag.pricing import TokenUsage, usd_to_nanos
 from dnd_rag.settings import load_settings
@@ -56,6 +58,7 @@ from infra.local.processes import free_port, running
 from infra.local.stack import chroma_command, local_environment
 from infra.scripts.bench_controls import bench_controls
 from infra.scripts.ingest import document_paths, ingest
+from infra.scripts.round_trips import RoundTripRecorder
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
@@ -299,6 +302,46 @@ def bench_round_trips(env: dict[str, str]) -> None:
             print(f"  {label:20s} warm, cached token: {steps} sequential ({verdict}), {len(sent)} calls: {sent}")
 
 
+def bench_user_cap_round_trips(env: dict[str, str]) -> None:
+    """The DynamoDB round trips of one answered query on a warm container with a cached token, and of
+    one refused by the user's dollar cap: sequential steps (calls sent together count once) and calls."""
+    client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+    table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
+    ensure_table(client, table)
+    limits = {
+        "TABLE_NAME": table,
+        "TOKEN_BUCKET_CAPACITY": "1000",
+        "DAILY_USER_REQUEST_LIMIT": "1000",
+        "ANSWER_CACHE_TTL": "0",
+    }
+    app = create_app(Container(load_settings({**env, **limits}), dynamodb_client=client))
+    capped = create_app(
+        Container(load_settings({**env, **limits, "USER_DAILY_BUDGET_USD": "0.000001"}), dynamodb_client=client)
+    )
+    trips = RoundTripRecorder(client)
+    cases = [
+        ("answered query", app, 200, 4, 0.0),
+        # the container remembers a spent cap for SPENT_MEMO_SECONDS: past that, a refusal asks the store
+        ("refused by the user's cap (429)", capped, 429, None, SPENT_MEMO_SECONDS + 0.1),
+        ("refused again by the user's cap within 5 s", capped, 429, 1, 0.0),
+    ]
+    for label, served_by, expected, most, wait in cases:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if served_by is not capped or wait:
+                _ask(served_by, "dev-bob")  # cold: the token is validated and cached, the sizes learned
+            time.sleep(wait)
+            trips.start()
+            status, body = _ask(served_by, "dev-bob")
+            trips.stop()
+        assert status == expected, (status, body)
+        steps = trips.steps()
+        verdict = "" if most is None else (" ok" if len(steps) <= most else f" OVER {most}")
+        print(
+            f"  {label}, warm container, cached token: {len(steps)} sequential{verdict}, "
+            f"{len(trips.calls)} calls: {' -> '.join(' + '.join(step) for step in steps)}"
+        )
+
+
 QUESTION_BODY = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
 
 
@@ -340,6 +383,7 @@ def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[st
         "TOKEN_BUCKET_CAPACITY": str(10**9),
         "DAILY_USER_REQUEST_LIMIT": str(10**9),
         "ANSWER_CACHE_TTL": "0",  # the same question again and again: every one must be computed and paid
+        "MAX_IN_FLIGHT_PER_USER": "1000",  # 4 containers, 3 users: the global budget is measured here
     }
     limit = usd_to_nanos(load_settings(run_env).daily_budget_usd)
     tokens = ["dev-alice", "dev-bob", "dev-admin"]
@@ -465,6 +509,7 @@ def main() -> None:
             bench_query(env, client, min(args.samples, 100), baseline)
             print("round trips (same emulator):")
             bench_round_trips(env)
+            bench_user_cap_round_trips(env)
             bench_controls(env, p(baseline, 0.50), min(args.samples, 100))
             print("correctness under contention (same emulator):")
             ensure_table(client, "dnd-rag-bench-race")

@@ -51,7 +51,11 @@ def stack_url(
     tmp_path_factory: pytest.TempPathFactory, browser_page_origin: str, stack_env: dict[str, str]
 ) -> Iterator[str]:
     origins = f"{browser_page_origin},http://localhost:3000"
-    with local_stack(tmp_path_factory.mktemp("stack"), stack_env, CORS_ORIGINS=origins) as url:
+    # The burst test sends one user's queries 8 at a time: the in-flight limit (default 2) has a
+    # stack of its own (test_user_limits.py)
+    with local_stack(
+        tmp_path_factory.mktemp("stack"), stack_env, CORS_ORIGINS=origins, MAX_IN_FLIGHT_PER_USER="20"
+    ) as url:
         yield url
 
 

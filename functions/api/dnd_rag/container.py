@@ -27,7 +27,10 @@ from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.spending import PaidCalls
 from dnd_rag.logic.usage import UsageService
+from dnd_rag.logic.user_budget import UserBudget
+from dnd_rag.logic.wallet import Wallet
 from dnd_rag.models.controls import AuditEntry
+from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
 
@@ -98,7 +101,7 @@ class Container:
             rag,
             self.limiter,
             self.plans,
-            self.budget,
+            Wallet(self.budget, self.user_budget, self.clock),
             fitter,
             self.clock,
             s.max_question_chars,
@@ -158,7 +161,7 @@ class Container:
             self.limiter,
             usd_to_nanos(self.settings.daily_budget_usd),
             self.clock,
-            spend_reset=self.spend_reset,
+            spend_reset=self.user_budget if self.spend_reset is None else self.spend_reset,
             on_action=self.on_operator_action,
         )
 
@@ -166,7 +169,9 @@ class Container:
     def usage(self) -> UsageService:
         return self._once(
             "usage",
-            lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.controls),
+            lambda: UsageService(
+                self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.controls, self.user_budget
+            ),
         )
 
     @property
@@ -178,6 +183,17 @@ class Container:
     @property
     def budget(self) -> Budget:
         return self._once("budget", self._build_budget)
+
+    @property
+    def user_budget(self) -> UserBudget:
+        """Each user's dollar cap and in-flight limit (``reset_spend`` is the operator's reset)."""
+        return self._once("user_budget", self._build_user_budget)
+
+    def _build_user_budget(self) -> UserBudget:
+        from dnd_rag.dal.user_budget import DynamoUserBudgetStore
+
+        store = DynamoUserBudgetStore(self.dynamodb(), self.settings.table_name)
+        return UserBudget(store, self.budget, self.clock, lease_seconds=self.settings.budget_lease_seconds)
 
     @property
     def ledgers(self) -> DynamoLedgers:
@@ -213,7 +229,12 @@ class Container:
 
     def _build_plans(self) -> PlanBook:
         s = self.settings
-        return PlanBook(Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit), s.plan_limits)
+        cap = usd_to_nanos(s.user_daily_budget_usd) if s.user_daily_budget_usd is not None else None
+        return PlanBook(
+            Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit),
+            s.plan_limits,
+            UserLimits(cap, s.max_in_flight_per_user),
+        )
 
     @property
     def limiter(self) -> RateLimiter:

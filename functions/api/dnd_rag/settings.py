@@ -40,13 +40,15 @@ class ConfigError(RuntimeError):
 
 
 class PlanLimits(BaseModel):
-    """Per-plan overrides of the rate-limit policy (entries of ``PLAN_LIMITS``)."""
+    """Per-plan overrides of the user limits (entries of ``PLAN_LIMITS``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     capacity: int | None = Field(default=None, ge=1)
     refill_rate: float | None = Field(default=None, gt=0)
     daily_limit: int | None = Field(default=None, ge=1)
+    daily_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)  # each user's dollar cap
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 def _split_list(value: Any) -> Any:
@@ -81,6 +83,11 @@ class Settings(BaseModel):
     ip_auth_failure_capacity: int = Field(default=10, alias="IP_AUTH_FAILURE_CAPACITY", ge=1)
     ip_auth_failure_refill_rate: float = Field(default=0.1, alias="IP_AUTH_FAILURE_REFILL_RATE", gt=0)
     daily_budget_usd: Decimal = Field(default=Decimal("1.0"), alias="DAILY_BUDGET_USD", ge=0)
+    # each user's own daily dollar cap (unset: none) and how many of a user's queries may run at once
+    user_daily_budget_usd: Decimal | None = Field(
+        default=None, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
+    )
+    max_in_flight_per_user: int = Field(default=2, alias="MAX_IN_FLIGHT_PER_USER", ge=1, le=1000)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")
     alert_from: str | None = Field(default=None, alias="ALERT_FROM")
     openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)

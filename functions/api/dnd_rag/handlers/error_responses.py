@@ -28,8 +28,10 @@ from dnd_rag.errors import (
     ServiceError,
     ServicePausedError,
     StoreUnavailableError,
+    TooManyInFlightError,
     UpstreamError,
     UserBlockedError,
+    UserBudgetExceededError,
 )
 from dnd_rag.observability import logger, metrics
 
@@ -46,6 +48,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     RateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
     DailyLimitExceededError: HTTPStatus.TOO_MANY_REQUESTS,
     IpRateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
+    UserBudgetExceededError: HTTPStatus.TOO_MANY_REQUESTS,
+    TooManyInFlightError: HTTPStatus.TOO_MANY_REQUESTS,
     UpstreamError: HTTPStatus.BAD_GATEWAY,
     AuthUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
     BudgetExceededError: HTTPStatus.SERVICE_UNAVAILABLE,

@@ -33,9 +33,11 @@ from dnd_rag.models.api import (
     TodayOut,
     UsageOut,
     UsageResponse,
+    UserBudgetOut,
 )
 from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import User
+from dnd_rag.models.money import UserTotals
 from dnd_rag.observability import metrics
 from dnd_rag.pricing import usd_for_display
 
@@ -73,6 +75,7 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
                 query_cost=usd_for_display(answer.cost_nanos),
                 daily_total=usd_for_display(outcome.totals.spent) if outcome.totals else None,
                 daily_budget=usd_for_display(budget_limit),
+                **_user_cost(outcome),
             ),
             cache=outcome.cache,
             degraded=DegradedOut(**outcome.degraded) if outcome.degraded else None,
@@ -97,6 +100,33 @@ def usage_response(user: User, report: UsageReport) -> UsageResponse:
         # requests as the quota counts them (refunds included); tokens and cost from the ledger
         today=TodayOut(**{**_ledger_fields(report.ledger), "requests": standing.daily_count}),
         budget=BudgetOut(**budget_info(report.budget.spent, report.budget_limit)),
+        user_budget=_user_budget(report),
+    )
+
+
+def _user_cost(outcome: QueryOutcome) -> dict[str, float | None]:
+    spend = outcome.user
+    if spend is None:
+        return {}
+    cap = spend.cap
+    return {
+        "user_daily_total": usd_for_display(spend.spent),
+        "user_daily_budget": usd_for_display(cap) if cap is not None else None,
+        "user_remaining": usd_for_display(max(0, cap - spend.spent)) if cap is not None else None,
+    }
+
+
+def _user_budget(report: UsageReport) -> UserBudgetOut:
+    totals = report.user_budget or UserTotals()
+    limits = report.user_limits
+    cap = limits.daily_nanos if limits is not None else None
+    return UserBudgetOut(
+        daily_total=usd_for_display(totals.spent),
+        daily_budget=usd_for_display(cap) if cap is not None else None,
+        remaining=usd_for_display(max(0, cap - totals.committed)) if cap is not None else None,
+        reset_at=iso(report.standing.reset_at),
+        in_flight=totals.in_flight,
+        max_in_flight=limits.max_in_flight if limits is not None else 0,
     )
 
 

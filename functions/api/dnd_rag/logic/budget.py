@@ -21,6 +21,7 @@ from typing import Protocol
 from dnd_rag.errors import BudgetExceededError
 from dnd_rag.logic.clock import next_midnight, utc_day
 from dnd_rag.logic.ports import BudgetStore
+from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
 from dnd_rag.observability import logger, metrics
 from dnd_rag.pricing import usd_for_display
@@ -42,6 +43,8 @@ class Hold:
     amount: int
     user_id: str
     model: str
+    user_amount: int | None = None  # the user's hold of the same id (logic/wallet.py), if any
+    user_limits: UserLimits | None = None  # the limits it was opened under
 
 
 class BudgetObserver(Protocol):
@@ -90,11 +93,13 @@ class Budget:
             return self._configured_limit
         return self._effective_limit(self._configured_limit)
 
-    def open(self, user_id: str, model: str, amount: int) -> tuple[Hold | None, BudgetTotals]:
+    def open(
+        self, user_id: str, model: str, amount: int, hold_id: str | None = None, now: float | None = None
+    ) -> tuple[Hold | None, BudgetTotals]:
         """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals)."""
-        now = self._clock()
+        now = self._clock() if now is None else now
         day = utc_day(now)
-        hold_id = uuid.uuid4().hex
+        hold_id = hold_id or uuid.uuid4().hex
         entry = HoldEntry(amount, now + self._lease_seconds, user_id, model)
 
         def attempt() -> tuple[bool, BudgetTotals]:
@@ -126,7 +131,9 @@ class Budget:
     def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
         """Replace the hold by what the request was really charged (ledgers included)."""
         now = self._clock()
-        totals = self._store.settle(hold.day, hold.id, hold.amount, charge, now, next_midnight(now))
+        totals = self._store.settle(
+            hold.day, hold.id, hold.amount, charge, now, next_midnight(now), user_hold=hold.user_amount
+        )
         self._observe(hold.day, totals)
         return totals
 
@@ -164,18 +171,35 @@ class Budget:
     def totals(self) -> BudgetTotals:
         return self._store.read_totals(utc_day(self._clock()))
 
+    def reclaim_expired(self, day: str, hold_ids: list[str], now: float) -> list[str]:
+        """Reclaim these holds where their lease ended on the day's total (a user's expired holds,
+        logic/user_budget.py), by the same path as the sweep; the ids that have no hold there."""
+        totals = self._store.read_totals(day)
+        missing = []
+        for hold_id in hold_ids:
+            entry = totals.holds.get(hold_id)
+            if entry is None:
+                missing.append(hold_id)
+            elif entry.lease_until < now:
+                self._reclaim(day, hold_id, entry, now)
+        return missing
+
     def _sweep(self, day: str, totals: BudgetTotals, now: float) -> bool:
         """Reclaim a few holds whose lease ended; True if any money changed hands."""
         expired = [(hold_id, entry) for hold_id, entry in totals.holds.items() if entry.lease_until < now]
         reclaimed = False
         for hold_id, entry in expired[:SWEEP_PER_REQUEST]:
-            booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now))
-            if booked:
-                reclaimed = True
-                metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
-                metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=booked / 1000)
-                logger.warning("reclaimed the hold of a dead request", extra={"hold": hold_id, "amount": entry.amount})
+            reclaimed = self._reclaim(day, hold_id, entry, now) or reclaimed
         return reclaimed
+
+    def _reclaim(self, day: str, hold_id: str, entry: HoldEntry, now: float) -> bool:
+        """Charge one expired hold (and the user's hold of the same id) in both books."""
+        booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now))
+        if booked:
+            metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
+            metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=booked / 1000)
+            logger.warning("reclaimed the hold of a dead request", extra={"hold": hold_id, "amount": entry.amount})
+        return booked > 0
 
     def _remember_orphans(self, totals: BudgetTotals, now: float) -> None:
         self._expired_orphans = tuple(sorted(o for o, grace_end in totals.orphans.items() if grace_end < now))[:10]

@@ -9,7 +9,7 @@ from dnd_rag.models.cache import CachedAnswer, CacheRead
 from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
 from dnd_rag.models.limits import BucketState, Policy, Shape
-from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
+from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, UserHoldEntry, UserTotals
 
 
 class Embedder(Protocol):
@@ -96,8 +96,18 @@ class BudgetStore(Protocol):
     def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]: ...
 
     def settle(
-        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, expires_at: float
-    ) -> BudgetTotals: ...
+        self,
+        day: str,
+        hold_id: str,
+        reserved: int,
+        charge: Charge,
+        now: float,
+        expires_at: float,
+        user_hold: int | None = None,
+    ) -> BudgetTotals:
+        """Replace the hold by ``charge`` in the user's ledger (closing the user's hold of the same
+        id, of amount ``user_hold``, in the same write) and then in the total."""
+        ...
 
     def release(self, day: str, hold_id: str, amount: int) -> None:
         """Remove a hold that paid for nothing; a no-op if it is gone."""
@@ -123,6 +133,33 @@ class AnswerCacheStore(Protocol):
     def put(self, key: str, entry: CachedAnswer) -> None:
         """Write the whole entry at once (the last complete writer wins)."""
         ...
+
+
+class UserBudgetStore(Protocol):
+    """A user's own limits for one day (dal/user_budget.py); every write names its hold."""
+
+    def try_open(
+        self,
+        day: str,
+        user_id: str,
+        hold_id: str,
+        entry: UserHoldEntry,
+        max_in_flight: int,
+        headroom: int | None,
+        expires_at: float,
+    ) -> tuple[bool, UserTotals]: ...
+
+    def try_resize(
+        self, day: str, user_id: str, hold_id: str, old: int, new: int, headroom: int | None
+    ) -> tuple[bool, UserTotals]: ...
+
+    def release(
+        self, day: str, user_id: str, hold_id: str, amount: int, expired_before: float | None = None
+    ) -> bool: ...
+
+    def read(self, day: str, user_id: str) -> UserTotals: ...
+
+    def reset_spend(self, day: str, user_id: str) -> None: ...
 
 
 class AlertStore(Protocol):

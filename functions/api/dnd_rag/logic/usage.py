@@ -13,8 +13,11 @@ from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import LedgerReader, LedgerRow
 from dnd_rag.logic.query import user_key
 from dnd_rag.logic.rate_limit import Policy, RateLimiter, Standing
+from dnd_rag.logic.user_budget import UserBudget
 from dnd_rag.models.controls import Controls
 from dnd_rag.models.domain import User
+from dnd_rag.models.limits import UserLimits
+from dnd_rag.models.money import UserTotals
 
 ADMIN_TOP_USERS = 10
 
@@ -27,6 +30,8 @@ class UsageReport:
     ledger: LedgerRow | None
     budget: BudgetTotals
     budget_limit: int
+    user_budget: UserTotals | None = None  # the caller's day against the caller's own limits
+    user_limits: UserLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,9 @@ class UsageService:
         ledgers: LedgerReader,
         clock: Callable[[], float],
         controls: ControlsCache | None = None,
+        users: UserBudget | None = None,
     ) -> None:
+        self._users = users
         self._limiter = limiter
         self._plans = plans
         self._budget = budget
@@ -72,6 +79,8 @@ class UsageService:
             self._ledgers.user(utc_day(now), user.id),
             self._budget.totals(),
             self._budget.limit,
+            self._users.totals(user.id) if self._users is not None else None,
+            self._plans.user_limits(user.plan),
         )
 
     def admin_report(self) -> AdminReport:

@@ -77,10 +77,21 @@ class CostOut(BaseModel):
         description="Today's global spend in USD once this query is settled (null if it could not be recorded)."
     )
     daily_budget: float
+    user_daily_total: float | None = Field(
+        default=None,
+        description="What the caller has spent today against the caller's own cap, USD, once this query is "
+        "settled (null if it could not be recorded).",
+    )
+    user_daily_budget: float | None = Field(default=None, description="The caller's daily cap, USD; null: no cap.")
+    user_remaining: float | None = Field(
+        default=None, description="What is left of the caller's cap today, USD; null: no cap."
+    )
 
 
 class DegradedOut(BaseModel):
-    reason: str = Field(description="Why the query was reduced: budget_low.")
+    reason: str = Field(
+        description="Why the query was reduced: budget_low (the global budget) or user_budget_low (the caller's cap)."
+    )
     k: int = Field(description="Passages the answer was generated from.")
     max_completion_tokens: int
     model: str
@@ -127,6 +138,18 @@ class UsageResponse(BaseModel):
     reset_at: str = Field(description="Next UTC midnight, when the bucket and the daily count reset.")
     today: TodayOut
     budget: BudgetOut
+    user_budget: UserBudgetOut
+
+
+class UserBudgetOut(BaseModel):
+    """The caller's own limits today."""
+
+    daily_total: float = Field(description="USD spent today against the caller's cap (open queries not included).")
+    daily_budget: float | None = Field(description="The caller's daily cap, USD; null: no cap.")
+    remaining: float | None = Field(description="What is left of the cap now, USD (open queries held); null: no cap.")
+    reset_at: str = Field(description="Next UTC midnight, when the cap resets.")
+    in_flight: int = Field(description="The caller's queries being answered right now.")
+    max_in_flight: int
 
 
 class TodayOut(BaseModel):
