@@ -137,6 +137,24 @@ def test_a_repeated_question_is_a_hit_that_costs_nothing_and_still_counts_agains
     assert second["meta"]["rate_limit"]["daily_remaining"] == first["meta"]["rate_limit"]["daily_remaining"] - 1
 
 
+def test_a_hit_shows_the_users_own_cap_and_what_is_left_of_it(make_app, call, cached):
+    # Given a user with a dollar cap who paid for one answer
+    app, _ = make_app({**cached, "USER_DAILY_BUDGET_USD": "0.05"})
+    token = user()
+    status, first, _ = ask(call, app, token)
+    assert (status, first["meta"]["cache"]) == (200, "miss")
+
+    # When the same question is served from the cache
+    status, second, _ = ask(call, app, token)
+
+    # Then meta shows the cap as it stands: unchanged by the free hit
+    assert (status, second["meta"]["cache"]) == (200, "hit")
+    cost = second["meta"]["cost"]
+    assert cost["user_daily_budget"] == 0.05
+    assert cost["user_daily_total"] == first["meta"]["cost"]["user_daily_total"] > 0
+    assert cost["user_remaining"] == first["meta"]["cost"]["user_remaining"]
+
+
 @pytest.mark.parametrize(
     "variant",
     [FIGHTER.upper(), f"  {FIGHTER.replace(' ', '   ')}\t", FIGHTER.replace(" ", "\u00a0").replace("9", "\uff19")],

@@ -19,8 +19,9 @@ import time
 import uuid
 from typing import Any
 
-from dnd_rag.dal.budget import totals_from_item
+from dnd_rag.dal.budget import _ledger_key, totals_from_item
 from dnd_rag.dal.dynamo import number, store_errors
+from dnd_rag.dal.user_budget import user_totals_from_item
 from dnd_rag.errors import StoreUnavailableError
 from dnd_rag.models.cache import UNSTAMPED, CachedAnswer, CacheRead
 from dnd_rag.models.domain import Passage
@@ -82,13 +83,15 @@ class DynamoAnswerCache:
         self._table = table_name
         self._sleep = sleep
 
-    def read(self, key: str, collections: list[str], day: str) -> CacheRead:
-        keys = [entry_key(key), *(version_key(c) for c in collections), _total_key(day)]
+    def read(self, key: str, collections: list[str], day: str, user_id: str) -> CacheRead:
+        user_key = _ledger_key(day, f"USER#{user_id}")
+        keys = [entry_key(key), *(version_key(c) for c in collections), _total_key(day), user_key]
         items = self._batch_get(keys)
         entry_item = items.get(_id(entry_key(key)))
         versions = {c: items.get(_id(version_key(c)), {}).get("version", {}).get("S", UNSTAMPED) for c in collections}
         total = items.get(_id(_total_key(day)))
-        return CacheRead(_entry(entry_item) if entry_item else None, versions, totals_from_item(total))
+        user = user_totals_from_item(items.get(_id(user_key)))
+        return CacheRead(_entry(entry_item) if entry_item else None, versions, totals_from_item(total), user)
 
     def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}

@@ -76,12 +76,12 @@ class AnswerCache:
         self._ttl = ttl_seconds
         self._clock = clock
 
-    def look_up(self, question: str, k: int) -> Lookup:
+    def look_up(self, question: str, k: int, user_id: str) -> Lookup:
         """The entry for this question if it is current; never raises (a failed read is a miss)."""
         key = cache_key(question, k, self._scope)
         now = self._clock()
         try:
-            read = self._store.read(key, sorted(self._scope.collections), utc_day(now))
+            read = self._store.read(key, sorted(self._scope.collections), utc_day(now), user_id)
         except Exception as exc:  # an optimisation must never fail the query
             metrics.add_metric(name="AnswerCacheReadFailed", unit="Count", value=1)
             logger.warning("answer cache read failed; answering without it", extra={"reason": str(exc)})

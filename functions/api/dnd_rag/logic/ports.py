@@ -125,9 +125,9 @@ class BudgetStore(Protocol):
 class AnswerCacheStore(Protocol):
     """Cached answers and the corpus versions they were computed against."""
 
-    def read(self, key: str, collections: list[str], day: str) -> CacheRead:
+    def read(self, key: str, collections: list[str], day: str, user_id: str) -> CacheRead:
         """In one round trip: the entry for ``key`` (None if absent), the current version of each
-        collection (``UNSTAMPED`` when never stamped) and the day's budget totals."""
+        collection (``UNSTAMPED`` when never stamped), the day's budget totals and the user's."""
         ...
 
     def put(self, key: str, entry: CachedAnswer) -> None:

@@ -118,7 +118,7 @@ class QueryService:
             self._budget.users.refuse_if_known_spent(user.id, limits)
         admission, lookup = self._admit(user, policy, question, k)
         if lookup is not None and lookup.hit is not None:  # free: served whatever the user's cap
-            return self._from_cache(lookup, admission, policy, debug)
+            return self._from_cache(lookup, admission, policy, limits, debug)
         if lookup is not None:
             metrics.add_metric(name="AnswerCacheMiss", unit="Count", value=1)
         try:
@@ -154,13 +154,15 @@ class QueryService:
         def admit_and_look_up() -> tuple[Admission, Lookup | None]:
             if cache is None:
                 return admit(), None
-            return together(admit, lambda: cache.look_up(question, k))
+            return together(admit, lambda: cache.look_up(question, k, user.id))
 
         if self._controls is None:
             return admit_and_look_up()
         return self._controls.guard(user.id, admit_and_look_up, lambda admitted: self._refund(admitted[0]))
 
-    def _from_cache(self, lookup: Lookup, admission: Admission, policy: Policy, debug: bool) -> QueryOutcome:
+    def _from_cache(
+        self, lookup: Lookup, admission: Admission, policy: Policy, limits: UserLimits, debug: bool
+    ) -> QueryOutcome:
         """A hit: no budget held, no ledger written, nothing billed; the admission stays consumed."""
         assert self._cache is not None
         assert lookup.hit is not None
@@ -169,7 +171,8 @@ class QueryService:
         entry = lookup.hit
         diagnostics = self._cache.diagnostics(entry) if debug else []
         answer = Answer(entry.text, entry.sources, TokenUsage(), entry.model, 0, diagnostics)
-        return QueryOutcome(answer, admission, policy, lookup.read.totals, None, "hit")
+        user = None if lookup.read.user is None else UserSpend(lookup.read.user.spent, limits.daily_nanos)
+        return QueryOutcome(answer, admission, policy, lookup.read.totals, None, cache="hit", user=user)
 
     def _answer(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dnd_rag.models.domain import Passage
-from dnd_rag.models.money import BudgetTotals
+from dnd_rag.models.money import BudgetTotals, UserTotals
 
 UNSTAMPED = "unstamped"  # the corpus version of a collection no ingest has stamped (built elsewhere)
 
@@ -27,8 +27,10 @@ class CachedAnswer:
 
 @dataclass(frozen=True)
 class CacheRead:
-    """One lookup's round trip: the entry (if any), the current corpus versions, the day's totals."""
+    """One lookup's round trip: the entry (if any), the current corpus versions, the day's totals
+    and the asking user's (for ``meta.cost`` on a hit)."""
 
     entry: CachedAnswer | None
     versions: dict[str, str] = field(default_factory=dict)
     totals: BudgetTotals | None = None
+    user: UserTotals | None = None
