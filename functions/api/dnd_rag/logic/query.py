@@ -13,9 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dnd_rag.errors import InvalidRequestError, ServiceError, StoreUnavailableError, UpstreamError
+from dnd_rag.errors import (
+    DailyLimitExceededError,
+    InvalidRequestError,
+    ServiceError,
+    StoreUnavailableError,
+    UpstreamError,
+)
 from dnd_rag.logic.budget import Budget
-from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.clock import Deadline, utc_day
+from dnd_rag.logic.concurrently import together
+from dnd_rag.logic.events import QuotaEvents
 from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
@@ -66,6 +74,7 @@ class QueryService:
         clock: Callable[[], float],
         max_question_chars: int,
         sleep: Callable[[float], None] = time.sleep,
+        quota_events: QuotaEvents | None = None,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -75,6 +84,7 @@ class QueryService:
         self._clock = clock
         self._max_question_chars = max_question_chars
         self._sleep = sleep
+        self._quota_events = quota_events
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
@@ -92,9 +102,9 @@ class QueryService:
                 ],
             )
         _, policy = self._plans.policy(user.plan)
-        admission = self._limiter.admit(user_key(user), policy, self._clock())
+        admission = self._admit(user, policy)
         try:
-            answer, totals, fit = self._answer(user, question, k, debug, deadline)
+            answer, totals, fit = self._answer_and_notify(user, admission, policy, question, k, debug, deadline)
         except BaseException:
             self._refund(admission)
             raise
@@ -108,6 +118,29 @@ class QueryService:
                 "model": answer.model,
             }
         return QueryOutcome(answer, admission, policy, totals, degraded)
+
+    def _admit(self, user: User, policy: Policy) -> Admission:
+        now = self._clock()
+        try:
+            return self._limiter.admit(user_key(user), policy, now)
+        except DailyLimitExceededError:
+            if self._quota_events is not None:  # only a delivery that failed earlier: no round trip otherwise
+                self._quota_events.observe_rejection(user.id, utc_day(now))
+            raise
+
+    def _answer_and_notify(
+        self, user: User, admission: Admission, policy: Policy, question: str, k: int, debug: bool, deadline: Deadline
+    ) -> tuple[Answer, BudgetTotals | None, Fit]:
+        """The answer; a quota event the admission made due is delivered at the same time (it
+        adds no sequential round trip, and it never fails the query)."""
+        events = self._quota_events
+        due = events.admission_due(user.id, admission, policy.daily_limit) if events is not None else []
+        if events is None or not due:
+            return self._answer(user, question, k, debug, deadline)
+        result, _ = together(
+            lambda: self._answer(user, question, k, debug, deadline), lambda: events.deliver(user.id, due)
+        )
+        return result
 
     def _answer(
         self, user: User, question: str, k: int, debug: bool, deadline: Deadline

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dnd_rag.errors import ForbiddenError
 from dnd_rag.logic.budget import Budget, BudgetTotals
 from dnd_rag.logic.clock import utc_day
+from dnd_rag.logic.forecast import Forecast
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import LedgerReader, LedgerRow
 from dnd_rag.logic.query import user_key
@@ -35,6 +36,7 @@ class AdminReport:
     budget_limit: int
     models: list[LedgerRow]
     top_users: list[LedgerRow]
+    forecast: Forecast
 
 
 class UsageService:
@@ -62,11 +64,14 @@ class UsageService:
     def admin_report(self, user: User) -> AdminReport:
         if not user.is_admin:
             raise ForbiddenError("This report is for administrators.")
-        day = utc_day(self._clock())
+        now = self._clock()
+        day = utc_day(now)
+        totals = self._budget.totals()
         return AdminReport(
             day,
-            self._budget.totals(),
+            totals,
             self._budget.limit,
             self._ledgers.models(day),
             self._ledgers.top_users(day, ADMIN_TOP_USERS),
+            self._budget.forecast(totals, now),
         )

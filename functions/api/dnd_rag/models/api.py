@@ -147,6 +147,16 @@ class LedgerOut(BaseModel):
     cost: float
 
 
+class ForecastOut(BaseModel):
+    """The burn-rate forecast: today's spend rate and when the budget runs out at that rate."""
+
+    rate_usd_per_hour: float = Field(description="Spend over the last hour (or since the day's first spend), per hour.")
+    runs_out_at: str | None = Field(
+        description="UTC time the budget runs out at this rate; null when it lasts until midnight or nothing is spent."
+    )
+    hours_before_midnight: float = Field(description="How long before midnight it runs out (0 when it lasts).")
+
+
 class AdminUsageResponse(BaseModel):
     """``GET /api/admin/usage`` (role admin): the whole service's day."""
 
@@ -154,6 +164,7 @@ class AdminUsageResponse(BaseModel):
     budget: BudgetOut
     in_flight_reserved: float = Field(description="USD held by queries being answered right now.")
     alerts_sent: list[int]
+    forecast: ForecastOut
     models: list[LedgerOut]
     top_users: list[LedgerOut]
 
