@@ -1,0 +1,230 @@
+"""Alert events on every channel (SES, SNS through the emulator, a real local webhook receiver):
+each event exactly once under concurrency, a failing receiver never fails a query, and a failed
+delivery is retried by a later request with the same event id."""
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+
+from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
+from tests.fakes.webhook_receiver import start_webhook_receiver
+from tests.integration.test_budget import ask, budget_env, one_query_cost, sent_alerts, today, total_item, usd
+from tests.support.servers import free_port
+
+from infra.local.bootstrap import ensure_table
+
+
+@pytest.fixture
+def table(dynamodb):
+    name = f"alerts-{uuid.uuid4().hex[:12]}"
+    ensure_table(dynamodb, name)
+    return name
+
+
+@pytest.fixture
+def recipient():
+    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    boto3.client("ses").verify_email_identity(EmailAddress=address)
+    return address
+
+
+@pytest.fixture
+def receiver():
+    server, state = start_webhook_receiver()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
+    state.release.set()
+    server.shutdown()
+
+
+@pytest.fixture
+def sns_topic(aws_endpoint):
+    """A topic in the emulator with an SQS queue subscribed: what SNS published, read back."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+
+    def published():
+        messages = []
+        while True:
+            batch = sqs.receive_message(
+                QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                messages.append(message)
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    return topic, published
+
+
+def spend_until_refused(call, app, tokens):
+    statuses = []
+    while not statuses or statuses[-1] == 200:
+        statuses.append(ask(call, app, tokens[len(statuses) % len(tokens)])[0])
+        assert len(statuses) < 200
+    return statuses
+
+
+def test_concurrent_queries_deliver_each_budget_event_exactly_once_on_every_channel(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, aws_endpoint, receiver, sns_topic
+):
+    # Given a budget of about 40 queries, and e-mail, SNS and a webhook configured
+    url, state = receiver
+    topic, published = sns_topic
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    env = {
+        **budget_env(base_env, any_user_auth_url, table, recipient, usd(40 * cost)),
+        "ALERT_WEBHOOK_URL": url,
+        "ALERT_SNS_TOPIC_ARN": topic,
+    }
+    containers = [make_app(env)[0] for _ in range(6)]
+    users = [f"u-{uuid.uuid4().hex[:10]}" for _ in range(4)]
+
+    # When 6 containers answer 4 users at once until the budget refuses
+    def container_work(index):
+        return spend_until_refused(call, containers[index], users[index % 4 :] + users[: index % 4])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = [s for batch in pool.map(container_work, range(6)) for s in batch]
+
+    # Then every query was answered or refused for budget, never failed by an alert
+    assert set(statuses) == {200, 503}
+    # and the webhook got each threshold's event exactly once, with its id in the header and the body
+    expected = {event_id("budget_threshold", today(), key) for key in ("80", "100")}
+    assert state.delivered_ids() == dict.fromkeys(expected, 1)
+    bodies = state.delivered_of("budget_threshold")
+    assert sorted(b["data"]["threshold"] for b in bodies) == [80, 100]
+    warning = next(b for b in bodies if b["data"]["threshold"] == 80)
+    assert warning["schema_version"] == SCHEMA_VERSION
+    assert warning["data"]["spent_usd"] >= 0.8 * warning["data"]["budget_usd"]
+    assert {u["user_id"] for u in warning["data"]["top_users"]} == set(users)
+    assert warning["data"]["forecast"]["rate_usd_per_hour"] > 0
+    # and SNS published each once, with the id to dedupe on
+    messages = published()
+    assert sorted(m["MessageAttributes"]["event_id"]["StringValue"] for m in messages) == sorted(expected)
+    assert {json.loads(m["Body"])["id"] for m in messages} == expected
+    # and SES mailed each once
+    assert len(sent_alerts(aws_endpoint, recipient)) == 2
+    # and the day's total notes both thresholds as delivered everywhere
+    total = total_item(dynamodb, table)
+    assert {"alert_80_sent", "alert_100_sent"} <= set(total)
+
+
+def test_a_failing_receiver_never_fails_a_query_and_gets_the_event_once_after_it_recovers(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, receiver
+):
+    url, state = receiver
+    state.mode = "fail"
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    env = {**budget_env(base_env, any_user_auth_url, table, recipient, usd(8 * cost)), "ALERT_WEBHOOK_URL": url}
+    app, _ = make_app(env)
+    token = f"u-{uuid.uuid4().hex}"
+
+    statuses = spend_until_refused(call, app, [token])
+
+    warning = event_id("budget_threshold", today(), "80")
+    assert statuses[-1] == 503 and set(statuses[:-1]) == {200}  # answered while the receiver said 500
+    assert state.attempted_ids()[warning] >= 1  # it was tried (and refused)
+    assert state.delivered_ids() == {}
+    assert "alert_80_sent" not in total_item(dynamodb, table)  # still owed
+
+    # When the receiver recovers, a later request (another container) delivers what is owed, once
+    state.mode = "ok"
+    later, _ = make_app(env)
+    assert ask(call, later, token)[0] == 503
+    assert ask(call, later, token)[0] == 503
+
+    exhausted = event_id("budget_threshold", today(), "100")
+    assert state.delivered_ids() == {warning: 1, exhausted: 1}
+    assert {item["body"]["id"] for item in state.delivered} == {warning, exhausted}  # the ids tried before
+
+
+def test_a_hanging_or_refusing_receiver_costs_a_query_only_its_bounded_timeout(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, receiver
+):
+    url, state = receiver
+    state.mode = "hang"
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    env = {
+        **budget_env(base_env, any_user_auth_url, table, recipient, usd(cost * 5 // 4)),
+        "ALERT_WEBHOOK_URL": url,
+        "ALERT_WEBHOOK_TIMEOUT_SECONDS": "0.5",
+    }
+    app, container = make_app(env)
+
+    # the first query crosses 80 %: its alert meets a receiver that never answers
+    status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}")
+
+    assert status == 200, body
+    assert state.attempted_ids()[event_id("budget_threshold", today(), "80")] == 1
+    assert not state.release.is_set()  # answered while the receiver still held the request
+    assert container.notifier.max_seconds == 0.5 + 1.5  # what a request may wait: the timeout and the claims
+    assert "alert_80_sent" not in total_item(dynamodb, table)
+
+    # and a receiver that refuses connections: answered too, the event still owed
+    closed = {**env, "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/hook"}
+    refused_app, _ = make_app(closed)
+    assert ask(call, refused_app, f"u-{uuid.uuid4().hex}")[0] in (200, 503)
+    assert "alert_80_sent" not in total_item(dynamodb, table)
+
+
+def test_the_daily_request_quota_emits_nearing_and_exceeded_once_each_under_concurrency(
+    make_app, call, base_env, any_user_auth_url, table, recipient, receiver
+):
+    # Given a daily quota of 5 requests and 4 containers
+    url, state = receiver
+    env = {
+        **budget_env(base_env, any_user_auth_url, table, recipient, 1000),
+        "ALERT_WEBHOOK_URL": url,
+        "DAILY_USER_REQUEST_LIMIT": "5",
+    }
+    containers = [make_app(env)[0] for _ in range(4)]
+    user = f"u-{uuid.uuid4().hex[:10]}"
+
+    # When 12 queries of one user arrive at once
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(lambda n: ask(call, containers[n % 4], user)[0], range(12)))
+
+    # Then 5 were admitted, and each event was delivered exactly once
+    assert sorted(statuses) == [200] * 5 + [429] * 7
+    key = f"{user}:requests"
+    assert state.delivered_ids() == {
+        event_id("user_quota_nearing", today(), key): 1,
+        event_id("user_quota_exceeded", today(), key): 1,
+    }
+    nearing = state.delivered_of("user_quota_nearing")[0]["data"]
+    assert (nearing["user_id"], nearing["quota"], nearing["limit"]) == (user, "requests", 5)
+    assert nearing["used"] >= 4
+
+
+def test_the_dollar_cap_and_operator_actions_emit_each_event_once(make_app, table, recipient, base_env, receiver):
+    url, state = receiver
+    _, container = make_app({**base_env, "TABLE_NAME": table, "ALERT_EMAIL": recipient, "ALERT_WEBHOOK_URL": url})
+    quota, operator = container.quota_events, container.operator_events
+    day, cap = today(), 1_000_000
+
+    # the usercap branch reports each settle's spend: 8 concurrent observations crossing 80 % and 100 %
+    spends = [700_000, 790_000, 800_000, 850_000, 900_000, 1_000_000, 1_000_000, 990_000]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda spent: quota.observe_spend(day, "u-capped", spent, cap), spends))
+    # two actions with their audit ids, one of them reported twice
+    for action_id in ("a-1", "a-2", "a-2"):
+        operator.on_action("dev-admin", "pause", {"paused": False}, {"paused": True}, action_id=action_id)
+
+    assert state.delivered_ids() == {
+        event_id("user_quota_nearing", day, "u-capped:usd"): 1,
+        event_id("user_quota_exceeded", day, "u-capped:usd"): 1,
+        event_id("operator_action", day, "a-1"): 1,
+        event_id("operator_action", day, "a-2"): 1,
+    }
+    action = state.delivered_of("operator_action")[0]
+    assert action["data"]["who"] == "dev-admin"
+    assert (action["data"]["before"], action["data"]["after"]) == ({"paused": False}, {"paused": True})
+    assert {item["header_type"] for item in state.delivered} <= set(EVENT_TYPES)
+    assert {item["content_type"] for item in state.delivered} == {"application/json"}
