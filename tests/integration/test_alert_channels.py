@@ -5,14 +5,18 @@ delivery is retried by a later request with the same event id."""
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import boto3
 import pytest
 
+from dnd_rag.logic.clock import iso
 from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
 from infra.local.bootstrap import ensure_table
 from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import ask, budget_env, one_query_cost, sent_alerts, today, total_item, usd
+from tests.support.clock import Clock
+from tests.support.events import http_event, parse
 from tests.support.servers import free_port
 
 
@@ -228,3 +232,29 @@ def test_the_dollar_cap_and_operator_actions_emit_each_event_once(make_app, tabl
     assert (action["data"]["before"], action["data"]["after"]) == ({"paused": False}, {"paused": True})
     assert {item["header_type"] for item in state.delivered} <= set(EVENT_TYPES)
     assert {item["content_type"] for item in state.delivered} == {"application/json"}
+
+
+def test_the_spend_curve_rides_on_the_settle_and_the_admin_report_forecasts_the_run_out(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb
+):
+    # Given a clock standing at 12:00:30 UTC today, and a budget of 10 queries
+    noon = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), UTC).timestamp() + 12 * 3600 + 30
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    env = budget_env(base_env, any_user_auth_url, table, recipient, usd(10 * cost))
+    app, _ = make_app(env, clock=Clock(noon))
+    for _ in range(3):
+        assert ask(call, app, f"u-{uuid.uuid4().hex}")[0] == 200
+
+    admin_app, _ = make_app({**env, "AUTH_API_URL": base_env["AUTH_API_URL"]}, clock=Clock(noon))
+    status, report, _ = parse(call(admin_app, http_event("GET", "/api/admin/usage", token="dev-admin")))
+
+    # Then the day's curve holds every settled cent in the 12:00 bucket
+    total = total_item(dynamodb, table)
+    spent, limit = int(total["spent"]["N"]), 10 * cost
+    assert {name: int(value["N"]) for name, value in total.items() if name.startswith("s_")} == {"s_1200": spent}
+    # and the forecast extrapolates it over one bucket (10 minutes): runs out before midnight
+    rate = spent * 6
+    assert status == 200
+    assert report["forecast"]["rate_usd_per_hour"] == pytest.approx(rate / 1e9, abs=1e-6)
+    assert report["forecast"]["runs_out_at"] == iso(noon + (limit - spent) * 3600 / rate)
+    assert 0 < report["forecast"]["hours_before_midnight"] < 12
