@@ -50,7 +50,7 @@ class BudgetAlerts:
         exhausted_at = self._limit if smallest_query is None else self._limit - smallest_query + 1
         thresholds = {WARNING: -(-self._limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
         due = [
-            Due("budget_threshold", day, str(threshold), partial(self._compose, day, threshold))
+            Due("budget_threshold", day, str(threshold), partial(self._compose, day, threshold, totals))
             for threshold, minimum_spent in thresholds.items()
             if threshold not in totals.alerts_sent
             and (day, threshold) not in self._marked
@@ -71,8 +71,8 @@ class BudgetAlerts:
             return
         self._marked.add((day, threshold))
 
-    def _compose(self, day: str, threshold: int) -> dict[str, Any]:
-        totals = self._store.read_totals(day)
+    def _compose(self, day: str, threshold: int, totals: BudgetTotals) -> dict[str, Any]:
+        """The event's data, from the state that made it due (a conditional write's answer)."""
         spent, limit = totals.spent, self._limit
         top = self._ledgers.top_users(day, TOP_USERS)
         return {

@@ -112,8 +112,6 @@ class AlertStore(Protocol):
         """Note on the day's total that every channel has the threshold's alert (others skip it)."""
         ...
 
-    def read_totals(self, day: str) -> BudgetTotals: ...
-
 
 ClaimOutcome = Literal["won", "sent", "busy"]
 
