@@ -37,6 +37,8 @@ from dnd_rag.observability import logger, metrics
 CHANNELS: tuple[str, ...] = ("ses", "sns", "webhook")  # the names metrics carry: AlertSent_<channel>
 CLAIM_SECONDS = 60  # longer than any delivery can take (each channel has a timeout of a few seconds)
 MAX_SECONDS = 3.0  # default bound on what one request spends on alerts, all events and channels together
+RETRY_SECONDS = 15.0  # a failed delivery is retried by this container's requests no sooner than this
+BUSY_RETRY_SECONDS = 1.0  # another container holds the claim: it is delivering right now
 Outcome = Literal["delivered", "already", "busy", "failed"]
 
 
@@ -89,6 +91,9 @@ class Notifier:
         self.max_seconds = max_seconds
         self._claim_seconds = claim_seconds
         self._settled: BoundedMap[str, bool] = BoundedMap(10_000)  # event ids every channel has
+        self._done: BoundedMap[tuple[str, str], bool] = BoundedMap(10_000)  # (event, channel) delivered
+        self._not_before: BoundedMap[tuple[str, str], float] = BoundedMap(10_000)  # monotonic retry time
+        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alerts")
 
     @property
@@ -105,35 +110,62 @@ class Notifier:
 
     def emit(self, *due: Due) -> set[str]:
         """Deliver each due event on every channel that takes it, once; the ids now settled
-        everywhere. Never raises; returns within ``max_seconds``."""
+        everywhere. Never raises; returns within ``max_seconds``.
+
+        A request may see an event due several times (its hold, its settle): what this container
+        already knows is skipped without a round trip — a channel that has the event, a delivery
+        running now, a failed or contended one until its retry time — so a dead receiver costs a
+        request its timeout at most once per RETRY_SECONDS, not on every budget state it sees."""
         deadline = time.monotonic() + self.max_seconds
         now = self._clock()
         settled: set[str] = set()
-        jobs: dict[Future[Outcome], str] = {}
+        jobs: dict[Future[Outcome], tuple[str, str]] = {}
+        waiting: set[str] = set()  # events with a channel skipped for now
         for item in due:
             if self.settled(item.id):
                 settled.add(item.id)
                 continue
-            channels = [c for c in self._channels if c.accepts(item.type)]
-            if not channels:
-                settled.add(item.id)
-                continue
             composed = _Composed(item, now)
-            for channel in channels:
-                jobs[self._pool.submit(self._deliver_once, item, composed, channel, now)] = item.id
-        if not jobs:
-            return settled
-        done, _ = wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
-        outcomes: dict[str, list[Outcome]] = {}
-        for future, item_id in jobs.items():
-            outcomes.setdefault(item_id, []).append(future.result() if future in done else "busy")
-        for item_id, results in outcomes.items():
-            if all(result in ("delivered", "already") for result in results):
-                settled.add(item_id)
-                self._settled.put(item_id, True)
+            for channel in self._channels:
+                slot = (item.id, channel.name)
+                if not channel.accepts(item.type) or self._done.get(slot):
+                    continue
+                if not self._claim_slot(slot):
+                    waiting.add(item.id)
+                    continue
+                jobs[self._pool.submit(self._deliver_once, item, composed, channel, now)] = slot
+        if jobs:
+            done, _ = wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
+            for future, (item_id, _channel) in jobs.items():
+                if future not in done or future.result() not in ("delivered", "already"):
+                    waiting.add(item_id)
+        for item in due:
+            if item.id not in waiting:
+                settled.add(item.id)
+                self._settled.put(item.id, True)
         return settled
 
+    def _claim_slot(self, slot: tuple[str, str]) -> bool:
+        """Reserve (event, channel) for one delivery job in this container, unless one runs or
+        the last one asked to wait."""
+        with self._lock:
+            if time.monotonic() < (self._not_before.get(slot) or 0.0):
+                return False
+            self._not_before.put(slot, float("inf"))  # running
+            return True
+
+    def _finished(self, slot: tuple[str, str], outcome: Outcome) -> None:
+        if outcome in ("delivered", "already"):
+            self._done.put(slot, True)
+        wait_seconds = {"failed": RETRY_SECONDS, "busy": BUSY_RETRY_SECONDS}.get(outcome, 0.0)
+        self._not_before.put(slot, time.monotonic() + wait_seconds)
+
     def _deliver_once(self, due: Due, composed: _Composed, channel: AlertChannel, now: float) -> Outcome:
+        outcome = self._claim_and_deliver(due, composed, channel, now)
+        self._finished((due.id, channel.name), outcome)
+        return outcome
+
+    def _claim_and_deliver(self, due: Due, composed: _Composed, channel: AlertChannel, now: float) -> Outcome:
         """Claim, deliver, mark sent (or drop the claim). Never raises."""
         owner = uuid.uuid4().hex
         try:
