@@ -4,11 +4,14 @@ Starts its own serialized AWS emulator, Chroma server and dev auth server on fre
   1. a bare DynamoDB GetItem on the emulator (the yardstick),
   2. the limiter admitting (warm container), rejecting, and admitting with a cold guess,
   3. POST /api/query through the real handler (offline providers, warm container, cached token),
-     admitted and rate-limited, and the DynamoDB requests of one answered query (at most 4),
+     admitted and rate-limited, and the DynamoDB round trips of one answered query (at most 4
+     sequential steps; calls sent together count once) and of one refused by the user's cap,
   4. budget utilization: default-k queries from 3 users on 4 concurrent in-process containers
      (threads, each its own client and app) on a fresh table until the budget refuses for good,
      at DAILY_BUDGET_USD 0.01 and 1 (``--budgets``): the share spent at the first 503, at the end,
      and the 80 % and 100 % mails in the emulator's SES. The $1 run answers ~3,000 queries (~3 min).
+  5. the operator controls on the query path (infra/scripts/bench_controls.py): a query with a fresh
+     and with a stale copy of the controls, and how soon a change reaches another container.
 Latencies are reported as p50/p95 and as ratios to the GetItem of the same run, so the figures
 compare across machines; DynamoDB round trips are counted with a botocore event hook.
 """
@@ -44,6 +47,7 @@ from dnd_rag.handlers.routes import create_app
 from dnd_rag.logic.budget import Budget, Charge
 from dnd_rag.logic.clock import utc_day
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.user_budget import SPENT_MEMO_SECONDS
 from dnd_rag.observability import logger
 from dnd_rag.pricing import TokenUsage, usd_to_nanos
 from dnd_rag.settings import load_settings
@@ -52,20 +56,54 @@ from infra.local.auth_server import make_auth_server
 from infra.local.bootstrap import ensure_table, verify_identities
 from infra.local.processes import free_port, running
 from infra.local.stack import chroma_command, local_environment
+from infra.scripts.bench_controls import bench_controls
 from infra.scripts.ingest import document_paths, ingest
+from infra.scripts.round_trips import RoundTripRecorder
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 class RoundTrips:
-    """Counts DynamoDB requests sent by one client."""
+    """Counts DynamoDB requests sent by one client, and the sequential steps they took: requests in
+    flight at the same time (``dnd_rag.logic.concurrently.together``) count as one step."""
 
     def __init__(self, client: Any) -> None:
         self.count = 0
+        self.spans: list[tuple[float, float]] = []
+        self._started = threading.local()
+        self._lock = threading.Lock()
+        self._client = client
         client.meta.events.register("before-send.dynamodb", self._seen)
+        client.meta.events.register("needs-retry.dynamodb", self._answered)  # after every attempt's answer
 
     def _seen(self, **_: Any) -> None:
-        self.count += 1
+        self._started.at = time.perf_counter()
+        with self._lock:
+            self.count += 1
+
+    def _answered(self, **_: Any) -> None:
+        started = getattr(self._started, "at", None)
+        if started is not None:
+            with self._lock:
+                self.spans.append((started, time.perf_counter()))
+            self._started.at = None
+
+    def steps(self) -> int:
+        """Sequential steps so far: the longest chain of requests each sent after the previous one
+        was answered (earliest answer first finds it). A request in flight alongside another is
+        not in the same chain, so it adds no step; merging overlaps instead would undercount when
+        one long request overlaps two that followed each other."""
+        count, free_at = 0, float("-inf")
+        for start, end in sorted(self.spans, key=lambda span: span[1]):
+            if start >= free_at:
+                count += 1
+                free_at = end
+        return count
+
+    def close(self) -> None:
+        """Stop counting (the client goes on being used)."""
+        self._client.meta.events.unregister("before-send.dynamodb", self._seen)
+        self._client.meta.events.unregister("needs-retry.dynamodb", self._answered)
 
 
 def timed(samples: int, action: Callable[[], object]) -> list[float]:
@@ -82,11 +120,14 @@ def p(values: list[float], quantile: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(quantile * 100) - 1]
 
 
-def report(label: str, values: list[float], baseline: list[float], trips: float | None) -> None:
+def report(
+    label: str, values: list[float], baseline: list[float], trips: float | None, steps: float | None = None
+) -> None:
     p50, p95 = p(values, 0.50), p(values, 0.95)
     ratio = f"{p50 / p(baseline, 0.50):5.2f}x {p95 / p(baseline, 0.95):5.2f}x"
     trips_text = f"{trips:5.2f}" if trips is not None else "    -"
-    print(f"  {label:44s} {p50:8.2f} {p95:8.2f}   {ratio}   {trips_text}")
+    steps_text = f"{steps:5.2f}" if steps is not None else (trips_text if trips is not None else "    -")
+    print(f"  {label:44s} {p50:8.2f} {p95:8.2f}   {ratio}   {trips_text}  {steps_text}")
 
 
 def expect_rejection(action: Callable[[], object]) -> Callable[[], None]:
@@ -167,30 +208,45 @@ def bench_exactness(client: Any, table: str) -> None:
 
 
 def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[float]) -> None:
-    settings = load_settings({**env, "TOKEN_BUCKET_CAPACITY": str(10**6), "DAILY_USER_REQUEST_LIMIT": str(10**6)})
-    container = Container(settings, dynamodb_client=client)
-    app = create_app(container)
-    trips = RoundTrips(client)
+    roomy = {**env, "TOKEN_BUCKET_CAPACITY": str(10**6), "DAILY_USER_REQUEST_LIMIT": str(10**6)}
     body = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
 
-    def query(token: str) -> dict[str, Any]:
-        event = build_event(
-            "POST",
-            "/api/query",
-            "",
-            {"authorization": f"Bearer {token}", "content-type": "application/json"},
-            body,
-            "POST /api/query",
-            {},
-            "127.0.0.1",
-        )
-        return app.resolve(event, LambdaContext("bench"))
+    def querying(settings: dict[str, str]) -> Callable[..., dict[str, Any]]:
+        app = create_app(Container(load_settings(settings), dynamodb_client=client))
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert query("dev-alice")["statusCode"] == 200  # cold start, token cached from here on
-    before = trips.count
-    admitted = timed(samples, lambda: query("dev-alice"))
-    report("POST /api/query: admitted (offline providers)", admitted, baseline, (trips.count - before) / samples)
+        def query(token: str, question: bytes = body) -> dict[str, Any]:
+            event = build_event(
+                "POST",
+                "/api/query",
+                "",
+                {"authorization": f"Bearer {token}", "content-type": "application/json"},
+                question,
+                "POST /api/query",
+                {},
+                "127.0.0.1",
+            )
+            return app.resolve(event, LambdaContext("bench"))
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert query("dev-alice")["statusCode"] == 200  # cold start, token cached from here on
+        return query
+
+    def measured(label: str, action: Callable[[], object]) -> None:
+        trips = RoundTrips(client)
+        values = timed(samples, action)
+        report(label, values, baseline, trips.count / samples, trips.steps() / samples)
+        trips.close()
+
+    fresh = iter(range(10**9))  # a question the cache has not seen, each time (the same kind in both rows)
+
+    def new_question() -> bytes:
+        return json.dumps({"question": f"How many experience points does a fighter need? ({next(fresh)})"}).encode()
+
+    uncached = querying({**roomy, "ANSWER_CACHE_TTL": "0"})
+    measured("POST /api/query: answered, cache off", lambda: uncached("dev-alice", new_question()))
+    cached = querying({**roomy, "ANSWER_CACHE_TTL": "86400"})
+    measured("POST /api/query: answered, cache miss", lambda: cached("dev-alice", new_question()))
+    measured("POST /api/query: cache hit", lambda: cached("dev-alice"))
 
     tight = Container(load_settings({**env, "TOKEN_BUCKET_CAPACITY": "1"}), dynamodb_client=client)
     tight_app = create_app(tight)
@@ -205,40 +261,97 @@ def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[f
     with contextlib.redirect_stdout(io.StringIO()):
         tight_app.resolve(event, LambdaContext("bench"))  # uses the only token
         rejected_query()  # warms the container's guess
-    before = trips.count
-    rejected = timed(samples, rejected_query)
-    report("POST /api/query: rate-limited", rejected, baseline, (trips.count - before) / samples)
+    measured("POST /api/query: rate-limited (cache on)", rejected_query)
 
 
 def bench_round_trips(env: dict[str, str]) -> None:
-    """The DynamoDB requests of one answered query on a warm container with a cached token."""
+    """The DynamoDB requests of one query on a warm container with a cached token: answered with
+    the cache off, a cache miss (answered), a cache hit."""
+    runs = (("0", [("answered, cache off", "off")]), ("86400", [("cache miss", "miss"), ("cache hit", "hit")]))
+    for ttl, cases in runs:
+        client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+        table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
+        ensure_table(client, table)
+        settings = load_settings(
+            {
+                **env,
+                "TABLE_NAME": table,
+                "TOKEN_BUCKET_CAPACITY": "1000",
+                "DAILY_USER_REQUEST_LIMIT": "1000",
+                "ANSWER_CACHE_TTL": ttl,
+            }
+        )
+        app = create_app(Container(settings, dynamodb_client=client))
+        with contextlib.redirect_stdout(io.StringIO()):  # cold: the token is validated and cached
+            assert _ask(app, "dev-alice", b'{"question": "What is a beholder?"}')[0] == 200
+        for label, expected in cases:
+            sent: list[str] = []
+
+            def record(event_name: str, sink: list[str] = sent, **_: Any) -> None:
+                sink.append(event_name.rsplit(".", 1)[1])
+
+            client.meta.events.register("before-send.dynamodb", record)
+            trips = RoundTrips(client)
+            with contextlib.redirect_stdout(io.StringIO()):
+                status, body = _ask(app, "dev-alice")
+            client.meta.events.unregister("before-send.dynamodb", record)
+            trips.close()
+            assert (status, body["meta"]["cache"]) == (200, expected), (status, body)
+            steps = trips.steps()
+            verdict = "ok" if steps <= 4 else "OVER 4"
+            print(f"  {label:20s} warm, cached token: {steps} sequential ({verdict}), {len(sent)} calls: {sent}")
+
+
+def bench_user_cap_round_trips(env: dict[str, str]) -> None:
+    """The DynamoDB round trips of one answered query on a warm container with a cached token, and of
+    one refused by the user's dollar cap: sequential steps (calls sent together count once) and calls."""
     client = boto3.client("dynamodb", config=CLIENT_CONFIG)
     table = f"dnd-rag-bench-trips-{uuid.uuid4().hex[:8]}"
     ensure_table(client, table)
-    settings = load_settings(
-        {**env, "TABLE_NAME": table, "TOKEN_BUCKET_CAPACITY": "1000", "DAILY_USER_REQUEST_LIMIT": "1000"}
+    limits = {
+        "TABLE_NAME": table,
+        "TOKEN_BUCKET_CAPACITY": "1000",
+        "DAILY_USER_REQUEST_LIMIT": "1000",
+        "ANSWER_CACHE_TTL": "0",
+    }
+    app = create_app(Container(load_settings({**env, **limits}), dynamodb_client=client))
+    capped = create_app(
+        Container(load_settings({**env, **limits, "USER_DAILY_BUDGET_USD": "0.000001"}), dynamodb_client=client)
     )
-    app = create_app(Container(settings, dynamodb_client=client))
-    sent: list[str] = []
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert _ask(app, "dev-alice")[0] == 200  # cold: the token is validated and cached
-        client.meta.events.register("before-send.dynamodb", lambda **kw: sent.append(kw["event_name"]))
-        assert _ask(app, "dev-alice")[0] == 200
-    operations = [name.rsplit(".", 1)[1] for name in sent]
-    verdict = "ok" if len(operations) <= 4 else "OVER 4"
-    print(f"  answered query, warm container, cached token: {len(operations)} sequential ({verdict}): {operations}")
+    trips = RoundTripRecorder(client)
+    cases = [
+        ("answered query", app, 200, 4, 0.0),
+        # the container remembers a spent cap for SPENT_MEMO_SECONDS: past that, a refusal asks the store
+        ("refused by the user's cap (429)", capped, 429, None, SPENT_MEMO_SECONDS + 0.1),
+        ("refused again by the user's cap within 5 s", capped, 429, 1, 0.0),
+    ]
+    for label, served_by, expected, most, wait in cases:
+        with contextlib.redirect_stdout(io.StringIO()):
+            if served_by is not capped or wait:
+                _ask(served_by, "dev-bob")  # cold: the token is validated and cached, the sizes learned
+            time.sleep(wait)
+            trips.start()
+            status, body = _ask(served_by, "dev-bob")
+            trips.stop()
+        assert status == expected, (status, body)
+        steps = trips.steps()
+        verdict = "" if most is None else (" ok" if len(steps) <= most else f" OVER {most}")
+        print(
+            f"  {label}, warm container, cached token: {len(steps)} sequential{verdict}, "
+            f"{len(trips.calls)} calls: {' -> '.join(' + '.join(step) for step in steps)}"
+        )
 
 
 QUESTION_BODY = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
 
 
-def _ask(app: Any, token: str) -> tuple[int, dict[str, Any]]:
+def _ask(app: Any, token: str, body: bytes = QUESTION_BODY) -> tuple[int, dict[str, Any]]:
     event = build_event(
         "POST",
         "/api/query",
         "",
         {"authorization": f"Bearer {token}", "content-type": "application/json"},
-        QUESTION_BODY,
+        body,
         "POST /api/query",
         {},
         "127.0.0.1",
@@ -269,6 +382,8 @@ def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[st
         "ALERT_EMAIL": recipient,
         "TOKEN_BUCKET_CAPACITY": str(10**9),
         "DAILY_USER_REQUEST_LIMIT": str(10**9),
+        "ANSWER_CACHE_TTL": "0",  # the same question again and again: every one must be computed and paid
+        "MAX_IN_FLIGHT_PER_USER": "1000",  # 4 containers, 3 users: the global budget is measured here
     }
     limit = usd_to_nanos(load_settings(run_env).daily_budget_usd)
     tokens = ["dev-alice", "dev-bob", "dev-admin"]
@@ -388,12 +503,14 @@ def main() -> None:
                 f"dnd_rag benchmark: {args.samples} samples each, serialized moto emulator on loopback, "
                 f"Python {sys.version.split()[0]}"
             )
-            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB trips")
+            print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}   {'ratio to GetItem':>16s}   DDB calls  sequential")
             report("bare GetItem (yardstick)", baseline, baseline, 1.0)
             bench_limiter(client, env["TABLE_NAME"], args.samples, baseline)
             bench_query(env, client, min(args.samples, 100), baseline)
             print("round trips (same emulator):")
             bench_round_trips(env)
+            bench_user_cap_round_trips(env)
+            bench_controls(env, p(baseline, 0.50), min(args.samples, 100))
             print("correctness under contention (same emulator):")
             ensure_table(client, "dnd-rag-bench-race")
             bench_exactness(client, "dnd-rag-bench-race")

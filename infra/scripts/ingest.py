@@ -4,6 +4,7 @@
     python -m infra.scripts.ingest "Monster Manual.pdf"      # a PDF: its own collection, monster_manual
     python -m infra.scripts.ingest --collection mm book.pdf  # everything into one named collection
     python -m infra.scripts.ingest --if-empty infra/corpus   # only when the collection is missing/empty
+    python -m infra.scripts.ingest --stamp-only              # a new corpus version, nothing embedded
 
 Where chunks go: a PDF or a JSON export is a book and gets its own collection, named after the
 file; Markdown/text files go to CHROMA_COLLECTION; ``--collection`` overrides both. Serve several
@@ -14,7 +15,12 @@ records its content hash, so only new or changed chunks are embedded (an interru
 where it stopped), and chunks a file no longer has are removed. With OpenAI embeddings the tokens
 and dollars to be spent are printed first, and nothing is embedded without ``--yes`` (or a "y" at
 the prompt). Configuration comes from the same environment variables as the API (CHROMA_*,
-EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*), over ``.env`` and the local stack's defaults.
+EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*, TABLE_NAME), over ``.env`` and the local stack's defaults.
+
+Every successful run stamps a new corpus version on each collection it wrote to (an item in the
+API's DynamoDB table): answers cached before it are not served again. ``--stamp-only`` stamps
+without ingesting (the served collections, or ``--collection``), for corpora built by another
+pipeline.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
 from dnd_rag.container import Container
+from dnd_rag.errors import ServiceError
 from dnd_rag.logic.chunking import Chunk
 from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
@@ -126,10 +134,34 @@ def run(container: Container, targets: list[Target], out: TextIO | None = None) 
 
 
 def ingest(container: Container, paths: list[Path], collection: str | None = None) -> dict[str, int]:
-    """Ingest without asking (tests, ``make dev``); return the chunk count of every file."""
+    """Ingest without asking (tests, ``make dev``) and stamp new corpus versions; return the chunk
+    count of every file."""
     targets = prepare(container, paths, collection)
     run(container, targets, out=_Quiet())
+    stamp(container, [target.name for target in targets])
     return {book.path.name: len(book.chunks) for target in targets for book in target.books}
+
+
+def stamp(container: Container, collections: list[str]) -> dict[str, str]:
+    """A new corpus version for each collection: answers cached against the old one go stale."""
+    now = time.time()
+    return {name: container.corpus_versions.stamp(name, now) for name in collections}
+
+
+def stamp_and_report(container: Container, collections: list[str]) -> int:
+    try:
+        versions = stamp(container, collections)
+    except ServiceError as exc:
+        print(
+            f"ingest: could not stamp a new corpus version in table {container.settings.table_name!r} "
+            f"({exc.reason}); cached answers may be served until they expire (ANSWER_CACHE_TTL). "
+            "Re-run with --stamp-only once the table is reachable.",
+            file=sys.stderr,
+        )
+        return 1
+    for name, version in versions.items():
+        print(f"ingest: corpus version of {name!r} is now {version} (cached answers for it are stale)")
+    return 0
 
 
 def book_file(target: Target, chunk: Chunk) -> str:
@@ -203,6 +235,16 @@ class _Quiet:
         return False
 
 
+def use_local_aws_unless_configured(env: dict[str, str]) -> None:
+    """With no AWS endpoint, profile or keys in the environment, the corpus version is stamped in
+    the local stack's emulator (``make dev``), as Chroma defaults to the local one: boto3 reads
+    ``os.environ``. Set AWS_PROFILE (or keys) and TABLE_NAME to stamp a deployed table."""
+    if any(os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")):
+        return
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        os.environ[name] = env[name]
+
+
 def _confirmed(yes: bool, question: str) -> bool:
     if yes:
         return True
@@ -213,14 +255,25 @@ def _confirmed(yes: bool, question: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("paths", nargs="*", type=Path)
     parser.add_argument("--collection", help="put every file into this collection (default: one per book)")
     parser.add_argument("--yes", action="store_true", help="embed with OpenAI without asking (after the estimate)")
     parser.add_argument("--if-empty", action="store_true", help="skip when the collection already has data")
+    parser.add_argument(
+        "--stamp-only",
+        action="store_true",
+        help="only stamp a new corpus version (invalidates cached answers) on --collection or the served collections",
+    )
     args = parser.parse_args(argv)
+    if not args.paths and not args.stamp_only:
+        parser.error("give files or folders to ingest (or --stamp-only)")
     # the local stack's defaults (and .env) under the real environment: by hand, it finds `make dev`'s Chroma
-    container = Container(load_settings(local_environment(dict(os.environ))))
+    env = local_environment(dict(os.environ))
+    use_local_aws_unless_configured(env)
+    container = Container(load_settings(env))
     settings = container.settings
+    if args.stamp_only:
+        return stamp_and_report(container, [args.collection] if args.collection else settings.collections)
     if args.if_empty and not needs_ingest(container):
         print(f"ingest: collection {settings.chroma_collection!r} is ready; nothing to do")
         return 0
@@ -239,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     served = ",".join(dict.fromkeys([*settings.collections, *(target.name for target in targets)]))
     print(f"ingest: {chunks} chunks embedded into {names} ({container.embedder.model})")
     print(f"ingest: to serve them: CHROMA_COLLECTIONS={served}")
-    return 0
+    return stamp_and_report(container, [target.name for target in targets])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 """The README's try-it section, over real HTTP against the started local stack."""
 
+import subprocess
+import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from tests.support.servers import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +108,7 @@ def test_cors_preflight_allows_only_configured_origins(client):
 
     assert allowed.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
     assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
-    assert allowed.headers["Access-Control-Allow-Methods"] == "GET,OPTIONS,POST"
+    assert allowed.headers["Access-Control-Allow-Methods"] == "DELETE,GET,OPTIONS,POST,PUT"  # SPEC §3 CORS
     assert allowed.headers["Access-Control-Allow-Headers"] == "Authorization,Content-Type,Idempotency-Key"
     assert "Access-Control-Allow-Origin" not in denied.headers
 
@@ -119,3 +124,31 @@ def test_concurrent_burst_through_several_containers_admits_exactly_the_capacity
     assert len({r.headers["X-Request-Id"] for r in responses}) == 20
     usage = client.get("/api/usage", headers={"Authorization": "Bearer dev-admin"}).json()
     assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (0, 15)
+
+
+def test_the_same_question_twice_is_a_cache_hit_that_costs_nothing_until_the_corpus_is_ingested_again(
+    client, stack_env
+):
+    question = f"{FIGHTER} (cache {uuid.uuid4().hex[:8]})"  # new to this stack's cache
+    first = ask(client, question, token="dev-bob").json()
+
+    second = ask(client, question, token="dev-bob").json()
+
+    assert (first["meta"]["cache"], second["meta"]["cache"]) == ("miss", "hit")
+    assert first["meta"]["cost"]["query_cost"] > 0
+    assert second["meta"]["cost"]["query_cost"] == 0
+    assert second["meta"]["cost"]["daily_total"] == first["meta"]["cost"]["daily_total"]
+    assert second["answer"] == first["answer"]
+
+    # the README's ingest command, run against this stack: a new corpus version, so a miss
+    ingested = subprocess.run(
+        [sys.executable, "-m", "infra.scripts.ingest", "infra/corpus"],
+        cwd=REPO_ROOT,
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    assert ask(client, question, token="dev-bob").json()["meta"]["cache"] == "miss"

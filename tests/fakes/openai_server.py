@@ -24,6 +24,8 @@ not be written (the client was gone) and is False for a ``timeout_after_billing`
   e.g. ``"/embeddings"``); the first rule that matches and wins its draw from ``random.Random(s)``
   decides, so a run is reproducible. Queued ``fail`` and ``timeout_after_billing`` come first.
 
+``state.peak_active`` is the most billable requests it was answering at once since the last reset.
+
 ``POST /_reset`` is ``state.reset()`` over HTTP. Run standalone (the Lambda code must be importable,
 ``PYTHONPATH=functions/api`` as ``make`` and ``tests.support.servers.python_env`` set it):
 ``python -m tests.fakes.openai_server --port N`` prints a ready line and serves until killed.
@@ -64,6 +66,8 @@ class FakeOpenAIState:
         self.retry_after: float | None = None
         self.rules: list[dict[str, Any]] = []
         self.rng = random.Random(0)
+        self.active = 0  # billable requests being answered right now
+        self.peak_active = 0  # the most at once since the last reset
 
     def reset(self) -> None:
         with self.lock:
@@ -76,6 +80,7 @@ class FakeOpenAIState:
             self.retry_after = None
             self.rules = []
             self.rng = random.Random(0)
+            self.active = self.peak_active = 0
 
     def control(self, body: dict[str, Any]) -> None:
         """Apply a ``/_control`` body (see the module docstring); raises ValueError on nonsense."""
@@ -183,6 +188,16 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 state.reset()
                 self._send(200, {"ok": True})
                 return
+            with state.lock:
+                state.active += 1
+                state.peak_active = max(state.peak_active, state.active)
+            try:
+                self._answer(body)
+            finally:
+                with state.lock:
+                    state.active = max(0, state.active - 1)
+
+        def _answer(self, body: dict[str, Any]) -> None:
             # Decide and record everything on arrival: a slow request still sleeping when its test
             # has ended must not consume or pollute the next test's injected faults.
             fault = state.decide(self.path)

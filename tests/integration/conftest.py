@@ -137,6 +137,12 @@ def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]
         # The shared dev users must not run out during the suite; limit tests use their own users.
         "TOKEN_BUCKET_CAPACITY": "100000",
         "DAILY_USER_REQUEST_LIMIT": "100000",
+        # Off unless a test turns it on (tests/integration/test_answer_cache.py): most tests ask the
+        # same question again and again and need each one computed, billed and settled.
+        "ANSWER_CACHE_TTL": "0",
+        # Concurrency tests of other limits use one user from many threads; the in-flight limit
+        # has tests of its own (test_user_limits.py).
+        "MAX_IN_FLIGHT_PER_USER": "1000",
     }
 
 

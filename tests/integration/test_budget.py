@@ -19,6 +19,7 @@ from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.logic.budget import LEASE_SECONDS, Budget, Charge
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
+from infra.scripts.round_trips import RoundTripRecorder
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
@@ -319,13 +320,18 @@ def test_an_answered_query_costs_four_round_trips_on_a_warm_container(
     app, _ = make_app(env, dynamodb_client=client)
     token = f"u-{uuid.uuid4().hex}"
     assert ask(call, app, token)[0] == 200  # cold: token validated and cached, passage size learned
+    trips = RoundTripRecorder(client)
     sent = []
     client.meta.events.register("before-send.dynamodb", lambda **kwargs: sent.append(kwargs["event_name"]))
 
+    trips.start()
     assert ask(call, app, token)[0] == 200
+    trips.stop()
 
-    # admit, hold, the user's ledger (with the charge marker), settle the total
-    assert [name.rsplit(".", 1)[1] for name in sent] == ["UpdateItem", "UpdateItem", "TransactWriteItems", "UpdateItem"]
+    # admit; the user's hold and the budget's hold, sent together; the user's ledger (with the
+    # charge marker, closing the user's hold); settle the total
+    assert trips.steps() == [["UpdateItem"], ["UpdateItem", "UpdateItem"], ["TransactWriteItems"], ["UpdateItem"]]
+    assert len(sent) == 5  # every call sent once: no retry, no extra read
 
 
 def test_writes_resent_after_lost_responses_throttles_and_conflicts_count_once(

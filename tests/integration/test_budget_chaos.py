@@ -85,8 +85,19 @@ QUESTIONS = [
     "What does a saving throw against spells mean?",
 ]
 CHAT_MODEL, EMBEDDING_MODEL = "gpt-4o-mini", "text-embedding-3-small"
+# Each user's own limits run too: two queries at once per user, and one user (on a plan of its own)
+# with a dollar cap of a few queries
+MAX_IN_FLIGHT_PER_USER = 2
+CAPPED_PLAN, CAP_IN_QUERIES = "small", 4
 # What a client may get while these faults are injected (a killed container gets no answer at all)
-ALLOWED = {(200, None), (502, "upstream_error"), (503, "budget_exceeded"), (503, "service_unavailable")}
+ALLOWED = {
+    (200, None),
+    (502, "upstream_error"),
+    (503, "budget_exceeded"),
+    (503, "service_unavailable"),
+    (429, "user_budget_exceeded"),
+    (429, "too_many_in_flight"),
+}
 
 
 def today() -> str:
@@ -239,6 +250,21 @@ def recipient() -> str:
     return address
 
 
+def num(item: dict[str, Any], name: str) -> int:
+    return int(item.get(name, {"N": "0"})["N"])
+
+
+def ledger_items(dynamodb: Any, table: str, prefix: str) -> list[dict[str, Any]]:
+    """Today's ledger items whose sort key starts with ``prefix``."""
+    items: list[dict[str, Any]] = dynamodb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+        ExpressionAttributeValues={":pk": {"S": f"LEDGER#{today()}"}, ":prefix": {"S": prefix}},
+        ConsistentRead=True,
+    )["Items"]
+    return items
+
+
 def calibrate(make_app, call, env, openai_state) -> int:
     """The mean real cost (what the fake OpenAI bills) of one standard query, on a table of its own."""
     app, _ = make_app(env)
@@ -276,8 +302,17 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     ensure_table(dynamodb, scratch)
     query_cost = calibrate(make_app, call, {**env, "TABLE_NAME": scratch}, openai_state)
     limit = BUDGET_IN_QUERIES * query_cost
-    env |= {"TABLE_NAME": chaos_table, "DAILY_BUDGET_USD": str(Decimal(limit) / NANOS_PER_USD)}
-    users = [f"u-chaos{n}-{uuid.uuid4().hex[:6]}" for n in range(USERS)]
+    user_cap = CAP_IN_QUERIES * query_cost
+    env |= {
+        "TABLE_NAME": chaos_table,
+        "DAILY_BUDGET_USD": str(Decimal(limit) / NANOS_PER_USD),
+        "MAX_IN_FLIGHT_PER_USER": str(MAX_IN_FLIGHT_PER_USER),
+        "PLAN_LIMITS": json.dumps({CAPPED_PLAN: {"daily_usd": str(Decimal(user_cap) / NANOS_PER_USD)}}),
+    }
+    # a token is its user's id, and the capped user's ends in its plan (tests/fakes/auth_faults.py)
+    users = [f"u-chaos{n}-{uuid.uuid4().hex[:6]}" for n in range(USERS - 1)]
+    capped = f"u-chaos{USERS - 1}-{uuid.uuid4().hex[:6]}"
+    users.append(f"{capped}.{CAPPED_PLAN}")
 
     # Given containers already warm (cold starts are not what this test is about)
     parent = Containers(env, tmp_path)
@@ -325,9 +360,9 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
                     replaced += 1
             with lock:
                 outcomes.append(outcome)
-            if outcome.reason == "spent":
+            if (outcome.error, outcome.reason) == ("budget_exceeded", "spent"):
                 return  # the budget is exhausted for the day: nothing more can be answered
-            if outcome.reason == "in_flight":
+            if outcome.reason == "in_flight" or outcome.error == "too_many_in_flight":
                 time.sleep(0.2)  # running queries hold the rest: they settle shortly
 
     total_key = {"pk": {"S": f"BUDGET#{today()}"}, "sk": {"S": "TOTAL"}}
@@ -354,6 +389,23 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
             assert answer is not None
             assert (answer["status"], (answer["body"] or {}).get("error")) in ALLOWED
             total = dynamodb.get_item(TableName=chaos_table, Key=total_key, ConsistentRead=True)["Item"]
+        # A user's hold whose request died before its hold on the total was written (or after that
+        # one was refused) is no money on the total: the user's own next request frees it, once its
+        # lease has ended
+        user_leases = [
+            float(value["M"]["l"]["N"])
+            for row in ledger_items(dynamodb, chaos_table, "USER#")
+            for name, value in row.items()
+            if name.startswith("uh_")
+        ]
+        if user_leases:
+            time.sleep(max(0.0, max(user_leases) - time.time()) + 1.1)
+        for row in ledger_items(dynamodb, chaos_table, "USER#"):
+            if any(name.startswith("uh_") for name in row):
+                answer = sweeper.ask(row["sk"]["S"].removeprefix("USER#"), {"question": "What is a beholder?"})
+                assert answer is not None
+                assert (answer["status"], (answer["body"] or {}).get("error")) in ALLOWED
+        total = dynamodb.get_item(TableName=chaos_table, Key=total_key, ConsistentRead=True)["Item"]
     finally:
         emulator_faults.clear()
         openai_state.control({"rules": []})
@@ -399,7 +451,7 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     assert killed >= 3, figures
     assert all(emulator_counts.get(kind, 0) > 0 for kind in ("throttle", "lost_response", "conflict")), figures
     assert all(openai_faults[kind] > 0 for kind in ("429", "500", "timeout_after_billing")), figures
-    assert any(o.reason == "spent" for o in outcomes), figures
+    assert any((o.error, o.reason) == ("budget_exceeded", "spent") for o in outcomes), figures
     assert answered >= BUDGET_IN_QUERIES // 4, figures
 
     # and every answer is one the injected faults explain: never a 500, never a Lambda timeout
@@ -421,8 +473,9 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     charged_requests = int(total["requests"]["N"])
     assert len(charges) == charged_requests, figures
     assert sum(int(c["cost"]["N"]) for c in charges) == spent, figures
-    assert sum(int(u["cost"]["N"]) for u in user_rows) == spent, figures
-    assert sum(int(u["requests"]["N"]) for u in user_rows) == charged_requests, figures
+    # (a user item may hold no charge: the user's only requests were refused, their holds given back)
+    assert sum(num(u, "cost") for u in user_rows) == spent, figures
+    assert sum(num(u, "requests") for u in user_rows) == charged_requests, figures
     per_model = {name: int(v["N"]) for name, v in total.items() if name.startswith(("mcost_", "mrequests_"))}
     assert sum(v for name, v in per_model.items() if name.startswith("mcost_")) == spent, figures
     assert sum(v for name, v in per_model.items() if name.startswith("mrequests_")) == charged_requests, figures
@@ -452,8 +505,9 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     # for it: what a dead request may have been billed was charged
     billed_by_user: dict[str, list[dict[str, Any]]] = {}
     for record in records:
-        billed_by_user.setdefault(str(record["path"]).split("/t/", 1)[1].split("/", 1)[0], []).append(record)
-    ledger_cost = {u["sk"]["S"].removeprefix("USER#"): int(u["cost"]["N"]) for u in user_rows}
+        tag = str(record["path"]).split("/t/", 1)[1].split("/", 1)[0]  # the token: <user id>[.<plan>]
+        billed_by_user.setdefault(tag.partition(".")[0], []).append(record)
+    ledger_cost = {u["sk"]["S"].removeprefix("USER#"): num(u, "cost") for u in user_rows}
     short = {
         user: (ledger_cost.get(user, 0), billed_nanos(user_records, CHAT_MODEL, EMBEDDING_MODEL))
         for user, user_records in billed_by_user.items()
@@ -461,6 +515,21 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     }
     assert not short, (short, figures)
     assert orphans >= 1, figures  # a request died billed and unsettled: its hold was charged in full
+
+    # and each user's own limits hold: the capped user's books and what OpenAI billed for that user
+    # stay within the cap, which was reached; no user's hold or in-flight slot is left taken, and
+    # every user's cap use is exactly the user's spend
+    capped_billed = billed_nanos(billed_by_user.get(capped, []), CHAT_MODEL, EMBEDDING_MODEL)
+    assert capped_billed <= user_cap, (capped_billed, user_cap, figures)
+    assert ledger_cost.get(capped, 0) <= user_cap, (ledger_cost.get(capped), user_cap, figures)
+    assert any(o.user == users[-1] and o.error == "user_budget_exceeded" for o in outcomes), figures
+    user_rows = ledger_items(dynamodb, chaos_table, "USER#")
+    left = {u["sk"]["S"]: [name for name in u if name.startswith("uh_")] for u in user_rows}
+    assert not {row: holds for row, holds in left.items() if holds}, figures
+    slots = {u["sk"]["S"]: num(u, "inflight") for u in user_rows if num(u, "inflight")}
+    assert not slots, (slots, figures)
+    cap_use = {u["sk"]["S"]: (num(u, "ucommitted"), num(u, "cost")) for u in user_rows}
+    assert not {row: use for row, use in cap_use.items() if use[0] != use[1]}, figures
     assert sum(user.startswith("u-victim") for user in billed_by_user) >= 1, figures  # a dead request was billed
 
     # and exactly one alert per threshold went out

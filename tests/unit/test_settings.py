@@ -19,6 +19,8 @@ def test_defaults_follow_the_spec():
     assert settings.openai_model == "gpt-4o-mini"
     assert (settings.llm_provider, settings.embedding_provider) == ("offline", "offline")
     assert settings.budget_lease_seconds == LEASE_SECONDS  # the budget's own default (>= 2 x Lambda timeout)
+    assert settings.controls_refresh_seconds == 4  # under SPEC §3's 5 s
+    assert settings.answer_cache_ttl == 86_400  # the answer cache is on: a day
 
 
 def test_an_openai_key_switches_both_providers_to_openai():
@@ -62,6 +64,12 @@ def test_empty_values_count_as_unset():
         ("ALERT_WEBHOOK_URL", "hooks.example.com/dnd"),
         ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "0"),
         ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "30"),
+        ("CONTROLS_REFRESH_SECONDS", "6"),  # SPEC §3: every container applies a change within 5 s
+        ("CONTROLS_REFRESH_SECONDS", "-1"),
+        ("CONTROLS_REFRESH_SECONDS", "often"),
+        ("ANSWER_CACHE_TTL", "-1"),
+        ("ANSWER_CACHE_TTL", "forever"),
+        ("ANSWER_CACHE_TTL", "2592001"),
     ],
 )
 def test_invalid_values_fail_naming_the_variable(variable, value):

@@ -134,3 +134,21 @@ def test_a_budget_hold_outlives_any_request_so_only_dead_requests_are_charged_as
     timeout = load_template()["Globals"]["Function"]["Timeout"]
 
     assert 2 * timeout <= LEASE_SECONDS  # a live request always settles before its lease ends
+
+
+def test_the_operator_routes_and_their_refresh_interval_are_declared():
+    routes = {(r.method, r.path) for r in http_routes(TEMPLATE)}
+    refresh = TEMPLATE["Parameters"]["ControlsRefreshSeconds"]
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert {
+        ("PUT", "/api/admin/budget"),
+        ("POST", "/api/admin/pause"),
+        ("POST", "/api/admin/resume"),
+        ("PUT", "/api/admin/users/{user_id}/block"),
+        ("DELETE", "/api/admin/users/{user_id}/block"),
+        ("POST", "/api/admin/users/{user_id}/reset"),
+        ("GET", "/api/admin/audit"),
+    } <= routes
+    assert (refresh["Default"], refresh["MaxValue"]) == (4, 5)
+    assert variables["CONTROLS_REFRESH_SECONDS"] == {"Ref": "ControlsRefreshSeconds"}

@@ -12,23 +12,32 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dnd_rag.logic.alerts import BudgetAlerts, MailChannel
+from dnd_rag.logic.answer_cache import AnswerCache, CacheScope
 from dnd_rag.logic.auth import Authenticator
 from dnd_rag.logic.budget import Budget
+from dnd_rag.logic.controls import ControlsCache
 from dnd_rag.logic.events import OperatorEvents, QuotaEvents
 from dnd_rag.logic.fitting import Fitter, Floors
 from dnd_rag.logic.ip_guard import FailedAuthGuard
 from dnd_rag.logic.notifier import Notifier
+from dnd_rag.logic.operator import OperatorService
 from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.ports import AlertChannel, Embedder, Generator
+from dnd_rag.logic.ports import AlertChannel, Embedder, Generator, UserSpendReset
+from dnd_rag.logic.prompt import PROMPT_VERSION
 from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
 from dnd_rag.logic.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.spending import PaidCalls
 from dnd_rag.logic.usage import UsageService
+from dnd_rag.logic.user_budget import UserBudget
+from dnd_rag.logic.wallet import Wallet
+from dnd_rag.models.controls import AuditEntry
+from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
 
 if TYPE_CHECKING:
+    from dnd_rag.dal.answer_cache import DynamoCorpusVersions
     from dnd_rag.dal.budget import DynamoLedgers
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
@@ -53,6 +62,10 @@ class Container:
         self._sns_client = sns_client
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
+        # optional collaborators of the operator routes, wired by other features when they exist:
+        # the per-user dollar cap's reset, and a notification of every operator action
+        self.spend_reset: UserSpendReset | None = None
+        self.on_operator_action: Callable[[AuditEntry], None] | None = None
 
     def forget_clients(self) -> None:
         """Drop every built collaborator and the shared DynamoDB client: after a SnapStart restore their
@@ -94,17 +107,78 @@ class Container:
             rag,
             self.limiter,
             self.plans,
-            self.budget,
+            Wallet(self.budget, self.user_budget, self.clock),
             fitter,
             self.clock,
             s.max_question_chars,
+            controls=self.controls,
+            cache=self.answer_cache,
             quota_events=self.quota_events,
+        )
+
+    @property
+    def answer_cache(self) -> AnswerCache | None:
+        """None when ANSWER_CACHE_TTL is 0: then no cache read or write happens at all."""
+        return self._once("answer_cache", self._build_answer_cache)
+
+    def _build_answer_cache(self) -> AnswerCache | None:
+        from dnd_rag.dal.answer_cache import DynamoAnswerCache
+
+        s = self.settings
+        if s.answer_cache_ttl == 0:
+            return None
+        scope = CacheScope(
+            chat_model=self.rag.generator.model,
+            embedding_model=self.embedder.model,
+            prompt_version=PROMPT_VERSION,
+            max_completion_tokens=s.max_completion_tokens,
+            entity_queries=s.retrieval_entity_queries,
+            collections=tuple(s.collections),
+        )
+        store = DynamoAnswerCache(self.dynamodb(), s.table_name)
+        return AnswerCache(store, scope, s.answer_cache_ttl, self.clock)
+
+    @property
+    def corpus_versions(self) -> DynamoCorpusVersions:
+        from dnd_rag.dal.answer_cache import DynamoCorpusVersions
+
+        return self._once("corpus_versions", lambda: DynamoCorpusVersions(self.dynamodb(), self.settings.table_name))
+
+    @property
+    def controls(self) -> ControlsCache:
+        """This container's copy of the operator controls (pause, blocks, budget override)."""
+        return self._once("controls", self._build_controls)
+
+    def _build_controls(self) -> ControlsCache:
+        from dnd_rag.dal.controls import DynamoControlStore
+
+        store = DynamoControlStore(self.dynamodb(), self.settings.table_name)
+        return ControlsCache(store, self.clock, self.settings.controls_refresh_seconds)
+
+    @property
+    def operator(self) -> OperatorService:
+        return self._once("operator", self._build_operator)
+
+    def _build_operator(self) -> OperatorService:
+        from dnd_rag.dal.controls import DynamoControlStore
+
+        return OperatorService(
+            DynamoControlStore(self.dynamodb(), self.settings.table_name),
+            self.controls,
+            self.limiter,
+            usd_to_nanos(self.settings.daily_budget_usd),
+            self.clock,
+            spend_reset=self.user_budget if self.spend_reset is None else self.spend_reset,
+            on_action=self.operator_events.on_audit if self.on_operator_action is None else self.on_operator_action,
         )
 
     @property
     def usage(self) -> UsageService:
         return self._once(
-            "usage", lambda: UsageService(self.limiter, self.plans, self.budget, self.ledgers, self.clock)
+            "usage",
+            lambda: UsageService(
+                self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.controls, self.user_budget
+            ),
         )
 
     @property
@@ -118,6 +192,17 @@ class Container:
         return self._once("budget", self._build_budget)
 
     @property
+    def user_budget(self) -> UserBudget:
+        """Each user's dollar cap and in-flight limit (``reset_spend`` is the operator's reset)."""
+        return self._once("user_budget", self._build_user_budget)
+
+    def _build_user_budget(self) -> UserBudget:
+        from dnd_rag.dal.user_budget import DynamoUserBudgetStore
+
+        store = DynamoUserBudgetStore(self.dynamodb(), self.settings.table_name)
+        return UserBudget(store, self.budget, self.clock, lease_seconds=self.settings.budget_lease_seconds)
+
+    @property
     def ledgers(self) -> DynamoLedgers:
         from dnd_rag.dal.budget import DynamoLedgers
 
@@ -129,9 +214,19 @@ class Container:
         s = self.settings
         store = DynamoBudgetStore(self.dynamodb(), s.table_name)
         limit = usd_to_nanos(s.daily_budget_usd)
+        controls = self.controls
         notifier = self.notifier
-        alerts = BudgetAlerts(store, self.ledgers, notifier, limit, self.clock) if notifier.enabled else None
-        return Budget(store, limit, self.clock, observer=alerts, lease_seconds=s.budget_lease_seconds)
+        alerts = None
+        if notifier.enabled:
+            alerts = BudgetAlerts(store, self.ledgers, notifier, lambda: controls.budget_limit(limit), self.clock)
+        return Budget(
+            store,
+            limit,
+            self.clock,
+            observer=alerts,
+            lease_seconds=s.budget_lease_seconds,
+            effective_limit=controls.budget_limit,
+        )
 
     @property
     def notifier(self) -> Notifier:
@@ -179,7 +274,12 @@ class Container:
 
     def _build_plans(self) -> PlanBook:
         s = self.settings
-        return PlanBook(Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit), s.plan_limits)
+        cap = usd_to_nanos(s.user_daily_budget_usd) if s.user_daily_budget_usd is not None else None
+        return PlanBook(
+            Policy(s.token_bucket_capacity, s.token_refill_rate, s.daily_user_request_limit),
+            s.plan_limits,
+            UserLimits(cap, s.max_in_flight_per_user),
+        )
 
     @property
     def limiter(self) -> RateLimiter:

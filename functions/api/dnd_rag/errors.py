@@ -95,8 +95,45 @@ class BudgetExceededError(ServiceError):
         self.context["reason"] = cause
 
 
+class UserBudgetExceededError(ServiceError):
+    """The user's own daily dollar cap cannot cover this query.
+
+    ``cause`` is the body's ``reason``: ``spent`` (nothing fits until ``reset_at``, midnight UTC)
+    or ``in_flight`` (the user's own running queries hold the rest; retry shortly)."""
+
+    code = "user_budget_exceeded"
+
+    def __init__(self, message: str, *, cause: str, retry_after: int, reset_at: str) -> None:
+        super().__init__(
+            message,
+            retry_after=retry_after,
+            reason=f"user budget {cause}",
+            rate_info={"retry_after": retry_after, "reset_at": reset_at},
+        )
+        self.cause = cause
+        self.context["reason"] = cause
+
+
+class TooManyInFlightError(ServiceError):
+    """The user already has MAX_IN_FLIGHT_PER_USER queries running."""
+
+    code = "too_many_in_flight"
+
+
 class ForbiddenError(ServiceError):
     code = "forbidden"
+
+
+class UserBlockedError(ServiceError):
+    """An operator blocked this user's queries (PUT /api/admin/users/{user_id}/block)."""
+
+    code = "user_blocked"
+
+
+class ServicePausedError(ServiceError):
+    """An operator paused the service (POST /api/admin/pause): the kill switch by hand."""
+
+    code = "service_paused"
 
 
 class AlertDeliveryError(ServiceError):

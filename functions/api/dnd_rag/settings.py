@@ -40,13 +40,15 @@ class ConfigError(RuntimeError):
 
 
 class PlanLimits(BaseModel):
-    """Per-plan overrides of the rate-limit policy (entries of ``PLAN_LIMITS``)."""
+    """Per-plan overrides of the user limits (entries of ``PLAN_LIMITS``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     capacity: int | None = Field(default=None, ge=1)
     refill_rate: float | None = Field(default=None, gt=0)
     daily_limit: int | None = Field(default=None, ge=1)
+    daily_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)  # each user's dollar cap
+    max_in_flight: int | None = Field(default=None, ge=1)
 
 
 def _split_list(value: Any) -> Any:
@@ -81,6 +83,11 @@ class Settings(BaseModel):
     ip_auth_failure_capacity: int = Field(default=10, alias="IP_AUTH_FAILURE_CAPACITY", ge=1)
     ip_auth_failure_refill_rate: float = Field(default=0.1, alias="IP_AUTH_FAILURE_REFILL_RATE", gt=0)
     daily_budget_usd: Decimal = Field(default=Decimal("1.0"), alias="DAILY_BUDGET_USD", ge=0)
+    # each user's own daily dollar cap (unset: none) and how many of a user's queries may run at once
+    user_daily_budget_usd: Decimal | None = Field(
+        default=None, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
+    )
+    max_in_flight_per_user: int = Field(default=2, alias="MAX_IN_FLIGHT_PER_USER", ge=1, le=1000)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")
     alert_from: str | None = Field(default=None, alias="ALERT_FROM")
     # optional alert channels besides SES e-mail (README "Alerts")
@@ -103,7 +110,13 @@ class Settings(BaseModel):
     # how long a budget hold outlives its request before it is reclaimed as an orphan; keep it
     # above the Lambda timeout (29 s), or live requests get charged in full and corrected later
     budget_lease_seconds: int = Field(default=60, alias="BUDGET_LEASE_SECONDS", ge=1, le=3600)
+    # how old a container's copy of the operator controls (pause, blocks, budget override) may get
+    # before a query re-reads it: every container sees an operator's change within this time
+    controls_refresh_seconds: float = Field(default=4.0, alias="CONTROLS_REFRESH_SECONDS", ge=0, le=5)
     max_question_chars: int = Field(default=2000, alias="MAX_QUESTION_CHARS", ge=1, le=8000)
+    # Seconds an answer stays in the answer cache (0 = off). A day: answers only go stale when the
+    # corpus changes, and re-ingesting invalidates them anyway; the TTL bounds what the table keeps.
+    answer_cache_ttl: int = Field(default=86_400, alias="ANSWER_CACHE_TTL", ge=0, le=30 * 86_400)
     chroma_host: str = Field(default="127.0.0.1", alias="CHROMA_HOST", min_length=1)
     chroma_port: int = Field(default=8060, alias="CHROMA_PORT", ge=1, le=65535)
     chroma_ssl: bool = Field(default=False, alias="CHROMA_SSL")

@@ -7,8 +7,10 @@ Items (all expire with TTL a few days after their UTC day):
                               ``m<field>_<model>`` the per-model ledger; ``alert_<T>_sent`` once every
                               alert channel has threshold T's event (claims: dal/event_claims.py);
                               ``s_<HHMM>`` nano-dollars settled in the 10-minute bucket from HH:MM
-                              (the spend curve of the burn-rate forecast, at most 144 per day)
-  LEDGER#<day> / USER#<id>    the user's ledger: requests, tokens, cost
+                              (the spend curve of the burn-rate forecast; older than 2 h removed)
+  LEDGER#<day> / USER#<id>    the user's ledger: requests, tokens, cost; and the user's own limits
+                              (dal/user_budget.py): ``ucommitted`` (cap use + open holds), ``inflight``,
+                              ``uh_<id>`` = {a, l, m} per open hold, the same id as the hold on TOTAL
   LEDGER#<day> / CHARGE#<id>  what hold <id> was charged (``orphan`` when charged in full)
 
 Why this shape (SPEC §4 "conflict-free writes"):
@@ -39,6 +41,7 @@ from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
 KEEP_SECONDS = 3 * 86_400
 STALE_CURVE_MINUTES = (70, 80, 90, 100, 110, 120)  # always older than the forecast's one-hour window
 HOLD_PREFIX = "h_"
+USER_HOLD_PREFIX = "uh_"
 ORPHAN_PREFIX = "o_"
 LEDGER_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "cost")
 _MODEL_ATTRIBUTE = re.compile(r"^m(requests|prompt_tokens|completion_tokens|embedding_tokens|cost)_(.+)$")
@@ -244,10 +247,18 @@ class DynamoBudgetStore:
                 raise
 
     def settle(
-        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, expires_at: float
+        self,
+        day: str,
+        hold_id: str,
+        reserved: int,
+        charge: Charge,
+        now: float,
+        expires_at: float,
+        user_hold: int | None = None,
     ) -> BudgetTotals:
-        """Replace hold ``hold_id`` (``reserved``) by ``charge``: the user's ledger, then the total."""
-        marker = self._write_ledger(day, hold_id, charge, orphan=False, expires_at=expires_at)
+        """Replace hold ``hold_id`` (``reserved``) by ``charge``: the user's ledger (closing the
+        user's hold ``user_hold`` of the same id, if any), then the total."""
+        marker = self._write_ledger(day, hold_id, charge, orphan=False, expires_at=expires_at, user_hold=user_hold)
         if marker is not None and marker.get("orphan", {}).get("BOOL"):
             return self._correct_orphan(day, hold_id, charge, marker, now, expires_at)
         return self._settle_total(day, hold_id, reserved, charge, now, lease_check=None)
@@ -288,9 +299,8 @@ class DynamoBudgetStore:
             return 0
         marker = self._read_marker(day, hold_id)
         if marker is None:
-            usage = TokenUsage()
-            charge = Charge(entry.user_id, entry.model, usage, entry.amount)
-            marker = self._write_ledger(day, hold_id, charge, orphan=True, expires_at=expires_at)
+            charge = Charge(entry.user_id, entry.model, TokenUsage(), entry.amount)
+            marker = self._write_orphan_ledger(day, hold_id, charge, expires_at)
             if marker is None:  # we wrote it: charge the hold in full
                 return self._charge_orphan(day, hold_id, entry, now, grace_until)
         charge = _charge_from_marker(marker, entry)
@@ -300,6 +310,22 @@ class DynamoBudgetStore:
             return self._charge_orphan(day, hold_id, entry, now, grace_until)
         totals = self._settle_total(day, hold_id, entry.amount, charge, now, lease_check=now)
         return charge.cost if hold_id not in totals.holds else 0
+
+    def _write_orphan_ledger(
+        self, day: str, hold_id: str, charge: Charge, expires_at: float, attempts: int = 3
+    ) -> dict[str, Any] | None:
+        """_write_ledger for an orphan: the user's hold of the same id (read first) is closed in the
+        same transaction, so the user's books get the same charge as the total. A user hold that
+        changed between the read and the write (its owner, still alive, grew it) cancels the
+        transaction: read it again."""
+        for attempt in range(attempts):
+            user_hold = self._read_user_hold(day, charge.user_id, hold_id)
+            try:
+                return self._write_ledger(day, hold_id, charge, True, expires_at, user_hold, check_user_hold=True)
+            except StoreUnavailableError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _charge_orphan(self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float) -> int:
         clauses, stale, names, values = _model_ledger_update(entry.model, TokenUsage(), entry.amount, 1, day, now)
@@ -391,29 +417,73 @@ class DynamoBudgetStore:
 
     # --- the user's ledger and the charge markers ---------------------------------------------
 
-    def _user_ledger_update(self, day: str, charge: Charge, requests: int, expires_at: float) -> dict[str, Any]:
+    def _user_ledger_update(
+        self,
+        day: str,
+        charge: Charge,
+        requests: int,
+        expires_at: float,
+        hold_id: str | None = None,
+        user_hold: int | None = None,
+    ) -> dict[str, Any]:
+        """The user's ledger gets ``charge``, and so does the user's cap use (``ucommitted``).
+
+        With ``hold_id``, the same write closes the user's hold of that id (``uh_<id>``, whose
+        amount must be ``user_hold``; its in-flight slot is freed), or, when ``user_hold`` is None,
+        requires that the user has no such hold: a hold changed since it was read cancels the
+        transaction instead of being counted wrong."""
         usage = charge.usage
-        return {
-            "Update": {
-                "TableName": self._table,
-                "Key": _ledger_key(day, f"USER#{charge.user_id}"),
-                "UpdateExpression": "SET expires_at = :expires ADD requests :requests, prompt_tokens :prompt, "
-                "completion_tokens :completion, embedding_tokens :embedding, cost :cost",
-                "ExpressionAttributeValues": {
-                    ":expires": number(expires_at + KEEP_SECONDS),
-                    ":requests": number(requests),
-                    ":prompt": number(usage.prompt_tokens),
-                    ":completion": number(usage.completion_tokens),
-                    ":embedding": number(usage.embedding_tokens),
-                    ":cost": number(charge.cost),
-                },
-            }
+        cap_use = charge.cost
+        expression = (
+            "SET expires_at = :expires ADD requests :requests, prompt_tokens :prompt, "
+            "completion_tokens :completion, embedding_tokens :embedding, cost :cost, ucommitted :cap_use"
+        )
+        values = {
+            ":expires": number(expires_at + KEEP_SECONDS),
+            ":requests": number(requests),
+            ":prompt": number(usage.prompt_tokens),
+            ":completion": number(usage.completion_tokens),
+            ":embedding": number(usage.embedding_tokens),
+            ":cost": number(charge.cost),
         }
+        update: dict[str, Any] = {"TableName": self._table, "Key": _ledger_key(day, f"USER#{charge.user_id}")}
+        if hold_id is not None:
+            update["ExpressionAttributeNames"] = {"#uh": USER_HOLD_PREFIX + hold_id}
+            if user_hold is None:
+                update["ConditionExpression"] = "attribute_not_exists(#uh)"
+            else:
+                cap_use -= user_hold
+                expression += ", inflight :one_less REMOVE #uh"
+                update["ConditionExpression"] = "#uh.a = :user_hold"
+                values |= {":one_less": number(-1), ":user_hold": number(user_hold)}
+        values[":cap_use"] = number(cap_use)
+        return {"Update": {**update, "UpdateExpression": expression, "ExpressionAttributeValues": values}}
+
+    def _read_user_hold(self, day: str, user_id: str, hold_id: str) -> int | None:
+        """The amount of the user's hold ``hold_id`` on the user's ledger item, None if it has none."""
+        with store_errors("GetItem user hold"):
+            item = self._client.get_item(
+                TableName=self._table,
+                Key=_ledger_key(day, f"USER#{user_id}"),
+                ConsistentRead=True,
+                ProjectionExpression="#uh",
+                ExpressionAttributeNames={"#uh": USER_HOLD_PREFIX + hold_id},
+            ).get("Item", {})
+        value = item.get(USER_HOLD_PREFIX + hold_id)
+        return int(value["M"]["a"]["N"]) if value else None
 
     def _write_ledger(
-        self, day: str, hold_id: str, charge: Charge, orphan: bool, expires_at: float
+        self,
+        day: str,
+        hold_id: str,
+        charge: Charge,
+        orphan: bool,
+        expires_at: float,
+        user_hold: int | None = None,
+        check_user_hold: bool = False,
     ) -> dict[str, Any] | None:
-        """Create the CHARGE marker and add ``charge`` to the user's ledger, once.
+        """Create the CHARGE marker and add ``charge`` to the user's ledger, once; the same
+        transaction closes the user's hold of the same id (``user_hold``, see _user_ledger_update).
 
         None when this call wrote them; otherwise the marker that was already there (our own
         earlier attempt, or a reclaimer's orphan charge)."""
@@ -435,7 +505,8 @@ class DynamoBudgetStore:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        items = [marker, self._user_ledger_update(day, charge, requests=1, expires_at=expires_at)]
+        closes = hold_id if user_hold is not None or check_user_hold else None
+        items = [marker, self._user_ledger_update(day, charge, 1, expires_at, closes, user_hold)]
         if self._transact("TransactWriteItems ledger", items):
             return None
         existing = self._read_marker(day, hold_id)

@@ -101,3 +101,8 @@ class DynamoLimitStore:
         with store_errors("GetItem limits"):
             item = self._client.get_item(TableName=self._table, Key=self._key(key), ConsistentRead=True).get("Item")
         return _state(item)
+
+    def reset(self, key: str) -> None:
+        """Delete the key's item: the next admission starts a fresh day (full bucket, count 0)."""
+        with store_errors("DeleteItem limits"):
+            self._client.delete_item(TableName=self._table, Key=self._key(key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -25,8 +26,12 @@ from dnd_rag.errors import (
     RateLimitedError,
     RequestInProgressError,
     ServiceError,
+    ServicePausedError,
     StoreUnavailableError,
+    TooManyInFlightError,
     UpstreamError,
+    UserBlockedError,
+    UserBudgetExceededError,
 )
 from dnd_rag.observability import logger, metrics
 
@@ -35,6 +40,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     InvalidJsonError: HTTPStatus.BAD_REQUEST,
     MissingTokenError: HTTPStatus.UNAUTHORIZED,
     ForbiddenError: HTTPStatus.FORBIDDEN,
+    UserBlockedError: HTTPStatus.FORBIDDEN,
     RequestInProgressError: HTTPStatus.CONFLICT,
     IdempotencyKeyReusedError: HTTPStatus.UNPROCESSABLE_ENTITY,
     InvalidTokenError: HTTPStatus.UNAUTHORIZED,
@@ -42,10 +48,13 @@ STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     RateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
     DailyLimitExceededError: HTTPStatus.TOO_MANY_REQUESTS,
     IpRateLimitedError: HTTPStatus.TOO_MANY_REQUESTS,
+    UserBudgetExceededError: HTTPStatus.TOO_MANY_REQUESTS,
+    TooManyInFlightError: HTTPStatus.TOO_MANY_REQUESTS,
     UpstreamError: HTTPStatus.BAD_GATEWAY,
     AuthUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
     BudgetExceededError: HTTPStatus.SERVICE_UNAVAILABLE,
     StoreUnavailableError: HTTPStatus.SERVICE_UNAVAILABLE,
+    ServicePausedError: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 
@@ -86,6 +95,14 @@ def _field_details(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     return details
 
 
+def _methods_at(allowed_methods: dict[str, set[str]], path: str) -> set[str] | None:
+    """The methods of the route template (``/api/admin/users/{user_id}/block``) ``path`` matches."""
+    for template, methods in allowed_methods.items():
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), path):
+            return methods
+    return None
+
+
 def register_error_handlers(app: APIGatewayHttpResolver, allowed_methods: dict[str, set[str]]) -> None:
     """Map every failure to the §3 shape. ``allowed_methods`` tells 405 from 404."""
 
@@ -113,7 +130,7 @@ def register_error_handlers(app: APIGatewayHttpResolver, allowed_methods: dict[s
     @app.not_found
     def not_found(_: NotFoundError) -> Response:
         path = app.current_event.path
-        methods = allowed_methods.get(path)
+        methods = _methods_at(allowed_methods, path)
         if methods:
             allow = ", ".join(sorted(methods | {"OPTIONS"}))
             return error_response(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -9,26 +10,36 @@ from aws_lambda_powertools.metrics import MetricUnit
 from dnd_rag.logic.budget import budget_info, percentage
 from dnd_rag.logic.clock import iso
 from dnd_rag.logic.forecast import forecast_data
+from dnd_rag.logic.operator import Change
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.logic.query import QueryOutcome
 from dnd_rag.logic.usage import AdminReport, UsageReport
 from dnd_rag.models.api import (
     AdminUsageResponse,
+    AuditOut,
+    AuditResponse,
     BucketOut,
     BudgetOut,
+    BudgetOverrideOut,
+    ControlsOut,
     CostOut,
     DegradedOut,
     ForecastOut,
     LedgerOut,
     MetaOut,
+    OperatorActionResponse,
+    PauseOut,
     QueryResponse,
     RateLimitOut,
     SourceOut,
     TodayOut,
     UsageOut,
     UsageResponse,
+    UserBudgetOut,
 )
+from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import User
+from dnd_rag.models.money import UserTotals
 from dnd_rag.observability import metrics
 from dnd_rag.pricing import usd_for_display
 
@@ -66,7 +77,9 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
                 query_cost=usd_for_display(answer.cost_nanos),
                 daily_total=usd_for_display(outcome.totals.spent) if outcome.totals else None,
                 daily_budget=usd_for_display(budget_limit),
+                **_user_cost(outcome),
             ),
+            cache=outcome.cache,
             degraded=DegradedOut(**outcome.degraded) if outcome.degraded else None,
         ),
     )
@@ -89,6 +102,33 @@ def usage_response(user: User, report: UsageReport) -> UsageResponse:
         # requests as the quota counts them (refunds included); tokens and cost from the ledger
         today=TodayOut(**{**_ledger_fields(report.ledger), "requests": standing.daily_count}),
         budget=BudgetOut(**budget_info(report.budget.spent, report.budget_limit)),
+        user_budget=_user_budget(report),
+    )
+
+
+def _user_cost(outcome: QueryOutcome) -> dict[str, float | None]:
+    spend = outcome.user
+    if spend is None:
+        return {}
+    cap = spend.cap
+    return {
+        "user_daily_total": usd_for_display(spend.spent),
+        "user_daily_budget": usd_for_display(cap) if cap is not None else None,
+        "user_remaining": usd_for_display(max(0, cap - spend.spent)) if cap is not None else None,
+    }
+
+
+def _user_budget(report: UsageReport) -> UserBudgetOut:
+    totals = report.user_budget or UserTotals()
+    limits = report.user_limits
+    cap = limits.daily_nanos if limits is not None else None
+    return UserBudgetOut(
+        daily_total=usd_for_display(totals.spent),
+        daily_budget=usd_for_display(cap) if cap is not None else None,
+        remaining=usd_for_display(max(0, cap - totals.committed)) if cap is not None else None,
+        reset_at=iso(report.standing.reset_at),
+        in_flight=totals.in_flight,
+        max_in_flight=limits.max_in_flight if limits is not None else 0,
     )
 
 
@@ -102,7 +142,57 @@ def admin_usage_response(report: AdminReport) -> AdminUsageResponse:
         forecast=ForecastOut(**forecast_data(report.forecast)),
         models=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.models],
         top_users=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.top_users],
+        overrides=controls_out(report.controls, report.budget_limit, report.budget_override),
     )
+
+
+def controls_out(controls: Controls, daily_budget: int, override: int | None) -> ControlsOut:
+    """The controls in force; ``override`` is today's operator budget (None when none applies today)."""
+    paused = controls.paused
+    budget = controls.budget_override
+    return ControlsOut(
+        version=controls.version,
+        paused=PauseOut(reason=paused.reason, by=paused.by, at=iso(paused.at)) if paused else None,
+        budget_override=(
+            BudgetOverrideOut(
+                daily_budget_usd=usd_for_display(budget.nanos),
+                day=budget.day,
+                until=f"{_next_day(budget.day)}T00:00:00Z",
+            )
+            if budget is not None and override is not None
+            else None
+        ),
+        daily_budget=usd_for_display(daily_budget),
+        blocked_users=sorted(controls.blocked),
+    )
+
+
+def audit_out(entry: AuditEntry) -> AuditOut:
+    return AuditOut(
+        id=entry.id,
+        at=datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        who=entry.who,
+        action=entry.action,
+        target=entry.target,
+        before=entry.before,
+        after=entry.after,
+        request_id=entry.request_id,
+    )
+
+
+def operator_response(change: Change) -> OperatorActionResponse:
+    return OperatorActionResponse(
+        audit=audit_out(change.entry),
+        controls=controls_out(change.controls, change.daily_budget, change.budget_override),
+    )
+
+
+def audit_response(entries: list[AuditEntry]) -> AuditResponse:
+    return AuditResponse(entries=[audit_out(entry) for entry in entries])
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 def _ledger_fields(row: LedgerRow | None) -> dict[str, Any]:

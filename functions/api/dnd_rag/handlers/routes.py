@@ -8,20 +8,17 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 
 from dnd_rag.container import Container
+from dnd_rag.handlers.admin_routes import ROUTE_METHODS as ADMIN_ROUTE_METHODS
+from dnd_rag.handlers.admin_routes import admin_router
 from dnd_rag.handlers.error_responses import register_error_handlers
 from dnd_rag.handlers.idempotency import HEADER as IDEMPOTENCY_HEADER
 from dnd_rag.handlers.idempotency import KEY_DESCRIPTION, KEY_PATTERN, answer_once
 from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors_config
 from dnd_rag.handlers.openapi import BEARER, document, responses
-from dnd_rag.handlers.presenters import (
-    admin_usage_response,
-    query_response,
-    record_query_metrics,
-    usage_response,
-)
+from dnd_rag.handlers.presenters import query_response, record_query_metrics, usage_response
 from dnd_rag.handlers.request_body import strict_json
 from dnd_rag.logic.clock import Deadline
-from dnd_rag.models.api import AdminUsageResponse, HealthResponse, QueryRequest, QueryResponse, UsageResponse
+from dnd_rag.models.api import HealthResponse, QueryRequest, QueryResponse, UsageResponse
 
 ROUTE_METHODS: dict[str, set[str]] = {
     "/health": {"GET"},
@@ -29,7 +26,7 @@ ROUTE_METHODS: dict[str, set[str]] = {
     "/docs": {"GET"},
     "/api/query": {"POST"},
     "/api/usage": {"GET"},
-    "/api/admin/usage": {"GET"},
+    **ADMIN_ROUTE_METHODS,
 }
 
 
@@ -61,7 +58,7 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         middlewares=signed_in,
         summary="Ask a rules question",
         security=BEARER,
-        responses=responses(QueryResponse, 400, 409, 413, 422, 502, *signed_in_errors),
+        responses=responses(QueryResponse, 400, 403, 409, 413, 422, 502, *signed_in_errors),
     )
     def query(
         request: Annotated[QueryRequest, Body()],
@@ -99,14 +96,5 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         user = app.context["user"]
         return usage_response(user, container.usage.report(user))
 
-    @app.get(
-        "/api/admin/usage",
-        middlewares=signed_in,
-        summary="Today's usage of the whole service (role admin)",
-        security=BEARER,
-        responses=responses(AdminUsageResponse, 403, *signed_in_errors),
-    )
-    def admin_usage() -> AdminUsageResponse:
-        return admin_usage_response(container.usage.admin_report(app.context["user"]))
-
+    app.include_router(admin_router(container))
     return app

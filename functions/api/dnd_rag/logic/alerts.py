@@ -34,15 +34,19 @@ class BudgetAlerts:
         store: AlertStore,
         ledgers: LedgerReader,
         notifier: Notifier,
-        limit: int,
+        limit: int | Callable[[], int],
         clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._ledgers = ledgers
         self._notifier = notifier
-        self._limit = limit
+        self._limit_of = limit if callable(limit) else (lambda: limit)  # today's effective budget
         self._clock = clock
         self._marked: set[tuple[str, int]] = set()  # (day, threshold) this container noted on the total
+
+    @property
+    def _limit(self) -> int:
+        return self._limit_of()
 
     def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
         """Called with every budget state seen; delivers what is due. Never raises."""

@@ -22,6 +22,7 @@ from dnd_rag.errors import BudgetExceededError
 from dnd_rag.logic.clock import next_midnight, utc_day
 from dnd_rag.logic.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
+from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
 from dnd_rag.observability import logger, metrics
 from dnd_rag.pricing import usd_for_display
@@ -43,6 +44,8 @@ class Hold:
     amount: int
     user_id: str
     model: str
+    user_amount: int | None = None  # the user's hold of the same id (logic/wallet.py), if any
+    user_limits: UserLimits | None = None  # the limits it was opened under
 
 
 class BudgetObserver(Protocol):
@@ -72,20 +75,32 @@ class Budget:
         clock: Callable[[], float],
         observer: BudgetObserver | None = None,
         lease_seconds: float = LEASE_SECONDS,
+        effective_limit: Callable[[int], int] | None = None,
     ) -> None:
         self._store = store
-        self.limit = limit
+        self._configured_limit = limit
+        self._effective_limit = effective_limit
         self._clock = clock
         self._observer = observer
         self._lease_seconds = lease_seconds
         self._smallest_query: int | None = None  # cheapest admissible query seen by this container
         self._expired_orphans: tuple[str, ...] = ()  # orphans past their grace, dropped by the next hold
 
-    def open(self, user_id: str, model: str, amount: int) -> tuple[Hold | None, BudgetTotals]:
+    @property
+    def limit(self) -> int:
+        """Today's budget: ``effective_limit(configured)`` (an operator's override for today) when
+        given, else the configured one."""
+        if self._effective_limit is None:
+            return self._configured_limit
+        return self._effective_limit(self._configured_limit)
+
+    def open(
+        self, user_id: str, model: str, amount: int, hold_id: str | None = None, now: float | None = None
+    ) -> tuple[Hold | None, BudgetTotals]:
         """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals)."""
-        now = self._clock()
+        now = self._clock() if now is None else now
         day = utc_day(now)
-        hold_id = uuid.uuid4().hex
+        hold_id = hold_id or uuid.uuid4().hex
         entry = HoldEntry(amount, now + self._lease_seconds, user_id, model)
 
         def attempt() -> tuple[bool, BudgetTotals]:
@@ -117,7 +132,9 @@ class Budget:
     def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
         """Replace the hold by what the request was really charged (ledgers included)."""
         now = self._clock()
-        totals = self._store.settle(hold.day, hold.id, hold.amount, charge, now, next_midnight(now))
+        totals = self._store.settle(
+            hold.day, hold.id, hold.amount, charge, now, next_midnight(now), user_hold=hold.user_amount
+        )
         if hold.day == utc_day(now):  # the spend moved: the run-out forecast with it (alarm metric)
             metrics.add_metric(
                 name="BudgetRunOutHoursBeforeMidnight",
@@ -165,18 +182,35 @@ class Budget:
     def totals(self) -> BudgetTotals:
         return self._store.read_totals(utc_day(self._clock()))
 
+    def reclaim_expired(self, day: str, hold_ids: list[str], now: float) -> list[str]:
+        """Reclaim these holds where their lease ended on the day's total (a user's expired holds,
+        logic/user_budget.py), by the same path as the sweep; the ids that have no hold there."""
+        totals = self._store.read_totals(day)
+        missing = []
+        for hold_id in hold_ids:
+            entry = totals.holds.get(hold_id)
+            if entry is None:
+                missing.append(hold_id)
+            elif entry.lease_until < now:
+                self._reclaim(day, hold_id, entry, now)
+        return missing
+
     def _sweep(self, day: str, totals: BudgetTotals, now: float) -> bool:
         """Reclaim a few holds whose lease ended; True if any money changed hands."""
         expired = [(hold_id, entry) for hold_id, entry in totals.holds.items() if entry.lease_until < now]
         reclaimed = False
         for hold_id, entry in expired[:SWEEP_PER_REQUEST]:
-            booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now))
-            if booked:
-                reclaimed = True
-                metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
-                metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=booked / 1000)
-                logger.warning("reclaimed the hold of a dead request", extra={"hold": hold_id, "amount": entry.amount})
+            reclaimed = self._reclaim(day, hold_id, entry, now) or reclaimed
         return reclaimed
+
+    def _reclaim(self, day: str, hold_id: str, entry: HoldEntry, now: float) -> bool:
+        """Charge one expired hold (and the user's hold of the same id) in both books."""
+        booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now))
+        if booked:
+            metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
+            metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=booked / 1000)
+            logger.warning("reclaimed the hold of a dead request", extra={"hold": hold_id, "amount": entry.amount})
+        return booked > 0
 
     def _remember_orphans(self, totals: BudgetTotals, now: float) -> None:
         self._expired_orphans = tuple(sorted(o for o, grace_end in totals.orphans.items() if grace_end < now))[:10]

@@ -18,6 +18,7 @@ from dnd_rag.logic.bounded_map import BoundedMap
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.notifier import Due, Notifier
 from dnd_rag.logic.rate_limit import Admission
+from dnd_rag.models.controls import AuditEntry
 from dnd_rag.pricing import usd_for_display
 
 NEARING_PERCENT = 80
@@ -101,10 +102,23 @@ class OperatorEvents:
         self._notifier = notifier
         self._clock = clock
 
-    def on_action(self, who: str, action: str, before: Any, after: Any, action_id: str | None = None) -> None:
-        """Hook for the operator routes' audit trail: deliver the action to every channel, once.
-        ``action_id`` (the audit record's id) keeps the event's id stable across retries."""
-        now = self._clock()
-        data = {"who": who, "action": action, "before": before, "after": after, "at": iso(now)}
+    def on_audit(self, entry: AuditEntry) -> None:
+        """The operator routes' ``on_action`` hook: each audit entry, once on every channel."""
+        self.on_action(entry.who, entry.action, entry.before, entry.after, entry.id, entry.target, entry.at)
+
+    def on_action(
+        self,
+        who: str,
+        action: str,
+        before: Any,
+        after: Any,
+        action_id: str | None = None,
+        target: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Deliver one operator action to every channel, once. ``action_id`` (the audit record's
+        id) keeps the event's id stable across retries."""
+        when = self._clock() if at is None else at
+        data = {"who": who, "action": action, "target": target, "before": before, "after": after, "at": iso(when)}
         key = action_id or hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32]
-        self._notifier.emit(Due("operator_action", utc_day(now), key, lambda: data))
+        self._notifier.emit(Due("operator_action", utc_day(when), key, lambda: data))

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from dnd_rag.models.cache import CachedAnswer, CacheRead
+from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
 from dnd_rag.models.events import Event
 from dnd_rag.models.limits import BucketState, Policy, Shape
-from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
+from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, UserHoldEntry, UserTotals
 
 
 class Embedder(Protocol):
@@ -71,6 +73,10 @@ class LimitStore(Protocol):
 
     def read(self, key: str) -> BucketState | None: ...
 
+    def reset(self, key: str) -> None:
+        """Forget the key's state: a full bucket and a zero daily count (an operator's reset)."""
+        ...
+
 
 class BudgetStore(Protocol):
     """The day's money (nano-dollars). Every write is one conditional write naming its hold, so a
@@ -91,8 +97,18 @@ class BudgetStore(Protocol):
     def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]: ...
 
     def settle(
-        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, expires_at: float
-    ) -> BudgetTotals: ...
+        self,
+        day: str,
+        hold_id: str,
+        reserved: int,
+        charge: Charge,
+        now: float,
+        expires_at: float,
+        user_hold: int | None = None,
+    ) -> BudgetTotals:
+        """Replace the hold by ``charge`` in the user's ledger (closing the user's hold of the same
+        id, of amount ``user_hold``, in the same write) and then in the total."""
+        ...
 
     def release(self, day: str, hold_id: str, amount: int) -> None:
         """Remove a hold that paid for nothing; a no-op if it is gone."""
@@ -105,6 +121,46 @@ class BudgetStore(Protocol):
         ...
 
     def read_totals(self, day: str) -> BudgetTotals: ...
+
+
+class AnswerCacheStore(Protocol):
+    """Cached answers and the corpus versions they were computed against."""
+
+    def read(self, key: str, collections: list[str], day: str) -> CacheRead:
+        """In one round trip: the entry for ``key`` (None if absent), the current version of each
+        collection (``UNSTAMPED`` when never stamped) and the day's budget totals."""
+        ...
+
+    def put(self, key: str, entry: CachedAnswer) -> None:
+        """Write the whole entry at once (the last complete writer wins)."""
+        ...
+
+
+class UserBudgetStore(Protocol):
+    """A user's own limits for one day (dal/user_budget.py); every write names its hold."""
+
+    def try_open(
+        self,
+        day: str,
+        user_id: str,
+        hold_id: str,
+        entry: UserHoldEntry,
+        max_in_flight: int,
+        headroom: int | None,
+        expires_at: float,
+    ) -> tuple[bool, UserTotals]: ...
+
+    def try_resize(
+        self, day: str, user_id: str, hold_id: str, old: int, new: int, headroom: int | None
+    ) -> tuple[bool, UserTotals]: ...
+
+    def release(
+        self, day: str, user_id: str, hold_id: str, amount: int, expired_before: float | None = None
+    ) -> bool: ...
+
+    def read(self, day: str, user_id: str) -> UserTotals: ...
+
+    def reset_spend(self, day: str, user_id: str) -> None: ...
 
 
 class AlertStore(Protocol):
@@ -169,3 +225,31 @@ class Mailer(Protocol):
     def send(self, subject: str, body: str) -> None:
         """Deliver or raise AlertDeliveryError."""
         ...
+
+
+class ControlStore(Protocol):
+    """The operator controls (one record) and their audit trail."""
+
+    def read(self) -> Controls:
+        """The current controls (strongly consistent); the defaults when none were ever set."""
+        ...
+
+    def replace(self, expected_version: int, controls: Controls, entry: AuditEntry) -> bool:
+        """Write ``controls`` and its audit ``entry`` atomically, only if the stored version is still
+        ``expected_version``: False when another change got there first (True when this very write
+        was applied once already and only its answer was lost)."""
+        ...
+
+    def record(self, entry: AuditEntry) -> None:
+        """Write an audit entry for an action that does not change the controls (a user reset)."""
+        ...
+
+    def audit(self, limit: int) -> list[AuditEntry]:
+        """The latest ``limit`` audit entries, newest first."""
+        ...
+
+
+class UserSpendReset(Protocol):
+    """Zeroes a user's dollar use of ``day`` under their per-user cap (SPEC §4 per-user dollar cap)."""
+
+    def reset_spend(self, day: str, user_id: str) -> None: ...

@@ -13,6 +13,10 @@ MAX_SOURCE_BYTES = 120
 # Chat formatting adds a few tokens per message and to prime the reply; 32 covers it with room.
 CHAT_OVERHEAD_TOKENS = 32
 
+# The answer cache keys on this: change it whenever the prompt's text or layout changes, or cached
+# answers to the old prompt keep being served (tests/unit/test_answer_cache.py pins the prompt's hash).
+PROMPT_VERSION = "2026-12-01"
+
 SYSTEM_PROMPT = (
     "You answer questions about tabletop role-playing game rules. Use only the numbered passages "
     "provided. Quote exact numbers from them. Cite passages like [1]. If the passages do not "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from dnd_rag.errors import (
     DailyLimitExceededError,
@@ -20,17 +21,20 @@ from dnd_rag.errors import (
     StoreUnavailableError,
     UpstreamError,
 )
-from dnd_rag.logic.budget import Budget
+from dnd_rag.logic.answer_cache import AnswerCache, Lookup
 from dnd_rag.logic.clock import Deadline, utc_day
 from dnd_rag.logic.concurrently import together
+from dnd_rag.logic.controls import ControlsCache
 from dnd_rag.logic.events import QuotaEvents
 from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
 from dnd_rag.logic.rate_limit import Admission, Policy, RateLimiter
 from dnd_rag.logic.spending import Tab
+from dnd_rag.logic.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.models.domain import User
-from dnd_rag.models.money import BudgetTotals
+from dnd_rag.models.limits import UserLimits
+from dnd_rag.models.money import BudgetTotals, TokenUsage
 from dnd_rag.observability import logger, metrics
 
 # Before retrieval the prompt is unknown: the first hold estimates each passage at the largest
@@ -45,12 +49,22 @@ MIN_SECONDS_FOR_QUERY = 5.0
 
 
 @dataclass(frozen=True)
+class UserSpend:
+    """The user's day against the user's own cap, once this query is settled."""
+
+    spent: int  # nano-dollars counted against the cap
+    cap: int | None  # None: no cap
+
+
+@dataclass(frozen=True)
 class QueryOutcome:
     answer: Answer
     admission: Admission
     policy: Policy
     totals: BudgetTotals | None  # None when the cost could not be recorded
     degraded: dict[str, Any] | None = None
+    cache: Literal["hit", "miss", "off"] = "off"  # "miss": computed with the cache on
+    user: UserSpend | None = None  # None when the cost could not be recorded
 
 
 def user_key(user: User) -> str:
@@ -69,11 +83,13 @@ class QueryService:
         rag: RagService,
         limiter: RateLimiter,
         plans: PlanBook,
-        budget: Budget,
+        budget: Wallet,
         fitter: Fitter,
         clock: Callable[[], float],
         max_question_chars: int,
+        controls: ControlsCache | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        cache: AnswerCache | None = None,
         quota_events: QuotaEvents | None = None,
     ) -> None:
         self._rag = rag
@@ -83,7 +99,9 @@ class QueryService:
         self._fitter = fitter
         self._clock = clock
         self._max_question_chars = max_question_chars
+        self._controls = controls
         self._sleep = sleep
+        self._cache = cache
         self._quota_events = quota_events
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
@@ -102,9 +120,27 @@ class QueryService:
                 ],
             )
         _, policy = self._plans.policy(user.plan)
-        admission = self._admit(user, policy)
+        limits = self._plans.user_limits(user.plan)
+        # A user whose cap this container saw spent moments ago is refused without a store call;
+        # with the answer cache on, only after the lookup: a hit is free whatever the cap.
+        if self._cache is None:
+            self._budget.users.refuse_if_known_spent(user.id, limits)
         try:
-            answer, totals, fit = self._answer_and_notify(user, admission, policy, question, k, debug, deadline)
+            admission, lookup = self._admit(user, policy, question, k)
+        except DailyLimitExceededError:
+            if self._quota_events is not None:  # retries only a delivery that failed: no round trip otherwise
+                self._quota_events.observe_rejection(user.id, utc_day(self._clock()))
+            raise
+        if lookup is not None and lookup.hit is not None:  # free: served whatever the user's cap
+            self._with_quota_events(user, admission, policy, lambda: None)
+            return self._from_cache(lookup, admission, policy, debug)
+        if lookup is not None:
+            metrics.add_metric(name="AnswerCacheMiss", unit="Count", value=1)
+        try:
+            self._budget.users.refuse_if_known_spent(user.id, limits)
+            answer, totals, fit, tab = self._with_quota_events(
+                user, admission, policy, lambda: self._answer(user, limits, question, k, debug, deadline, lookup)
+            )
         except BaseException:
             self._refund(admission)
             raise
@@ -112,41 +148,70 @@ class QueryService:
         if fit.degraded:
             metrics.add_metric(name="QueryDegraded", unit="Count", value=1)
             degraded = {
-                "reason": "budget_low",
+                "reason": tab.degraded_by,
                 "k": len(fit.passages),
                 "max_completion_tokens": fit.max_completion_tokens,
                 "model": answer.model,
             }
-        return QueryOutcome(answer, admission, policy, totals, degraded)
+        spend = UserSpend(tab.seen.user.spent + tab.charged, limits.daily_nanos) if totals is not None else None
+        if spend is not None and spend.cap is not None and self._quota_events is not None:
+            self._quota_events.observe_spend(admission.day, user.id, spend.spent, spend.cap)  # at 80 %+ only
+        cache: Literal["miss", "off"] = "off" if lookup is None else "miss"
+        return QueryOutcome(answer, admission, policy, totals, degraded, cache=cache, user=spend)
 
-    def _admit(self, user: User, policy: Policy) -> Admission:
-        now = self._clock()
-        try:
-            return self._limiter.admit(user_key(user), policy, now)
-        except DailyLimitExceededError:
-            if self._quota_events is not None:  # only a delivery that failed earlier: no round trip otherwise
-                self._quota_events.observe_rejection(user.id, utc_day(now))
-            raise
+    def _admit(self, user: User, policy: Policy, question: str, k: int) -> tuple[Admission, Lookup | None]:
+        """The admission, and the cache lookup at the same time (one sequential round trip). A
+        refused admission raises once both ended: the lookup's result is simply dropped.
 
-    def _answer_and_notify(
-        self, user: User, admission: Admission, policy: Policy, question: str, k: int, debug: bool, deadline: Deadline
-    ) -> tuple[Answer, BudgetTotals | None, Fit]:
-        """The answer; a quota event the admission made due is delivered at the same time (it
-        adds no sequential round trip, and it never fails the query)."""
+        Both behind the operator controls: paused or blocked answers 503/403 and consumes nothing
+        (a stale copy of the controls is re-read at the same time too; see logic/controls.py)."""
+        cache = self._cache
+
+        def admit() -> Admission:
+            return self._limiter.admit(user_key(user), policy, self._clock())
+
+        def admit_and_look_up() -> tuple[Admission, Lookup | None]:
+            if cache is None:
+                return admit(), None
+            return together(admit, lambda: cache.look_up(question, k))
+
+        if self._controls is None:
+            return admit_and_look_up()
+        return self._controls.guard(user.id, admit_and_look_up, lambda admitted: self._refund(admitted[0]))
+
+    def _from_cache(self, lookup: Lookup, admission: Admission, policy: Policy, debug: bool) -> QueryOutcome:
+        """A hit: no budget held, no ledger written, nothing billed; the admission stays consumed."""
+        assert self._cache is not None
+        assert lookup.hit is not None
+        assert lookup.read is not None
+        metrics.add_metric(name="AnswerCacheHit", unit="Count", value=1)
+        entry = lookup.hit
+        diagnostics = self._cache.diagnostics(entry) if debug else []
+        answer = Answer(entry.text, entry.sources, TokenUsage(), entry.model, 0, diagnostics)
+        return QueryOutcome(answer, admission, policy, lookup.read.totals, None, "hit")
+
+    def _with_quota_events[T](self, user: User, admission: Admission, policy: Policy, work: Callable[[], T]) -> T:
+        """``work()``; a quota event the admission made due is delivered at the same time (it adds
+        no sequential round trip, and it never fails the query)."""
         events = self._quota_events
         due = events.admission_due(user.id, admission, policy.daily_limit) if events is not None else []
         if events is None or not due:
-            return self._answer(user, question, k, debug, deadline)
-        result, _ = together(
-            lambda: self._answer(user, question, k, debug, deadline), lambda: events.deliver(user.id, due)
-        )
+            return work()
+        result, _ = together(work, lambda: events.deliver(user.id, due))
         return result
 
     def _answer(
-        self, user: User, question: str, k: int, debug: bool, deadline: Deadline
-    ) -> tuple[Answer, BudgetTotals | None, Fit]:
+        self,
+        user: User,
+        limits: UserLimits,
+        question: str,
+        k: int,
+        debug: bool,
+        deadline: Deadline,
+        lookup: Lookup | None = None,
+    ) -> tuple[Answer, BudgetTotals | None, Fit, Tab]:
         frame = self._fitter.frame_tokens(question)  # the prompt without passages, counted once
-        tab = self._open(user, question, k, frame, deadline)
+        tab = self._open(user, limits, question, k, frame, deadline)
         try:
             retrieval = self._rag.retrieve(question, k, deadline, tab, _no_retry_budget)
             fit = self._fit(question, retrieval, tab, frame, deadline)
@@ -157,7 +222,10 @@ class QueryService:
             self._close_after_failure(tab)
             raise
         reserved = tab.hold.amount
-        totals = self._close(tab)
+        remember = None
+        if self._cache is not None and lookup is not None and not fit.degraded:  # degraded answers are not kept
+            remember = partial(self._cache.remember, lookup, generation.answer, fit.passages, generation.model)
+        totals = self._close(tab, alongside=remember)
         answer = Answer(
             generation.answer,
             fit.passages,
@@ -166,7 +234,7 @@ class QueryService:
             tab.charged,
             diagnostics(retrieval, fit, tab.usage, generate_ms, reserved) if debug else [],
         )
-        return answer, totals, fit
+        return answer, totals, fit, tab
 
     def _waited(self, number: int, deadline: Deadline) -> bool:
         """Wait for running queries to settle (the ``number``-th time); False when waiting is over."""
@@ -179,26 +247,28 @@ class QueryService:
         self._sleep(wait)
         return True
 
-    def _open(self, user: User, question: str, k: int, frame: int, deadline: Deadline) -> Tab:
-        """The first hold: the whole query as estimated, or (near the end) just the embedding."""
+    def _open(self, user: User, limits: UserLimits, question: str, k: int, frame: int, deadline: Deadline) -> Tab:
+        """The first hold (on the budget and the user's limits at once): the whole query as
+        estimated, or (near the end of either) just the embedding."""
         embedding = self._rag.embedding_bound(question)
         model = self._rag.generator.model
         estimate = self._fitter.chat_bound(frame + k * self._tokens_per_passage)
-        hold, totals = self._budget.open(user.id, model, embedding + estimate)
+        hold, seen = self._budget.open(user.id, limits, model, embedding + estimate)
         if hold is not None:
-            return Tab(self._budget, hold)
+            return Tab(self._budget, hold, seen)
         # The cheapest query this container has seen (or, before any, a prompt with no passage):
         # when even that cannot fit in what is unspent, refuse now rather than pay for an embedding.
         smallest = embedding + (self._smallest_chat or self._fitter.chat_bound(frame, floor=True))
         waits = 0
-        while totals.spent + smallest <= self._budget.limit:  # else spent: no wait can help
-            hold, totals = self._budget.open(user.id, model, embedding)
+        # a user at the in-flight limit is refused at once; when spent, no wait can help
+        while seen.refused_by != BY_IN_FLIGHT and not self._budget.spent_out(seen, limits, smallest):
+            hold, seen = self._budget.open(user.id, limits, model, embedding)
             if hold is not None:
-                return Tab(self._budget, hold)
-            if not self._waited(waits, deadline):
+                return Tab(self._budget, hold, seen)
+            if seen.refused_by == BY_IN_FLIGHT or not self._waited(waits, deadline):
                 break
             waits += 1
-        raise self._budget.refusal(totals, smallest)
+        raise self._budget.refusal(seen, limits, smallest)
 
     def _fit(self, question: str, retrieval: Retrieval, tab: Tab, frame: int, deadline: Deadline) -> Fit:
         """The standard form if the budget covers it, else the richest form that fits, else 503."""
@@ -212,28 +282,39 @@ class QueryService:
         self._budget.note_smallest_query(tab.charged + smallest.bound)
         if tab.cover(standard.bound):
             return standard
+        limits = tab.hold.user_limits
+        assert limits is not None
         waits = refits = 0
         while refits < 3:  # each refusal shows the state that refused it: fit to that, then ask again
-            totals = tab.refused_totals
-            assert totals is not None
-            available = self._budget.available_to(tab.hold, totals) - tab.charged
-            fit = self._fitter.best_within(question, passages, available)
+            seen = tab.refused
+            assert seen is not None
+            available, by_user_cap = self._budget.available_to(tab.hold, seen)
+            fit = self._fitter.best_within(question, passages, available - tab.charged)
             if fit is not None:
                 if tab.cover(fit.bound):
+                    tab.degraded_by = "user_budget_low" if by_user_cap else "budget_low"
                     return fit
                 refits += 1
                 continue
-            if totals.spent + tab.charged + smallest.bound > self._budget.limit:
+            if self._budget.spent_out(seen, limits, tab.charged + smallest.bound):
                 break  # spent: no wait can help
             if not self._waited(waits, deadline):
                 break
             waits += 1
             if tab.cover(standard.bound):  # running queries settled: maybe the whole query fits now
                 return standard
-        assert tab.refused_totals is not None
-        raise self._budget.refusal(tab.refused_totals, tab.charged + smallest.bound)
+        assert tab.refused is not None
+        raise self._budget.refusal(tab.refused, limits, tab.charged + smallest.bound)
 
-    def _close(self, tab: Tab) -> BudgetTotals | None:
+    def _close(self, tab: Tab, alongside: Callable[[], None] | None = None) -> BudgetTotals | None:
+        """Settle; ``alongside`` (the cache write, which never raises) runs at the same time, so
+        it adds no sequential round trip."""
+        if alongside is None:
+            return self._settle(tab)
+        totals, _ = together(lambda: self._settle(tab), alongside)
+        return totals
+
+    def _settle(self, tab: Tab) -> BudgetTotals | None:
         try:
             return tab.close()
         except StoreUnavailableError as exc:

@@ -137,6 +137,15 @@ class RateLimiter:
         if error is not None:
             raise error
 
+    def state(self, key: str) -> BucketState | None:
+        """What the store holds for ``key`` (one consistent read)."""
+        return self._store.read(key)
+
+    def reset(self, key: str) -> None:
+        """Refill the key's bucket and zero its daily count (an operator's reset)."""
+        self._store.reset(key)
+        self._last_seen.pop(key)
+
     def refund(self, admission: Admission) -> None:
         """Give back an admitted request (its token and its daily count), same day only."""
         self._store.refund(admission.key, admission.day, admission.interval_ms)

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnd_rag.errors import AttemptError, UpstreamError
-from dnd_rag.logic.budget import Budget, Hold
+from dnd_rag.logic.budget import Hold
 from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.wallet import Seen, Wallet
 from dnd_rag.models.money import BudgetTotals, Charge, TokenUsage
 from dnd_rag.observability import logger, metrics
 
@@ -27,23 +28,27 @@ BACKOFF_SECONDS = 0.25
 
 
 class Tab:
-    """The hold of one request and what it has been charged so far."""
+    """The hold of one request (on the global budget and the user's limits) and what it has
+    been charged so far."""
 
-    def __init__(self, budget: Budget, hold: Hold) -> None:
+    def __init__(self, budget: Wallet, hold: Hold, seen: Seen) -> None:
         self._budget = budget
         self.hold = hold
         self.charged = 0
         self.usage = TokenUsage()
-        self.refused_totals: BudgetTotals | None = None  # the state seen when a cover was refused
+        self.seen = seen  # both books as this request's last hold write found or left them
+        self.refused: Seen | None = None  # the state seen when a cover was refused
+        self.degraded_by = "budget_low"  # which money a degraded fit was cut to: budget_low / user_budget_low
 
     def cover(self, more: int) -> bool:
         """Make the hold cover what is charged plus ``more``; False if the budget refuses."""
         needed = self.charged + more
         if needed <= self.hold.amount:
             return True
-        hold, totals = self._budget.resize(self.hold, needed)
+        hold, seen = self._budget.resize(self.hold, needed)
+        self.seen = seen
         if hold is None:
-            self.refused_totals = totals
+            self.refused = seen
             return False
         self.hold = hold
         return True

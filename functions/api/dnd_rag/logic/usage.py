@@ -6,15 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnd_rag.errors import ForbiddenError
 from dnd_rag.logic.budget import Budget, BudgetTotals
 from dnd_rag.logic.clock import utc_day
+from dnd_rag.logic.controls import ControlsCache, budget_override
 from dnd_rag.logic.forecast import Forecast
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import LedgerReader, LedgerRow
 from dnd_rag.logic.query import user_key
 from dnd_rag.logic.rate_limit import Policy, RateLimiter, Standing
+from dnd_rag.logic.user_budget import UserBudget
+from dnd_rag.models.controls import Controls
 from dnd_rag.models.domain import User
+from dnd_rag.models.limits import UserLimits
+from dnd_rag.models.money import UserTotals
 
 ADMIN_TOP_USERS = 10
 
@@ -27,6 +31,8 @@ class UsageReport:
     ledger: LedgerRow | None
     budget: BudgetTotals
     budget_limit: int
+    user_budget: UserTotals | None = None  # the caller's day against the caller's own limits
+    user_limits: UserLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -36,21 +42,37 @@ class AdminReport:
     budget_limit: int
     models: list[LedgerRow]
     top_users: list[LedgerRow]
+    controls: Controls  # the operator's overrides in force
+    budget_override: int | None  # today's budget set by an operator (nano-dollars), if any
     forecast: Forecast
 
 
 class UsageService:
     def __init__(
-        self, limiter: RateLimiter, plans: PlanBook, budget: Budget, ledgers: LedgerReader, clock: Callable[[], float]
+        self,
+        limiter: RateLimiter,
+        plans: PlanBook,
+        budget: Budget,
+        ledgers: LedgerReader,
+        clock: Callable[[], float],
+        controls: ControlsCache | None = None,
+        users: UserBudget | None = None,
     ) -> None:
+        self._users = users
         self._limiter = limiter
         self._plans = plans
         self._budget = budget
         self._ledgers = ledgers
         self._clock = clock
+        self._controls = controls
+
+    def _current_controls(self, now: float) -> Controls:
+        """The operator controls, re-read if this container's copy is stale (the budget depends on them)."""
+        return Controls() if self._controls is None else self._controls.current(now)
 
     def report(self, user: User) -> UsageReport:
         now = self._clock()
+        self._current_controls(now)
         plan, policy = self._plans.policy(user.plan)
         return UsageReport(
             plan,
@@ -59,12 +81,14 @@ class UsageService:
             self._ledgers.user(utc_day(now), user.id),
             self._budget.totals(),
             self._budget.limit,
+            self._users.totals(user.id) if self._users is not None else None,
+            self._plans.user_limits(user.plan),
         )
 
-    def admin_report(self, user: User) -> AdminReport:
-        if not user.is_admin:
-            raise ForbiddenError("This report is for administrators.")
+    def admin_report(self) -> AdminReport:
+        """The whole service's day (the caller's role is checked by the admin routes)."""
         now = self._clock()
+        controls = self._current_controls(now)
         day = utc_day(now)
         totals = self._budget.totals()
         return AdminReport(
@@ -73,5 +97,7 @@ class UsageService:
             self._budget.limit,
             self._ledgers.models(day),
             self._ledgers.top_users(day, ADMIN_TOP_USERS),
+            controls,
+            budget_override(controls, now),
             self._budget.forecast(totals, now),
         )

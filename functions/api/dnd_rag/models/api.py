@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -76,10 +77,21 @@ class CostOut(BaseModel):
         description="Today's global spend in USD once this query is settled (null if it could not be recorded)."
     )
     daily_budget: float
+    user_daily_total: float | None = Field(
+        default=None,
+        description="What the caller has spent today against the caller's own cap, USD, once this query is "
+        "settled (null if it could not be recorded).",
+    )
+    user_daily_budget: float | None = Field(default=None, description="The caller's daily cap, USD; null: no cap.")
+    user_remaining: float | None = Field(
+        default=None, description="What is left of the caller's cap today, USD; null: no cap."
+    )
 
 
 class DegradedOut(BaseModel):
-    reason: str = Field(description="Why the query was reduced: budget_low.")
+    reason: str = Field(
+        description="Why the query was reduced: budget_low (the global budget) or user_budget_low (the caller's cap)."
+    )
     k: int = Field(description="Passages the answer was generated from.")
     max_completion_tokens: int
     model: str
@@ -89,7 +101,11 @@ class MetaOut(BaseModel):
     user_id: str
     rate_limit: RateLimitOut
     cost: CostOut
-    cache: str = Field(default="off", description="hit, miss, or off (the answer cache is not enabled).")
+    cache: Literal["hit", "miss", "off"] = Field(
+        default="off",
+        description="hit: served from the answer cache (query_cost 0, usage 0 tokens); miss: computed with the "
+        "cache on; off: ANSWER_CACHE_TTL is 0.",
+    )
     degraded: DegradedOut | None = Field(
         default=None, description="What was reduced to fit the remaining budget; null when nothing was."
     )
@@ -122,6 +138,18 @@ class UsageResponse(BaseModel):
     reset_at: str = Field(description="Next UTC midnight, when the bucket and the daily count reset.")
     today: TodayOut
     budget: BudgetOut
+    user_budget: UserBudgetOut
+
+
+class UserBudgetOut(BaseModel):
+    """The caller's own limits today."""
+
+    daily_total: float = Field(description="USD spent today against the caller's cap (open queries not included).")
+    daily_budget: float | None = Field(description="The caller's daily cap, USD; null: no cap.")
+    remaining: float | None = Field(description="What is left of the cap now, USD (open queries held); null: no cap.")
+    reset_at: str = Field(description="Next UTC midnight, when the cap resets.")
+    in_flight: int = Field(description="The caller's queries being answered right now.")
+    max_in_flight: int
 
 
 class TodayOut(BaseModel):
@@ -157,6 +185,28 @@ class ForecastOut(BaseModel):
     hours_before_midnight: float = Field(description="How long before midnight it runs out (0 when it lasts).")
 
 
+class PauseOut(BaseModel):
+    reason: str
+    by: str = Field(description="The operator's user id.")
+    at: str = Field(description="When (ISO 8601, UTC).")
+
+
+class BudgetOverrideOut(BaseModel):
+    daily_budget_usd: float
+    day: str = Field(description="The UTC day it applies to.")
+    until: str = Field(description="When the configured budget applies again: the next UTC midnight.")
+
+
+class ControlsOut(BaseModel):
+    """The operator's overrides in force (every container applies them within 5 s)."""
+
+    version: int = Field(description="Increases with every change.")
+    paused: PauseOut | None = Field(description="Set while queries answer 503 service_paused.")
+    budget_override: BudgetOverrideOut | None = Field(description="Today's budget set by an operator, if any.")
+    daily_budget: float = Field(description="Today's effective global budget, USD.")
+    blocked_users: list[str] = Field(description="User ids whose queries answer 403 user_blocked.")
+
+
 class AdminUsageResponse(BaseModel):
     """``GET /api/admin/usage`` (role admin): the whole service's day."""
 
@@ -167,6 +217,80 @@ class AdminUsageResponse(BaseModel):
     forecast: ForecastOut
     models: list[LedgerOut]
     top_users: list[LedgerOut]
+    overrides: ControlsOut
+
+
+# --- operator routes -----------------------------------------------------------------------------
+
+MAX_BUDGET_OVERRIDE_USD = 1000
+MAX_REASON_CHARS = 500
+# User ids as auth APIs issue them (UUIDs, numbers, slugs): characters no client percent-encodes
+# in a URL path (API Gateway hands the path over as sent, still encoded).
+USER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
+NANO_USD = 1e-9
+DEFAULT_AUDIT_LIMIT = 20
+MAX_AUDIT_LIMIT = 100
+
+
+class BudgetOverrideRequest(BaseModel):
+    """``PUT /api/admin/budget``: today's global budget, until the next UTC midnight."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    daily_budget_usd: float = Field(
+        ge=NANO_USD,
+        le=MAX_BUDGET_OVERRIDE_USD,
+        strict=True,
+        description=f"USD, from 0.000000001 to {MAX_BUDGET_OVERRIDE_USD}; digits past the 9th decimal are dropped.",
+    )
+
+    @property
+    def nanos(self) -> int:
+        """The amount as written (the shortest decimal of the parsed number) in whole nano-dollars,
+        rounded down like DAILY_BUDGET_USD: a budget is never rounded up."""
+        return int(Decimal(repr(self.daily_budget_usd)) * 10**9)
+
+
+class PauseRequest(BaseModel):
+    """``POST /api/admin/pause``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_REASON_CHARS,
+        pattern=NOT_ONLY_BLANKS,
+        description="Why (shown in the audit trail and the admin report).",
+    )
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _trim(cls, value: Any) -> Any:
+        return value.strip(BLANKS) if isinstance(value, str) else value
+
+
+class AuditOut(BaseModel):
+    id: str
+    at: str = Field(description="When (ISO 8601, UTC, microseconds).")
+    who: str = Field(description="The operator's user id.")
+    action: str = Field(description="budget, pause, resume, block, unblock or reset.")
+    target: str = Field(description="service, budget, or the user id acted on.")
+    before: dict[str, Any]
+    after: dict[str, Any]
+    request_id: str
+
+
+class OperatorActionResponse(BaseModel):
+    """What an operator route did: its audit entry and the controls now in force."""
+
+    audit: AuditOut
+    controls: ControlsOut
+
+
+class AuditResponse(BaseModel):
+    """``GET /api/admin/audit``: the latest operator actions, newest first."""
+
+    entries: list[AuditOut]
 
 
 class ErrorResponse(BaseModel):

@@ -18,6 +18,14 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class UserLimits:
+    """A user's own money and concurrency limits (USER_DAILY_BUDGET_USD, MAX_IN_FLIGHT_PER_USER, per plan)."""
+
+    daily_nanos: int | None  # the user's daily dollar cap in nano-dollars; None = no cap
+    max_in_flight: int  # queries of the user running at once
+
+
+@dataclass(frozen=True)
 class BucketState:
     """What the store holds for one key."""
 

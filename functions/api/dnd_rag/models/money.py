@@ -60,3 +60,28 @@ class Charge:
     model: str
     usage: TokenUsage
     cost: int
+
+
+@dataclass(frozen=True)
+class UserHoldEntry:
+    """One open reservation as the user's ledger item records it (``uh_<id>``)."""
+
+    amount: int
+    lease_until: float
+    model: str
+
+
+@dataclass(frozen=True)
+class UserTotals:
+    """A user's day against the user's own limits, as the store returned it.
+
+    ``committed`` = the user's spend counted against the cap + every open hold of the user;
+    ``in_flight`` = how many holds are open (one per running query)."""
+
+    committed: int = 0
+    in_flight: int = 0
+    holds: dict[str, UserHoldEntry] = field(default_factory=dict)
+
+    @property
+    def spent(self) -> int:
+        return self.committed - sum(hold.amount for hold in self.holds.values())
