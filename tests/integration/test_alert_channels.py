@@ -268,3 +268,52 @@ def test_the_spend_curve_rides_on_the_settle_and_the_admin_report_forecasts_the_
     assert report["forecast"]["rate_usd_per_hour"] == pytest.approx(rate / 1e9, abs=1e-6)
     assert report["forecast"]["runs_out_at"] == iso(noon + (limit - spent) * 3600 / rate)
     assert 0 < report["forecast"]["hours_before_midnight"] < 12
+
+
+def test_an_operator_route_delivers_its_action_once_with_the_audit_id(make_app, call, base_env, table, receiver):
+    url, state = receiver
+    app, _ = make_app({**base_env, "TABLE_NAME": table, "ALERT_WEBHOOK_URL": url})
+
+    status, answer, _ = parse(
+        call(app, http_event("POST", "/api/admin/pause", body={"reason": "incident"}, token="dev-admin"))
+    )
+
+    assert status == 200, answer
+    audit_id = answer["audit"]["id"]
+    assert state.delivered_ids() == {event_id("operator_action", today(), audit_id): 1}
+    data = state.delivered_of("operator_action")[0]["data"]
+    assert (data["who"], data["action"], data["target"]) == (answer["audit"]["who"], "pause", "service")
+    assert (data["before"], data["after"]) == (answer["audit"]["before"], answer["audit"]["after"])
+
+
+def test_the_dollar_cap_makes_nearing_and_exceeded_due_from_real_queries(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, receiver
+):
+    # Given a per-user cap of about 5 queries (the answer cache off: each query is paid)
+    url, state = receiver
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    env = {
+        **budget_env(base_env, any_user_auth_url, table, recipient, 1000),
+        "ALERT_WEBHOOK_URL": url,
+        "USER_DAILY_BUDGET_USD": str(usd(5 * cost)),
+        "ANSWER_CACHE_TTL": "0",
+    }
+    app, _ = make_app(env)
+    user = f"u-{uuid.uuid4().hex[:10]}"
+
+    # When the user asks until the cap refuses
+    statuses = []
+    while not statuses or statuses[-1] == 200:
+        statuses.append(ask(call, app, user)[0])
+        assert len(statuses) < 50
+
+    # Then the user's dollar events came once each
+    key = f"{user}:usd"
+    assert statuses[-1] == 429
+    assert state.delivered_ids() == {
+        event_id("user_quota_nearing", today(), key): 1,
+        event_id("user_quota_exceeded", today(), key): 1,  # the cap can no longer pay for a query
+    }
+    nearing = state.delivered_of("user_quota_nearing")[0]["data"]
+    assert (nearing["quota"], nearing["user_id"]) == ("usd", user)
+    assert nearing["used"] >= 0.8 * nearing["limit"]

@@ -200,7 +200,13 @@ class Container:
         from dnd_rag.dal.user_budget import DynamoUserBudgetStore
 
         store = DynamoUserBudgetStore(self.dynamodb(), self.settings.table_name)
-        return UserBudget(store, self.budget, self.clock, lease_seconds=self.settings.budget_lease_seconds)
+        return UserBudget(
+            store,
+            self.budget,
+            self.clock,
+            lease_seconds=self.settings.budget_lease_seconds,
+            quota_events=self.quota_events,
+        )
 
     @property
     def ledgers(self) -> DynamoLedgers:
