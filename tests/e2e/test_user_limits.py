@@ -23,14 +23,14 @@ def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         yield client
 
 
-def ask(client, token):
-    return client.post("/api/query", json={"question": FIGHTER}, headers={"Authorization": f"Bearer {token}"})
+def ask(client, token, question=FIGHTER):
+    return client.post("/api/query", json={"question": question}, headers={"Authorization": f"Bearer {token}"})
 
 
 def test_a_user_past_the_cap_is_refused_while_another_is_answered_and_usage_shows_both_caps(capped):
     answered = []
-    while True:
-        response = ask(capped, "dev-alice")
+    while True:  # a new question each time: a repeated one would be a free answer-cache hit
+        response = ask(capped, "dev-alice", f"{FIGHTER} (asked {len(answered) + 1} times)")
         if response.status_code != 200:
             break
         answered.append(response.json())

@@ -338,10 +338,11 @@ def test_a_hit_is_one_sequential_round_trip_and_a_miss_stays_at_four(make_app, c
 
     calls.clear()
     assert ask(call, app, token)[1]["meta"]["cache"] == "miss"
-    # on the request's thread: admit, hold, the ledger transaction, settle the total; alongside
-    # (dnd_rag.logic.concurrently.together): the lookup with the admission, the entry with the ledger
+    # on the request's thread: admit, the budget's hold, the ledger transaction, settle the total;
+    # alongside (dnd_rag.logic.concurrently.together): the lookup with the admission, the user's
+    # hold with the budget's, the entry with the ledger
     assert calls.operations(alongside=False) == ["UpdateItem", "UpdateItem", "TransactWriteItems", "UpdateItem"]
-    assert calls.operations(alongside=True) == ["BatchGetItem", "PutItem"]
+    assert calls.operations(alongside=True) == ["BatchGetItem", "UpdateItem", "PutItem"]
 
     calls.clear()
     assert ask(call, app, token)[1]["meta"]["cache"] == "hit"

@@ -157,6 +157,31 @@ def test_reset_refills_the_bucket_zeroes_the_daily_count_and_the_dollar_use(make
     assert audit(call, app)[0]["id"] == body["audit"]["id"]
 
 
+def test_reset_lets_a_user_past_the_dollar_cap_query_again_and_keeps_the_ledger(make_app, call, env):
+    # Given alice refused by her own dollar cap (the real per-user store, wired by the container)
+    app, container = make_app({**env, "USER_DAILY_BUDGET_USD": "0.0002", "MAX_COMPLETION_TOKENS": "60"})
+    for _ in range(60):
+        status, body, _ = ask(call, app)
+        if status != 200:
+            break
+    assert (status, body["error"]) == (429, "user_budget_exceeded")
+    spent_before = parse(call(app, http_event("GET", "/api/usage", token="dev-alice")))[1]["today"]["cost"]
+    total_before = container.budget.totals().spent
+
+    # When an operator resets her
+    status, body, _ = admin(call, app, "POST", f"/api/admin/users/{ALICE}/reset")
+
+    # Then her next query is answered; the books still hold what she spent before the reset
+    assert status == 200, body
+    assert body["audit"]["after"]["dollar_use_reset"] is True
+    status, answered, _ = ask(call, app)
+    assert status == 200, answered
+    assert answered["meta"]["cost"]["user_daily_total"] == answered["meta"]["cost"]["query_cost"]
+    usage = parse(call(app, http_event("GET", "/api/usage", token="dev-alice")))[1]
+    assert usage["today"]["cost"] == pytest.approx(spent_before + answered["meta"]["cost"]["query_cost"])
+    assert container.budget.totals().spent > total_before
+
+
 def test_the_budget_override_lets_queries_through_after_budget_exceeded_and_ends_at_midnight(make_app, call, env):
     # Given a budget of a few queries, spent
     clock = Clock()
