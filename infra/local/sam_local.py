@@ -106,6 +106,8 @@ def function_environment(env: dict[str, str], container_host: str) -> dict[str, 
             # The key reaches the function as in AWS: from the (emulated) SSM parameter it names.
             "OPENAI_API_KEY_PARAMETER": LOCAL_OPENAI_KEY_PARAMETER if openai else "",
             "CHROMA_API_KEY_PARAMETER": "",
+            # the template's default is the stack's own alarm topic, which a local stack does not have
+            "ALERT_SNS_TOPIC_ARN": env.get("ALERT_SNS_TOPIC_ARN", ""),
             "LLM_PROVIDER": env.get("LLM_PROVIDER") or ("openai" if openai else "offline"),
             "EMBEDDING_PROVIDER": env.get("EMBEDDING_PROVIDER") or ("openai" if openai else "offline"),
         }

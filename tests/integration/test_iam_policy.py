@@ -14,7 +14,7 @@ from tests.support.aws_calls import RECORDER
 
 INTEGRATION_DIR = Path(__file__).parent
 # the services whose permissions the function's own policy statements grant
-SERVICES = ("dynamodb", "ses", "ssm")
+SERVICES = ("dynamodb", "ses", "sns", "ssm")
 
 
 def granted_actions() -> set[str]:

@@ -59,6 +59,11 @@ def test_empty_values_count_as_unset():
         ("CHROMA_COLLECTIONS", "dnd_rules,no spaces allowed"),
         ("CHROMA_COLLECTIONS", "ok_name,x"),
         ("RETRIEVAL_ENTITY_QUERIES", "sometimes"),
+        ("ALERT_SNS_TOPIC_ARN", "alerts-topic"),
+        ("ALERT_SNS_TOPIC_ARN", "arn:aws:sqs:us-east-1:123456789012:alerts"),
+        ("ALERT_WEBHOOK_URL", "hooks.example.com/dnd"),
+        ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "0"),
+        ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "30"),
         ("CONTROLS_REFRESH_SECONDS", "6"),  # SPEC §3: every container applies a change within 5 s
         ("CONTROLS_REFRESH_SECONDS", "-1"),
         ("CONTROLS_REFRESH_SECONDS", "often"),
@@ -108,6 +113,23 @@ def test_plan_limits_and_origins_parse():
 def test_in_prod_the_auth_api_must_be_https(url):
     with pytest.raises(ConfigError, match="AUTH_API_URL must be an https:// URL when STAGE is prod"):
         load_settings({**MINIMAL, "STAGE": "prod", "AUTH_API_URL": url})
+
+
+def test_in_prod_the_alert_webhook_must_be_https_and_the_alert_channels_are_optional():
+    prod = {**MINIMAL, "STAGE": "prod", "AUTH_API_URL": "https://api.example.com"}
+    with pytest.raises(ConfigError, match="ALERT_WEBHOOK_URL must be an https:// URL when STAGE is prod"):
+        load_settings({**prod, "ALERT_WEBHOOK_URL": "http://hooks.example.com/dnd"})
+
+    settings = load_settings(
+        {
+            **prod,
+            "ALERT_WEBHOOK_URL": "https://hooks.example.com/dnd",
+            "ALERT_SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:dnd-alerts.fifo",
+        }
+    )
+    assert settings.alert_webhook_timeout_seconds == 2.0
+    assert load_settings(MINIMAL).alert_webhook_url is None
+    assert load_settings(MINIMAL).alert_sns_topic_arn is None
 
 
 def test_in_prod_an_https_auth_api_is_accepted_and_dev_may_use_http():

@@ -84,6 +84,16 @@ def test_ses_may_send_only_alert_from_to_alert_email_whichever_identity_ses_chec
     }
 
 
+def test_alert_events_are_published_to_exactly_the_configured_topic():
+    sns = _statement("PublishAlertEvents")
+    topic = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["ALERT_SNS_TOPIC_ARN"]
+
+    assert sns["Action"] == "sns:Publish"
+    assert (
+        sns["Resource"] == topic == {"Fn::If": ["HasAlertSnsTopic", {"Ref": "AlertSnsTopicArn"}, {"Ref": "AlarmTopic"}]}
+    )
+
+
 def test_secrets_are_read_from_the_named_parameters_only_the_chroma_one_optional():
     ssm = _statement("ReadApiKeys")
     openai, chroma = ssm["Resource"]

@@ -11,16 +11,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dnd_rag.logic.alerts import BudgetAlerts
+from dnd_rag.logic.alerts import BudgetAlerts, MailChannel
 from dnd_rag.logic.answer_cache import AnswerCache, CacheScope
 from dnd_rag.logic.auth import Authenticator
 from dnd_rag.logic.budget import Budget
 from dnd_rag.logic.controls import ControlsCache
+from dnd_rag.logic.events import OperatorEvents, QuotaEvents
 from dnd_rag.logic.fitting import Fitter, Floors
 from dnd_rag.logic.ip_guard import FailedAuthGuard
+from dnd_rag.logic.notifier import Notifier
 from dnd_rag.logic.operator import OperatorService
 from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.ports import Embedder, Generator, UserSpendReset
+from dnd_rag.logic.ports import AlertChannel, Embedder, Generator, UserSpendReset
 from dnd_rag.logic.prompt import PROMPT_VERSION
 from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.rag import RagService
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
 IP_DAILY_FAILURES = 10_000
+# What a request may spend on alert claims and "sent" marks beyond the slowest channel's timeout.
+ALERT_STORE_SECONDS = 1.5
 
 
 class Container:
@@ -49,11 +53,13 @@ class Container:
         clock: Callable[[], float] = time.time,
         dynamodb_client: Any | None = None,
         ses_client: Any | None = None,
+        sns_client: Any | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self._dynamodb_client = dynamodb_client
         self._ses_client = ses_client
+        self._sns_client = sns_client
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
         # optional collaborators of the operator routes, wired by other features when they exist:
@@ -107,6 +113,7 @@ class Container:
             s.max_question_chars,
             controls=self.controls,
             cache=self.answer_cache,
+            quota_events=self.quota_events,
         )
 
     @property
@@ -162,7 +169,7 @@ class Container:
             usd_to_nanos(self.settings.daily_budget_usd),
             self.clock,
             spend_reset=self.user_budget if self.spend_reset is None else self.spend_reset,
-            on_action=self.on_operator_action,
+            on_action=self.operator_events.on_audit if self.on_operator_action is None else self.on_operator_action,
         )
 
     @property
@@ -193,7 +200,13 @@ class Container:
         from dnd_rag.dal.user_budget import DynamoUserBudgetStore
 
         store = DynamoUserBudgetStore(self.dynamodb(), self.settings.table_name)
-        return UserBudget(store, self.budget, self.clock, lease_seconds=self.settings.budget_lease_seconds)
+        return UserBudget(
+            store,
+            self.budget,
+            self.clock,
+            lease_seconds=self.settings.budget_lease_seconds,
+            quota_events=self.quota_events,
+        )
 
     @property
     def ledgers(self) -> DynamoLedgers:
@@ -208,12 +221,10 @@ class Container:
         store = DynamoBudgetStore(self.dynamodb(), s.table_name)
         limit = usd_to_nanos(s.daily_budget_usd)
         controls = self.controls
+        notifier = self.notifier
         alerts = None
-        if s.alert_email and s.alert_from:
-            from dnd_rag.dal.mailer import SesMailer, ses_client
-
-            mailer = SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)
-            alerts = BudgetAlerts(store, self.ledgers, mailer, lambda: controls.budget_limit(limit), self.clock)
+        if notifier.enabled:
+            alerts = BudgetAlerts(store, self.ledgers, notifier, lambda: controls.budget_limit(limit), self.clock)
         return Budget(
             store,
             limit,
@@ -222,6 +233,46 @@ class Container:
             lease_seconds=s.budget_lease_seconds,
             effective_limit=controls.budget_limit,
         )
+
+    @property
+    def notifier(self) -> Notifier:
+        """Alert events to every configured channel (none configured: a notifier that does nothing)."""
+        return self._once("notifier", self._build_notifier)
+
+    def _build_notifier(self) -> Notifier:
+        from dnd_rag.dal.event_claims import DynamoEventClaims
+
+        s = self.settings
+        channels: list[AlertChannel] = []
+        if s.alert_email and s.alert_from:
+            from dnd_rag.dal.mailer import SesMailer, ses_client
+
+            channels.append(MailChannel(SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)))
+        if s.alert_sns_topic_arn:
+            from dnd_rag.dal.sns_channel import SnsChannel, sns_client
+
+            channels.append(SnsChannel(self._sns_client or sns_client(), s.alert_sns_topic_arn))
+        if s.alert_webhook_url:
+            from dnd_rag.providers.webhook import WebhookChannel
+
+            channels.append(WebhookChannel(s.alert_webhook_url, s.alert_webhook_timeout_seconds))
+        claims = DynamoEventClaims(self.dynamodb(), s.table_name)
+        # every channel has its own timeout; the request waits for claims and marks a little longer
+        bound = s.alert_webhook_timeout_seconds + ALERT_STORE_SECONDS
+        return Notifier(claims, channels, self.clock, max_seconds=bound)
+
+    @property
+    def quota_events(self) -> QuotaEvents | None:
+        """``user_quota_nearing`` / ``user_quota_exceeded`` (None when no channel is configured).
+        The per-user dollar cap calls ``observe_spend(day, user_id, spent, cap)`` on it."""
+        return self._once(
+            "quota_events", lambda: QuotaEvents(self.notifier, self.clock) if self.notifier.enabled else None
+        )
+
+    @property
+    def operator_events(self) -> OperatorEvents:
+        """``operator_action``: pass ``operator_events.on_action`` as the operator routes' hook."""
+        return self._once("operator_events", lambda: OperatorEvents(self.notifier, self.clock))
 
     @property
     def plans(self) -> PlanBook:

@@ -90,6 +90,14 @@ class Settings(BaseModel):
     max_in_flight_per_user: int = Field(default=2, alias="MAX_IN_FLIGHT_PER_USER", ge=1, le=1000)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")
     alert_from: str | None = Field(default=None, alias="ALERT_FROM")
+    # optional alert channels besides SES e-mail (README "Alerts")
+    alert_sns_topic_arn: str | None = Field(
+        default=None,
+        alias="ALERT_SNS_TOPIC_ARN",
+        pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$",
+    )
+    alert_webhook_url: str | None = Field(default=None, alias="ALERT_WEBHOOK_URL", pattern=r"^https?://\S+$")
+    alert_webhook_timeout_seconds: float = Field(default=2.0, alias="ALERT_WEBHOOK_TIMEOUT_SECONDS", gt=0, le=5)
     openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
@@ -164,6 +172,13 @@ class Settings(BaseModel):
         # bearer tokens are sent to the auth API: in production never in clear text (SPEC §4)
         if self.stage == "prod" and not self.auth_api_url.lower().startswith("https://"):
             raise ValueError("AUTH_API_URL must be an https:// URL when STAGE is prod")
+        # alert events name users and operator actions: in production never in clear text either
+        if (
+            self.stage == "prod"
+            and self.alert_webhook_url
+            and not self.alert_webhook_url.lower().startswith("https://")
+        ):
+            raise ValueError("ALERT_WEBHOOK_URL must be an https:// URL when STAGE is prod")
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,10 @@ Items (all expire with TTL a few days after their UTC day):
   BUDGET#<day> / TOTAL        ``spent``, ``committed`` (spent + open holds), ``requests``;
                               ``h_<id>`` = {a: amount, l: lease end, u: user, m: model} per open hold;
                               ``o_<id>`` = end of grace, per hold charged in full as an orphan;
-                              ``m<field>_<model>`` the per-model ledger; ``alert_<T>_sent|claim|owner``
+                              ``m<field>_<model>`` the per-model ledger; ``alert_<T>_sent`` once every
+                              alert channel has threshold T's event (claims: dal/event_claims.py);
+                              ``s_<HHMM>`` nano-dollars settled in the 10-minute bucket from HH:MM
+                              (the spend curve of the burn-rate forecast; older than 2 h removed)
   LEDGER#<day> / USER#<id>    the user's ledger: requests, tokens, cost; and the user's own limits
                               (dal/user_budget.py): ``ucommitted`` (cap use + open holds), ``inflight``,
                               ``uh_<id>`` = {a, l, m} per open hold, the same id as the hold on TOTAL
@@ -24,22 +27,25 @@ Why this shape (SPEC §4 "conflict-free writes"):
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from dnd_rag.dal.dynamo import number, store_errors, with_retries
 from dnd_rag.errors import StoreUnavailableError
+from dnd_rag.logic.clock import utc_day
+from dnd_rag.logic.forecast import bucket_attribute
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
 
 KEEP_SECONDS = 3 * 86_400
+STALE_CURVE_MINUTES = (70, 80, 90, 100, 110, 120)  # always older than the forecast's one-hour window
 HOLD_PREFIX = "h_"
 USER_HOLD_PREFIX = "uh_"
 ORPHAN_PREFIX = "o_"
 LEDGER_FIELDS = ("requests", "prompt_tokens", "completion_tokens", "embedding_tokens", "cost")
 _MODEL_ATTRIBUTE = re.compile(r"^m(requests|prompt_tokens|completion_tokens|embedding_tokens|cost)_(.+)$")
+_CURVE_ATTRIBUTE = re.compile(r"^s_(\d\d)(\d\d)$")
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
 
@@ -66,6 +72,16 @@ def _hold(value: dict[str, Any]) -> HoldEntry:
     )
 
 
+def _curve(item: dict[str, Any]) -> dict[int, int]:
+    """The spend curve: minute of the day a 10-minute bucket starts -> nano-dollars."""
+    curve = {}
+    for name, value in item.items():
+        match = _CURVE_ATTRIBUTE.match(name)
+        if match:
+            curve[int(match.group(1)) * 60 + int(match.group(2))] = int(value["N"])
+    return curve
+
+
 def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
     item = item or {}
     sent = frozenset(int(name.split("_")[1]) for name in item if name.startswith("alert_") and name.endswith("_sent"))
@@ -81,6 +97,7 @@ def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
             for name, value in item.items()
             if name.startswith(ORPHAN_PREFIX)
         },
+        spend_curve=_curve(item),
     )
 
 
@@ -99,8 +116,13 @@ def _condition_failed(exc: ClientError) -> bool:
     return exc.response["Error"]["Code"] == _CONDITION_FAILED
 
 
-def _model_ledger_update(model: str, usage: TokenUsage, cost: int, requests: int) -> tuple[list[str], dict, dict]:
-    """ADD clauses that keep the per-model ledger inside the TOTAL item, in the same write as the money."""
+def _model_ledger_update(
+    model: str, usage: TokenUsage, cost: int, requests: int, day: str, now: float
+) -> tuple[list[str], str, dict, dict]:
+    """ADD clauses that keep the per-model ledger and the spend curve (the 10-minute bucket of
+    ``now``, for the burn-rate forecast) inside the TOTAL item, in the same write as the money;
+    and ``, #name...`` for the REMOVE list: the curve's buckets from 70-120 minutes ago, which
+    no forecast reads any more, so the item stays small under steady traffic."""
     values = {
         "requests": requests,
         "prompt_tokens": usage.prompt_tokens,
@@ -113,7 +135,15 @@ def _model_ledger_update(model: str, usage: TokenUsage, cost: int, requests: int
         names[f"#ml{n}"] = f"m{field}_{model}"
         attribute_values[f":ml{n}"] = number(value)
         clauses.append(f"#ml{n} :ml{n}")
-    return clauses, names, attribute_values
+    stale = ""
+    if utc_day(now) == day:  # a late write after midnight leaves yesterday's curve alone
+        names["#curve"] = bucket_attribute(now)
+        attribute_values[":curve"] = number(cost)
+        clauses.append("#curve :curve")
+        old = [bucket_attribute(now - m * 60) for m in STALE_CURVE_MINUTES if utc_day(now - m * 60) == day]
+        names |= {f"#stale{n}": name for n, name in enumerate(old)}
+        stale = "".join(f", #stale{n}" for n in range(len(old)))
+    return clauses, stale, names, attribute_values
 
 
 class DynamoBudgetStore:
@@ -230,13 +260,13 @@ class DynamoBudgetStore:
         user's hold ``user_hold`` of the same id, if any), then the total."""
         marker = self._write_ledger(day, hold_id, charge, orphan=False, expires_at=expires_at, user_hold=user_hold)
         if marker is not None and marker.get("orphan", {}).get("BOOL"):
-            return self._correct_orphan(day, hold_id, charge, marker, expires_at)
-        return self._settle_total(day, hold_id, reserved, charge, lease_check=None)
+            return self._correct_orphan(day, hold_id, charge, marker, now, expires_at)
+        return self._settle_total(day, hold_id, reserved, charge, now, lease_check=None)
 
     def _settle_total(
-        self, day: str, hold_id: str, reserved: int, charge: Charge, lease_check: float | None
+        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, lease_check: float | None
     ) -> BudgetTotals:
-        clauses, names, values = _model_ledger_update(charge.model, charge.usage, charge.cost, 1)
+        clauses, stale, names, values = _model_ledger_update(charge.model, charge.usage, charge.cost, 1, day, now)
         condition = "#hold.a = :reserved"  # exactly the hold this settle is for
         values[":reserved"] = number(reserved)
         if lease_check is not None:
@@ -246,7 +276,8 @@ class DynamoBudgetStore:
         _, totals = self._try_update_total(
             "UpdateItem budget settle",
             day,
-            UpdateExpression="REMOVE #hold ADD committed :delta, spent :cost, requests :one, " + ", ".join(clauses),
+            UpdateExpression=f"REMOVE #hold{stale} ADD committed :delta, spent :cost, requests :one, "
+            + ", ".join(clauses),
             ConditionExpression=condition,
             ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, **names},
             ExpressionAttributeValues={
@@ -277,7 +308,7 @@ class DynamoBudgetStore:
             if charge.cost != entry.amount:  # the owner grew the hold after an earlier reclaim read it
                 self._restate_orphan_marker(day, hold_id, entry, charge.cost, expires_at)
             return self._charge_orphan(day, hold_id, entry, now, grace_until)
-        totals = self._settle_total(day, hold_id, entry.amount, charge, lease_check=now)
+        totals = self._settle_total(day, hold_id, entry.amount, charge, now, lease_check=now)
         return charge.cost if hold_id not in totals.holds else 0
 
     def _write_orphan_ledger(
@@ -297,12 +328,12 @@ class DynamoBudgetStore:
         raise AssertionError("unreachable")
 
     def _charge_orphan(self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float) -> int:
-        clauses, names, values = _model_ledger_update(entry.model, TokenUsage(), entry.amount, 1)
+        clauses, stale, names, values = _model_ledger_update(entry.model, TokenUsage(), entry.amount, 1, day, now)
         try:
             self._update_total(
                 "UpdateItem budget orphan",
                 day,
-                UpdateExpression="REMOVE #hold SET #orphan = :grace ADD spent :amount, requests :one, "
+                UpdateExpression=f"REMOVE #hold{stale} SET #orphan = :grace ADD spent :amount, requests :one, "
                 + ", ".join(clauses),
                 # pinned to the amount charged: a hold its owner grew since it was read is left alone
                 ConditionExpression="#hold.a = :amount AND #hold.l < :now",
@@ -345,7 +376,7 @@ class DynamoBudgetStore:
         self._transact("TransactWriteItems orphan restate", items)  # cancelled: restated by another reclaimer
 
     def _correct_orphan(
-        self, day: str, hold_id: str, charge: Charge, marker: dict[str, Any], expires_at: float
+        self, day: str, hold_id: str, charge: Charge, marker: dict[str, Any], now: float, expires_at: float
     ) -> BudgetTotals:
         """A late settle: the hold was charged in full as an orphan; bring both books down to ``charge``."""
         charged = int(marker["cost"]["N"])
@@ -369,12 +400,12 @@ class DynamoBudgetStore:
         ]
         if not self._transact("TransactWriteItems ledger correction", items):
             return self.read_totals(day)  # corrected already
-        clauses, names, values = _model_ledger_update(charge.model, charge.usage, -refund, 0)
+        clauses, stale, names, values = _model_ledger_update(charge.model, charge.usage, -refund, 0, day, now)
         try:
             response = self._update_total(
                 "UpdateItem budget late settle",
                 day,
-                UpdateExpression="REMOVE #orphan ADD committed :minus, spent :minus, " + ", ".join(clauses),
+                UpdateExpression=f"REMOVE #orphan{stale} ADD committed :minus, spent :minus, " + ", ".join(clauses),
                 ConditionExpression="attribute_exists(#orphan)",
                 ExpressionAttributeNames={"#orphan": ORPHAN_PREFIX + hold_id, **names},
                 ExpressionAttributeValues={":minus": number(-refund), **values},
@@ -514,55 +545,15 @@ class DynamoBudgetStore:
                 fields.setdefault(match.group(2), {})[match.group(1)] = int(value["N"])
         return [LedgerRow(model, *(row.get(field, 0) for field in LEDGER_FIELDS)) for model, row in fields.items()]
 
-    # --- alert claims ---------------------------------------------------------------------------
-
-    def claim_alert(self, day: str, threshold: int, now: float, claim_until: float, minimum_spent: int) -> bool:
-        # The claim names its owner, so the SDK re-sending it after a lost response finds our own
-        # claim and succeeds, instead of failing its condition and leaving the alert unsent.
-        try:
-            self._update_total(
-                "UpdateItem alert claim",
-                day,
-                UpdateExpression="SET #claim = :until, #owner = :me",
-                ConditionExpression="attribute_exists(spent) AND spent >= :minimum AND attribute_not_exists(#sent) "
-                "AND (attribute_not_exists(#claim) OR #claim < :now OR #owner = :me)",
-                ExpressionAttributeNames={
-                    "#claim": f"alert_{threshold}_claim",
-                    "#owner": f"alert_{threshold}_owner",
-                    "#sent": f"alert_{threshold}_sent",
-                },
-                ExpressionAttributeValues={
-                    ":until": number(claim_until),
-                    ":now": number(now),
-                    ":minimum": number(minimum_spent),
-                    ":me": {"S": uuid.uuid4().hex},
-                },
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+    # --- alerts ---------------------------------------------------------------------------------
 
     def mark_alert_sent(self, day: str, threshold: int, now: float) -> None:
         self._update_total(
             "UpdateItem alert sent",
             day,
-            UpdateExpression="SET #sent = :now REMOVE #claim, #owner",
-            ExpressionAttributeNames={
-                "#sent": f"alert_{threshold}_sent",
-                "#claim": f"alert_{threshold}_claim",
-                "#owner": f"alert_{threshold}_owner",
-            },
+            UpdateExpression="SET #sent = :now",
+            ExpressionAttributeNames={"#sent": f"alert_{threshold}_sent"},
             ExpressionAttributeValues={":now": number(now)},
-        )
-
-    def drop_alert_claim(self, day: str, threshold: int) -> None:
-        self._update_total(
-            "UpdateItem alert drop",
-            day,
-            UpdateExpression="REMOVE #claim, #owner",
-            ExpressionAttributeNames={"#claim": f"alert_{threshold}_claim", "#owner": f"alert_{threshold}_owner"},
         )
 
 

@@ -9,6 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from dnd_rag.logic.budget import budget_info, percentage
 from dnd_rag.logic.clock import iso
+from dnd_rag.logic.forecast import forecast_data
 from dnd_rag.logic.operator import Change
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.logic.query import QueryOutcome
@@ -23,6 +24,7 @@ from dnd_rag.models.api import (
     ControlsOut,
     CostOut,
     DegradedOut,
+    ForecastOut,
     LedgerOut,
     MetaOut,
     OperatorActionResponse,
@@ -137,6 +139,7 @@ def admin_usage_response(report: AdminReport) -> AdminUsageResponse:
         budget=BudgetOut(**budget_info(totals.spent, report.budget_limit)),
         in_flight_reserved=usd_for_display(totals.committed - totals.spent),
         alerts_sent=sorted(totals.alerts_sent),
+        forecast=ForecastOut(**forecast_data(report.forecast)),
         models=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.models],
         top_users=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.top_users],
         overrides=controls_out(report.controls, report.budget_limit, report.budget_override),

@@ -1,35 +1,31 @@
-"""Budget alert e-mails: one at 80 % of the day's budget, one at 100 %, once each per UTC day.
+"""Budget alerts: the ``budget_threshold`` event at 80 % of the day's budget and at 100 %, once
+each per UTC day on every alert channel (logic/notifier.py), and the e-mail text SES sends.
 
 "100 %" means exhausted: what is spent leaves no room for the cheapest admissible query (the
 degradation floors), or reaches the budget. A query is never answered beyond the budget, so
 spending rarely lands on exactly 100 %; and one oversized request that did not fit never counts.
 
-The store arbitrates: a claim is a conditional write that only one container can win (and only
-while the threshold is really crossed); the winner sends, then marks the alert sent. If sending
-fails the claim is dropped, so a later request tries again; a claim whose holder died expires.
+Once every channel has a threshold's event, the day's total notes it (``alert_<T>_sent``), so
+every later request of every container skips it without a round trip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
-from dnd_rag.errors import AlertDeliveryError
 from dnd_rag.logic.budget import percentage
+from dnd_rag.logic.forecast import forecast, forecast_data
+from dnd_rag.logic.notifier import Due, Notifier
 from dnd_rag.logic.ports import AlertStore, LedgerReader, Mailer
+from dnd_rag.models.events import Event
 from dnd_rag.models.money import BudgetTotals
-from dnd_rag.observability import logger, metrics
-from dnd_rag.pricing import nanos_to_usd
+from dnd_rag.observability import logger
+from dnd_rag.pricing import usd_for_display
 
 WARNING, EXHAUSTED = 80, 100
-CLAIM_SECONDS = 60
 TOP_USERS = 5
-
-
-@dataclass(frozen=True)
-class Alert:
-    subject: str
-    body: str
 
 
 class BudgetAlerts:
@@ -37,71 +33,110 @@ class BudgetAlerts:
         self,
         store: AlertStore,
         ledgers: LedgerReader,
-        mailer: Mailer,
+        notifier: Notifier,
         limit: int | Callable[[], int],
         clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._ledgers = ledgers
-        self._mailer = mailer
+        self._notifier = notifier
         self._limit_of = limit if callable(limit) else (lambda: limit)  # today's effective budget
         self._clock = clock
+        self._marked: set[tuple[str, int]] = set()  # (day, threshold) this container noted on the total
 
     @property
     def _limit(self) -> int:
         return self._limit_of()
 
     def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
-        """Called with every budget state seen; sends what is due. Never raises."""
-        # the least spend at which each threshold counts as crossed, atomically re-checked by the claim
+        """Called with every budget state seen; delivers what is due. Never raises."""
+        # the least spend at which each threshold counts as crossed
         exhausted_at = self._limit if smallest_query is None else self._limit - smallest_query + 1
         thresholds = {WARNING: -(-self._limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
-        for threshold, minimum_spent in thresholds.items():
-            if threshold in totals.alerts_sent or totals.spent < minimum_spent:
-                continue
-            try:
-                self._send_once(day, threshold, minimum_spent)
-            except Exception:  # an alert must never fail the query
-                logger.exception("budget alert failed", extra={"threshold": threshold})
-
-    def _send_once(self, day: str, threshold: int, minimum_spent: int) -> None:
-        now = self._clock()
-        if not self._store.claim_alert(day, threshold, now, now + CLAIM_SECONDS, minimum_spent):
-            return  # sent already, or another container is sending it right now
-        alert = self._compose(day, threshold)
-        try:
-            self._mailer.send(alert.subject, alert.body)
-        except AlertDeliveryError as exc:
-            self._store.drop_alert_claim(day, threshold)
-            metrics.add_metric(name="AlertFailed", unit="Count", value=1)
-            logger.warning(
-                "budget alert not delivered; will retry", extra={"threshold": threshold, "reason": exc.reason}
-            )
+        due = [
+            Due("budget_threshold", day, str(threshold), partial(self._compose, day, threshold, totals))
+            for threshold, minimum_spent in thresholds.items()
+            if threshold not in totals.alerts_sent
+            and (day, threshold) not in self._marked
+            and totals.spent >= minimum_spent
+        ]
+        if not due:
             return
-        self._store.mark_alert_sent(day, threshold, now)
-        metrics.add_metric(name="AlertSent", unit="Count", value=1)
-        logger.info("budget alert sent", extra={"threshold": threshold, "day": day})
+        settled = self._notifier.emit(*due)
+        for item in due:
+            if item.id in settled:
+                self._mark(day, int(item.key))
 
-    def _compose(self, day: str, threshold: int) -> Alert:
-        totals = self._store.read_totals(day)
+    def _mark(self, day: str, threshold: int) -> None:
+        try:
+            self._store.mark_alert_sent(day, threshold, self._clock())
+        except Exception:  # the claims still hold: a later request only re-checks them
+            logger.exception("budget alert delivered but not noted on the total", extra={"threshold": threshold})
+            return
+        self._marked.add((day, threshold))
+
+    def _compose(self, day: str, threshold: int, totals: BudgetTotals) -> dict[str, Any]:
+        """The event's data, from the state that made it due (a conditional write's answer)."""
         spent, limit = totals.spent, self._limit
         top = self._ledgers.top_users(day, TOP_USERS)
-        lines = [
-            f"Date (UTC): {day}",
-            f"Daily budget: ${nanos_to_usd(limit):.6f}",
-            f"Spent: ${nanos_to_usd(spent):.6f}",
-            f"Remaining: ${nanos_to_usd(max(0, limit - spent)):.6f}",
-            f"Percentage: {percentage(spent, limit):.2f} %",
-            "",
-            f"Top {TOP_USERS} users by cost today:",
-            *[
-                f"  {n}. {row.user_id}: ${nanos_to_usd(row.cost):.6f} ({row.requests} requests)"
-                for n, row in enumerate(top, start=1)
+        return {
+            "threshold": threshold,
+            "spent_usd": usd_for_display(spent),
+            "budget_usd": usd_for_display(limit),
+            "remaining_usd": usd_for_display(max(0, limit - spent)),
+            "percentage": percentage(spent, limit),
+            "top_users": [
+                {"user_id": row.user_id, "cost_usd": usd_for_display(row.cost), "requests": row.requests} for row in top
             ],
-        ]
-        if threshold == WARNING:
-            subject = f"[dnd_rag] Warning: {percentage(spent, limit):.0f} % of the daily budget used ({day})"
-        else:
-            subject = f"[dnd_rag] Daily budget exhausted: queries paused until midnight UTC ({day})"
-            lines.insert(0, "Queries are refused with 503 budget_exceeded until the budget resets.\n")
-        return Alert(subject, "\n".join(lines))
+            "forecast": forecast_data(forecast(totals.spend_curve, self._clock(), limit, spent)),
+        }
+
+
+def budget_mail(event: Event) -> tuple[str, str]:
+    """Subject and text of a ``budget_threshold`` e-mail."""
+    data, day = event.data, event.day
+    pct = data["percentage"]
+    outlook = data["forecast"]
+    if outlook["runs_out_at"] is None:
+        runway = "at the current rate the budget lasts until midnight UTC"
+    else:
+        runway = f"at the current rate the budget runs out at {outlook['runs_out_at']}"
+    lines = [
+        f"Date (UTC): {day}",
+        f"Daily budget: ${data['budget_usd']:.6f}",
+        f"Spent: ${data['spent_usd']:.6f}",
+        f"Remaining: ${data['remaining_usd']:.6f}",
+        f"Percentage: {pct:.2f} %",
+        f"Burn rate: ${outlook['rate_usd_per_hour']:.6f}/hour; {runway}",
+        "",
+        f"Top {TOP_USERS} users by cost today:",
+        *[
+            f"  {n}. {row['user_id']}: ${row['cost_usd']:.6f} ({row['requests']} requests)"
+            for n, row in enumerate(data["top_users"], start=1)
+        ],
+        "",
+        f"Event id: {event.id}",
+    ]
+    if data["threshold"] == WARNING:
+        subject = f"[dnd_rag] Warning: {pct:.0f} % of the daily budget used ({day})"
+    else:
+        subject = f"[dnd_rag] Daily budget exhausted: queries paused until midnight UTC ({day})"
+        lines.insert(0, "Queries are refused with 503 budget_exceeded until the budget resets.\n")
+    return subject, "\n".join(lines)
+
+
+class MailChannel:
+    """SES e-mail: budget alerts only (one mail per user's quota would flood the inbox; those
+    events go to SNS and the webhook)."""
+
+    name = "ses"
+
+    def __init__(self, mailer: Mailer) -> None:
+        self._mailer = mailer
+
+    def accepts(self, event_type: str) -> bool:
+        return event_type == "budget_threshold"
+
+    def deliver(self, event: Event) -> None:
+        subject, body = budget_mail(event)
+        self._mailer.send(subject, body)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from dnd_rag.errors import BudgetExceededError
 from dnd_rag.logic.clock import next_midnight, utc_day
+from dnd_rag.logic.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
@@ -134,8 +135,18 @@ class Budget:
         totals = self._store.settle(
             hold.day, hold.id, hold.amount, charge, now, next_midnight(now), user_hold=hold.user_amount
         )
+        if hold.day == utc_day(now):  # the spend moved: the run-out forecast with it (alarm metric)
+            metrics.add_metric(
+                name="BudgetRunOutHoursBeforeMidnight",
+                unit="None",
+                value=self.forecast(totals, now).hours_before_midnight,
+            )
         self._observe(hold.day, totals)
         return totals
+
+    def forecast(self, totals: BudgetTotals, now: float) -> Forecast:
+        """When today's budget runs out at the current burn rate (logic/forecast.py)."""
+        return forecast(totals.spend_curve, now, self.limit, totals.spent)
 
     def release(self, hold: Hold) -> None:
         """Give back a hold that paid for nothing (the request failed before any billable call)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from dnd_rag.models.cache import CachedAnswer, CacheRead
 from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
+from dnd_rag.models.events import Event
 from dnd_rag.models.limits import BucketState, Policy, Shape
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, UserHoldEntry, UserTotals
 
@@ -163,13 +164,37 @@ class UserBudgetStore(Protocol):
 
 
 class AlertStore(Protocol):
-    def claim_alert(self, day: str, threshold: int, now: float, claim_until: float, minimum_spent: int) -> bool: ...
+    def mark_alert_sent(self, day: str, threshold: int, now: float) -> None:
+        """Note on the day's total that every channel has the threshold's alert (others skip it)."""
+        ...
 
-    def mark_alert_sent(self, day: str, threshold: int, now: float) -> None: ...
 
-    def drop_alert_claim(self, day: str, threshold: int) -> None: ...
+ClaimOutcome = Literal["won", "sent", "busy"]
 
-    def read_totals(self, day: str) -> BudgetTotals: ...
+
+class EventClaims(Protocol):
+    """Who delivers an event on a channel: one conditional write per (event, channel) that one
+    container wins; the winner delivers, then marks it sent (or drops the claim if delivery failed)."""
+
+    def claim(self, day: str, event_id: str, channel: str, owner: str, now: float, claim_until: float) -> ClaimOutcome:
+        """``won``; ``sent`` (delivered already); ``busy`` (another owner holds a live claim)."""
+        ...
+
+    def mark_sent(self, day: str, event_id: str, channel: str, owner: str, now: float) -> None: ...
+
+    def drop(self, day: str, event_id: str, channel: str, owner: str) -> None:
+        """Give up our claim (only ours) so that a later request retries the delivery."""
+        ...
+
+
+class AlertChannel(Protocol):
+    name: str  # one of notifier.CHANNELS
+
+    def accepts(self, event_type: str) -> bool: ...
+
+    def deliver(self, event: Event) -> None:
+        """Deliver within the channel's timeout or raise AlertDeliveryError."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from dnd_rag.errors import InvalidRequestError, ServiceError, StoreUnavailableError, UpstreamError
+from dnd_rag.errors import (
+    DailyLimitExceededError,
+    InvalidRequestError,
+    ServiceError,
+    StoreUnavailableError,
+    UpstreamError,
+)
 from dnd_rag.logic.answer_cache import AnswerCache, Lookup
-from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.clock import Deadline, utc_day
 from dnd_rag.logic.concurrently import together
 from dnd_rag.logic.controls import ControlsCache
+from dnd_rag.logic.events import QuotaEvents
 from dnd_rag.logic.fitting import Fit, Fitter
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
@@ -83,6 +90,7 @@ class QueryService:
         controls: ControlsCache | None = None,
         sleep: Callable[[float], None] = time.sleep,
         cache: AnswerCache | None = None,
+        quota_events: QuotaEvents | None = None,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -94,6 +102,7 @@ class QueryService:
         self._controls = controls
         self._sleep = sleep
         self._cache = cache
+        self._quota_events = quota_events
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
@@ -116,14 +125,22 @@ class QueryService:
         # with the answer cache on, only after the lookup: a hit is free whatever the cap.
         if self._cache is None:
             self._budget.users.refuse_if_known_spent(user.id, limits)
-        admission, lookup = self._admit(user, policy, question, k)
+        try:
+            admission, lookup = self._admit(user, policy, question, k)
+        except DailyLimitExceededError:
+            if self._quota_events is not None:  # retries only a delivery that failed: no round trip otherwise
+                self._quota_events.observe_rejection(user.id, utc_day(self._clock()))
+            raise
         if lookup is not None and lookup.hit is not None:  # free: served whatever the user's cap
+            self._with_quota_events(user, admission, policy, lambda: None)
             return self._from_cache(lookup, admission, policy, limits, debug)
         if lookup is not None:
             metrics.add_metric(name="AnswerCacheMiss", unit="Count", value=1)
         try:
             self._budget.users.refuse_if_known_spent(user.id, limits)
-            answer, totals, fit, tab = self._answer(user, limits, question, k, debug, deadline, lookup)
+            answer, totals, fit, tab = self._with_quota_events(
+                user, admission, policy, lambda: self._answer(user, limits, question, k, debug, deadline, lookup)
+            )
         except BaseException:
             self._refund(admission)
             raise
@@ -137,6 +154,8 @@ class QueryService:
                 "model": answer.model,
             }
         spend = UserSpend(tab.seen.user.spent + tab.charged, limits.daily_nanos) if totals is not None else None
+        if spend is not None and spend.cap is not None and self._quota_events is not None:
+            self._quota_events.observe_spend(admission.day, user.id, spend.spent, spend.cap)  # at 80 %+ only
         cache: Literal["miss", "off"] = "off" if lookup is None else "miss"
         return QueryOutcome(answer, admission, policy, totals, degraded, cache=cache, user=spend)
 
@@ -173,6 +192,16 @@ class QueryService:
         answer = Answer(entry.text, entry.sources, TokenUsage(), entry.model, 0, diagnostics)
         user = None if lookup.read.user is None else UserSpend(lookup.read.user.spent, limits.daily_nanos)
         return QueryOutcome(answer, admission, policy, lookup.read.totals, None, cache="hit", user=user)
+
+    def _with_quota_events[T](self, user: User, admission: Admission, policy: Policy, work: Callable[[], T]) -> T:
+        """``work()``; a quota event the admission made due is delivered at the same time (it adds
+        no sequential round trip, and it never fails the query)."""
+        events = self._quota_events
+        due = events.admission_due(user.id, admission, policy.daily_limit) if events is not None else []
+        if events is None or not due:
+            return work()
+        result, _ = together(work, lambda: events.deliver(user.id, due))
+        return result
 
     def _answer(
         self,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from dnd_rag.logic.budget import Budget, BudgetTotals
 from dnd_rag.logic.clock import utc_day
 from dnd_rag.logic.controls import ControlsCache, budget_override
+from dnd_rag.logic.forecast import Forecast
 from dnd_rag.logic.plans import PlanBook
 from dnd_rag.logic.ports import LedgerReader, LedgerRow
 from dnd_rag.logic.query import user_key
@@ -43,6 +44,7 @@ class AdminReport:
     top_users: list[LedgerRow]
     controls: Controls  # the operator's overrides in force
     budget_override: int | None  # today's budget set by an operator (nano-dollars), if any
+    forecast: Forecast
 
 
 class UsageService:
@@ -88,12 +90,14 @@ class UsageService:
         now = self._clock()
         controls = self._current_controls(now)
         day = utc_day(now)
+        totals = self._budget.totals()
         return AdminReport(
             day,
-            self._budget.totals(),
+            totals,
             self._budget.limit,
             self._ledgers.models(day),
             self._ledgers.top_users(day, ADMIN_TOP_USERS),
             controls,
             budget_override(controls, now),
+            self._budget.forecast(totals, now),
         )

@@ -17,6 +17,7 @@ from dnd_rag.errors import TooManyInFlightError, UserBudgetExceededError
 from dnd_rag.logic.bounded_map import BoundedMap
 from dnd_rag.logic.budget import LEASE_SECONDS, Budget
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
+from dnd_rag.logic.events import QuotaEvents
 from dnd_rag.logic.ports import UserBudgetStore
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import UserHoldEntry, UserTotals
@@ -37,8 +38,10 @@ class UserBudget:
         budget: Budget,
         clock: Callable[[], float],
         lease_seconds: float = LEASE_SECONDS,
+        quota_events: QuotaEvents | None = None,
     ) -> None:
         self._store = store
+        self._quota_events = quota_events  # user_quota_exceeded when the cap is spent out
         self._budget = budget
         self._clock = clock
         self._lease_seconds = lease_seconds
@@ -119,6 +122,10 @@ class UserBudget:
         metrics.add_metric(name="UserBudgetRefused", unit="Count", value=1)
         if self.spent_out(totals, limits, smallest_query):
             self._spent_out.put(user_id, (limits.daily_nanos, min(midnight, now + SPENT_MEMO_SECONDS)))
+            if self._quota_events is not None and limits.daily_nanos is not None:  # once per container and day
+                self._quota_events.observe_spend(
+                    utc_day(now), user_id, totals.spent, limits.daily_nanos, exhausted=True
+                )
             return self._spent(now)
         return UserBudgetExceededError(
             "The rest of your daily spending limit is held by your questions being answered now. Please retry shortly.",

@@ -175,6 +175,16 @@ class LedgerOut(BaseModel):
     cost: float
 
 
+class ForecastOut(BaseModel):
+    """The burn-rate forecast: today's spend rate and when the budget runs out at that rate."""
+
+    rate_usd_per_hour: float = Field(description="Spend over the last hour (or since the day's first spend), per hour.")
+    runs_out_at: str | None = Field(
+        description="UTC time the budget runs out at this rate; null when it lasts until midnight or nothing is spent."
+    )
+    hours_before_midnight: float = Field(description="How long before midnight it runs out (0 when it lasts).")
+
+
 class PauseOut(BaseModel):
     reason: str
     by: str = Field(description="The operator's user id.")
@@ -204,6 +214,7 @@ class AdminUsageResponse(BaseModel):
     budget: BudgetOut
     in_flight_reserved: float = Field(description="USD held by queries being answered right now.")
     alerts_sent: list[int]
+    forecast: ForecastOut
     models: list[LedgerOut]
     top_users: list[LedgerOut]
     overrides: ControlsOut

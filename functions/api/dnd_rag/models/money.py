@@ -45,6 +45,7 @@ class BudgetTotals:
     alerts_sent: frozenset[int] = frozenset()
     holds: dict[str, HoldEntry] = field(default_factory=dict)
     orphans: dict[str, float] = field(default_factory=dict)  # id -> end of grace (epoch seconds)
+    spend_curve: dict[int, int] = field(default_factory=dict)  # minute a 10-min bucket starts -> nanos
 
     @property
     def in_flight(self) -> int:
