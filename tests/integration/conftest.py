@@ -74,6 +74,24 @@ def table_name(dynamodb: Any) -> str:
 
 
 @pytest.fixture
+def table(dynamodb: Any, request: pytest.FixtureRequest) -> str:
+    """A table of the test's own: budgets, caps, alerts and controls are global per day, so a test
+    that exhausts or inspects them must not share them."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = f"{module}-{uuid.uuid4().hex[:12]}"
+    ensure_table(dynamodb, name)
+    return name
+
+
+@pytest.fixture
+def recipient() -> str:
+    """A verified alert recipient of the test's own (the emulator keeps every mail sent)."""
+    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
+    boto3.client("ses").verify_email_identity(EmailAddress=address)
+    return address
+
+
+@pytest.fixture
 def emulator_faults(aws_endpoint: str) -> Iterator[EmulatorFaults]:
     """The emulator's DynamoDB fault injection, switched off again after the test whatever happened."""
     faults = EmulatorFaults(aws_endpoint)

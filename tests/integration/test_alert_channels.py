@@ -12,26 +12,11 @@ import pytest
 
 from dnd_rag.logic.clock import iso
 from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
-from infra.local.bootstrap import ensure_table
 from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import ask, budget_env, one_query_cost, sent_alerts, today, total_item, usd
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
-
-
-@pytest.fixture
-def table(dynamodb):
-    name = f"alerts-{uuid.uuid4().hex[:12]}"
-    ensure_table(dynamodb, name)
-    return name
-
-
-@pytest.fixture
-def recipient():
-    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
-    boto3.client("ses").verify_email_identity(EmailAddress=address)
-    return address
 
 
 @pytest.fixture

@@ -34,14 +34,6 @@ POOL_THREAD = "concurrently"  # the name prefix of dnd_rag.logic.concurrently's 
 
 
 @pytest.fixture
-def table(dynamodb):
-    """A table of its own: empty cache, unstamped corpus, a fresh day's budget."""
-    name = f"cache-{uuid.uuid4().hex[:12]}"
-    ensure_table(dynamodb, name)
-    return name
-
-
-@pytest.fixture
 def cached(base_env, any_user_auth_url, table):
     return {**base_env, "TABLE_NAME": table, "AUTH_API_URL": any_user_auth_url, "ANSWER_CACHE_TTL": "86400"}
 

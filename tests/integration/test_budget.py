@@ -28,21 +28,6 @@ QUESTION = "How many experience points does a fighter need to become 9th level?"
 K = 3
 
 
-@pytest.fixture
-def table(dynamodb):
-    """A table of its own: the budget is global per day, so each test needs a fresh one."""
-    name = f"budget-{uuid.uuid4().hex[:12]}"
-    ensure_table(dynamodb, name)
-    return name
-
-
-@pytest.fixture
-def recipient():
-    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
-    boto3.client("ses").verify_email_identity(EmailAddress=address)
-    return address
-
-
 def sent_alerts(aws_endpoint, recipient):
     with urllib.request.urlopen(f"{aws_endpoint}/moto-api/data.json") as response:
         messages = json.load(response)["ses"]["Message"]

@@ -45,7 +45,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from dnd_rag.pricing import NANOS_PER_USD
@@ -241,13 +240,6 @@ def chaos_table(dynamodb: Any) -> str:
     name = f"chaos-{uuid.uuid4().hex[:12]}"
     ensure_table(dynamodb, name)
     return name
-
-
-@pytest.fixture
-def recipient() -> str:
-    address = f"ops-{uuid.uuid4().hex[:8]}@example.com"
-    boto3.client("ses").verify_email_identity(EmailAddress=address)
-    return address
 
 
 def num(item: dict[str, Any], name: str) -> int:

@@ -30,13 +30,6 @@ QUESTION = "How many experience points does a fighter need to become 9th level?"
 CHAT_MODEL, EMBEDDING_MODEL = "gpt-4o-mini", "text-embedding-3-small"
 
 
-@pytest.fixture
-def table(dynamodb):
-    name = f"user-limits-{uuid.uuid4().hex[:12]}"
-    ensure_table(dynamodb, name)
-    return name
-
-
 def today():
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
