@@ -229,3 +229,69 @@ def test_no_client_input_yields_a_5xx_or_leaves_the_error_shape(fuzz_handler):
     print(f"fuzz: {sum(statuses.values())} events in {elapsed:.1f}s, statuses {sorted(statuses.items())}")
     assert sum(statuses.values()) >= FUZZ_EXAMPLES // 2
     assert {200, 400, 401, 404, 405} <= set(statuses)
+
+
+ADMIN_CHANGES = [
+    ("PUT", "/api/admin/budget"),
+    ("POST", "/api/admin/pause"),
+    ("POST", "/api/admin/resume"),
+    ("PUT", "/api/admin/users/{}/block"),
+    ("DELETE", "/api/admin/users/{}/block"),
+    ("POST", "/api/admin/users/{}/reset"),
+    ("GET", "/api/admin/audit"),
+    ("GET", "/api/admin/usage"),
+]
+admin_body = st.one_of(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "daily_budget_usd": st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False), st.integers(), st.decimals(allow_nan=False).map(str)
+            ),
+            "reason": st.one_of(any_text, st.text(min_size=400, max_size=2000), json_values),
+        },
+    ).map(json.dumps),
+    json_values.map(json.dumps),
+    any_text,
+    st.none(),
+)
+user_id = st.one_of(st.just("00000000-0000-4000-a000-00000000a11c"), any_text, st.text(min_size=100, max_size=300))
+
+
+@st.composite
+def admin_events(draw):
+    """Operator requests as an admin sends them, with hostile bodies, user ids and query strings."""
+    method, template = draw(st.sampled_from(ADMIN_CHANGES))
+    path = template.format(draw(user_id)) if "{}" in template else template
+    event = draw(http_api_events())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["headers"] = {"authorization": "Bearer dev-admin", "content-type": "application/json"}
+    event["body"], event["isBase64Encoded"] = draw(admin_body), False
+    if draw(st.booleans()):
+        limit = draw(st.one_of(st.integers(-5, 500).map(str), any_text))
+        event["queryStringParameters"], event["rawQueryString"] = {"limit": limit}, f"limit={limit}"
+    return event
+
+
+def test_no_operator_input_yields_a_5xx(base_env, table, corpus_ingested, monkeypatch):
+    # a table of its own: fuzzed pauses, blocks and budgets must not reach other tests
+    for key, value in {**base_env, "TABLE_NAME": table}.items():
+        monkeypatch.setenv(key, value)
+    sys.modules.pop("dnd_rag.handlers.api", None)
+    handler = importlib.import_module("dnd_rag.handlers.api").lambda_handler
+    statuses: dict[int, int] = {}
+
+    @settings(max_examples=FUZZ_EXAMPLES // 4, derandomize=True, database=None, deadline=None)
+    @given(event=admin_events())
+    def answer_is_well_formed(event):
+        response = handler(event, lambda_context())
+        status = int(response["statusCode"])
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status < 500, response
+        if status >= 400:
+            assert json.loads(response["body"])["error"], response
+
+    answer_is_well_formed()
+    print(f"operator fuzz: statuses {sorted(statuses.items())}")
+    assert {200, 400} <= set(statuses)
