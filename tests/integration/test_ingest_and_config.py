@@ -57,6 +57,16 @@ def test_secrets_are_read_from_ssm_when_only_the_parameter_is_named(aws_endpoint
     )
 
 
+def test_the_alert_webhook_url_is_a_secret_read_from_ssm(aws_endpoint, base_env):
+    url = "https://hooks.example.com/services/T000/B000/secret-token"
+    boto3.client("ssm").put_parameter(Name="/dnd-rag/test/webhook", Value=url, Type="SecureString", Overwrite=True)
+
+    env = with_secrets({**base_env, "ALERT_WEBHOOK_URL_PARAMETER": "/dnd-rag/test/webhook"})
+
+    assert load_settings(env).alert_webhook_url == url
+    assert "ALERT_WEBHOOK_URL" not in with_secrets({**base_env, "ALERT_WEBHOOK_URL_PARAMETER": ""})
+
+
 def test_chroma_without_auth_needs_no_key_parameter(aws_endpoint, base_env):
     # the template passes an empty parameter name when ChromaApiKeyParameter is left empty
     env = with_secrets({**base_env, "CHROMA_API_KEY_PARAMETER": ""})

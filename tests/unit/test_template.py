@@ -96,7 +96,7 @@ def test_alert_events_are_published_to_exactly_the_configured_topic():
 
 def test_secrets_are_read_from_the_named_parameters_only_the_chroma_one_optional():
     ssm = _statement("ReadApiKeys")
-    openai, chroma = ssm["Resource"]
+    openai, chroma, _ = ssm["Resource"]
 
     assert ssm["Action"] == "ssm:GetParameter"
     assert openai["Fn::Sub"].endswith("parameter${OpenAiApiKeyParameter}")
@@ -128,6 +128,17 @@ def test_no_secret_value_is_put_in_the_function_environment():
     assert "OPENAI_API_KEY" not in variables
     assert "CHROMA_API_KEY" not in variables
     assert "OPENAI_API_KEY_PARAMETER" in variables
+    assert "ALERT_WEBHOOK_URL" not in variables  # webhook URLs carry tokens: SSM, like the keys
+    assert variables["ALERT_WEBHOOK_URL_PARAMETER"] == {"Ref": "AlertWebhookUrlParameter"}
+
+
+def test_the_webhook_url_is_read_from_its_named_parameter_when_one_is_set():
+    *_, webhook = _statement("ReadApiKeys")["Resource"]
+
+    condition, granted, otherwise = webhook["Fn::If"]
+    assert (condition, otherwise) == ("HasAlertWebhook", {"Ref": "AWS::NoValue"})
+    assert granted["Fn::Sub"].endswith("parameter${AlertWebhookUrlParameter}")
+    assert TEMPLATE["Parameters"]["AlertWebhookUrlParameter"]["Default"] == ""
 
 
 def test_a_budget_hold_outlives_any_request_so_only_dead_requests_are_charged_as_orphans():

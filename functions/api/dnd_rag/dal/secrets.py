@@ -16,7 +16,11 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from dnd_rag.settings import ConfigError
 
 # environment variable holding the secret -> variable naming its SSM parameter
-SECRET_PARAMETERS = {"OPENAI_API_KEY": "OPENAI_API_KEY_PARAMETER", "CHROMA_API_KEY": "CHROMA_API_KEY_PARAMETER"}
+SECRET_PARAMETERS = {
+    "OPENAI_API_KEY": "OPENAI_API_KEY_PARAMETER",
+    "CHROMA_API_KEY": "CHROMA_API_KEY_PARAMETER",
+    "ALERT_WEBHOOK_URL": "ALERT_WEBHOOK_URL_PARAMETER",  # webhook URLs usually carry a secret token
+}
 
 
 def with_secrets(environ: Mapping[str, str]) -> dict[str, str]:
