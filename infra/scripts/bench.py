@@ -63,49 +63,6 @@ from infra.scripts.round_trips import RoundTripRecorder
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
-class RoundTrips:
-    """Counts DynamoDB requests sent by one client, and the sequential steps they took: requests in
-    flight at the same time (``dnd_rag.logic.concurrently.together``) count as one step."""
-
-    def __init__(self, client: Any) -> None:
-        self.count = 0
-        self.spans: list[tuple[float, float]] = []
-        self._started = threading.local()
-        self._lock = threading.Lock()
-        self._client = client
-        client.meta.events.register("before-send.dynamodb", self._seen)
-        client.meta.events.register("needs-retry.dynamodb", self._answered)  # after every attempt's answer
-
-    def _seen(self, **_: Any) -> None:
-        self._started.at = time.perf_counter()
-        with self._lock:
-            self.count += 1
-
-    def _answered(self, **_: Any) -> None:
-        started = getattr(self._started, "at", None)
-        if started is not None:
-            with self._lock:
-                self.spans.append((started, time.perf_counter()))
-            self._started.at = None
-
-    def steps(self) -> int:
-        """Sequential steps so far: the longest chain of requests each sent after the previous one
-        was answered (earliest answer first finds it). A request in flight alongside another is
-        not in the same chain, so it adds no step; merging overlaps instead would undercount when
-        one long request overlaps two that followed each other."""
-        count, free_at = 0, float("-inf")
-        for start, end in sorted(self.spans, key=lambda span: span[1]):
-            if start >= free_at:
-                count += 1
-                free_at = end
-        return count
-
-    def close(self) -> None:
-        """Stop counting (the client goes on being used)."""
-        self._client.meta.events.unregister("before-send.dynamodb", self._seen)
-        self._client.meta.events.unregister("needs-retry.dynamodb", self._answered)
-
-
 def timed(samples: int, action: Callable[[], object]) -> list[float]:
     durations = []
     with contextlib.redirect_stdout(io.StringIO()):  # the handler's EMF metric lines are not the report
@@ -142,7 +99,7 @@ def expect_rejection(action: Callable[[], object]) -> Callable[[], None]:
 
 
 def bench_limiter(client: Any, table: str, samples: int, baseline: list[float]) -> None:
-    trips = RoundTrips(client)
+    trips = RoundTripRecorder(client, recording=True)
     store = DynamoLimitStore(client, table)
     roomy = Policy(capacity=10**9, refill_rate=1e-6, daily_limit=10**9)
     tight = Policy(capacity=1, refill_rate=1e-6, daily_limit=10**9)
@@ -232,9 +189,9 @@ def bench_query(env: dict[str, str], client: Any, samples: int, baseline: list[f
         return query
 
     def measured(label: str, action: Callable[[], object]) -> None:
-        trips = RoundTrips(client)
+        trips = RoundTripRecorder(client, recording=True)
         values = timed(samples, action)
-        report(label, values, baseline, trips.count / samples, trips.steps() / samples)
+        report(label, values, baseline, trips.count / samples, trips.sequential() / samples)
         trips.close()
 
     fresh = iter(range(10**9))  # a question the cache has not seen, each time (the same kind in both rows)
@@ -291,13 +248,13 @@ def bench_round_trips(env: dict[str, str]) -> None:
                 sink.append(event_name.rsplit(".", 1)[1])
 
             client.meta.events.register("before-send.dynamodb", record)
-            trips = RoundTrips(client)
+            trips = RoundTripRecorder(client, recording=True)
             with contextlib.redirect_stdout(io.StringIO()):
                 status, body = _ask(app, "dev-alice")
             client.meta.events.unregister("before-send.dynamodb", record)
             trips.close()
             assert (status, body["meta"]["cache"]) == (200, expected), (status, body)
-            steps = trips.steps()
+            steps = trips.sequential()
             verdict = "ok" if steps <= 4 else "OVER 4"
             print(f"  {label:20s} warm, cached token: {steps} sequential ({verdict}), {len(sent)} calls: {sent}")
 
@@ -394,7 +351,7 @@ def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[st
 
     def serve(index: int) -> None:
         client = boto3.client("dynamodb", config=CLIENT_CONFIG)
-        trips = RoundTrips(client)
+        trips = RoundTripRecorder(client, recording=True)
         app = create_app(Container(load_settings(run_env), dynamodb_client=client))
         n = 0
         while not done.is_set():

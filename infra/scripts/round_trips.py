@@ -21,15 +21,27 @@ class Call:
 
 
 class RoundTripRecorder:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, recording: bool = False) -> None:
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._open = threading.local()
+        self._recording = recording
+        self._events = client.meta.events
+        self._events.register("before-call.dynamodb", self._before)
+        self._events.register("after-call.dynamodb", self._after)
+        self._events.register("after-call-error.dynamodb", self._after)
+
+    @property
+    def count(self) -> int:
+        """Calls recorded so far."""
+        return len(self.calls)
+
+    def close(self) -> None:
+        """Stop listening (the client goes on being used)."""
         self._recording = False
-        events = client.meta.events
-        events.register("before-call.dynamodb", self._before)
-        events.register("after-call.dynamodb", self._after)
-        events.register("after-call-error.dynamodb", self._after)
+        self._events.unregister("before-call.dynamodb", self._before)
+        self._events.unregister("after-call.dynamodb", self._after)
+        self._events.unregister("after-call-error.dynamodb", self._after)
 
     def start(self) -> None:
         with self._lock:
@@ -48,6 +60,17 @@ class RoundTripRecorder:
         if name is not None and self._recording:
             with self._lock:
                 self.calls.append(Call(name, started, time.perf_counter()))
+
+    def sequential(self) -> int:
+        """Sequential round trips: the longest chain of calls each made after the previous one
+        ended (earliest end first finds it). A call alongside another adds no step; merging
+        overlaps instead would undercount when one long call overlaps two consecutive ones."""
+        count, free_at = 0, float("-inf")
+        for call in sorted(self.calls, key=lambda c: c.ended):
+            if call.started >= free_at:
+                count += 1
+                free_at = call.ended
+        return count
 
     def steps(self) -> list[list[str]]:
         """The calls grouped into sequential steps: each step's calls overlapped in time."""
