@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from dnd_rag.logic.clock import iso
+from dnd_rag.models.domain import User
 from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
 from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import ask, budget_env, one_query_cost, sent_alerts, today, total_item, usd
@@ -66,8 +67,9 @@ def test_concurrent_queries_deliver_each_budget_event_exactly_once_on_every_chan
     url, state = receiver
     topic, published = sns_topic
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    limit = 40 * cost
     env = {
-        **budget_env(base_env, any_user_auth_url, table, recipient, usd(40 * cost)),
+        **budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)),
         "ALERT_WEBHOOK_URL": url,
         "ALERT_SNS_TOPIC_ARN": topic,
     }
@@ -84,7 +86,7 @@ def test_concurrent_queries_deliver_each_budget_event_exactly_once_on_every_chan
     # Then every query was answered or refused for budget, never failed by an alert
     assert set(statuses) == {200, 503}
     # and the webhook got each threshold's event exactly once, with its id in the header and the body
-    expected = {event_id("budget_threshold", today(), key) for key in ("80", "100")}
+    expected = {event_id("budget_threshold", today(), f"{threshold}@{limit}") for threshold in (80, 100)}
     assert state.delivered_ids() == dict.fromkeys(expected, 1)
     bodies = state.delivered_of("budget_threshold")
     assert sorted(b["data"]["threshold"] for b in bodies) == [80, 100]
@@ -107,13 +109,14 @@ def test_a_failing_receiver_never_fails_a_query_and_gets_the_event_once_after_it
     url, state = receiver
     state.mode = "fail"
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
-    env = {**budget_env(base_env, any_user_auth_url, table, recipient, usd(8 * cost)), "ALERT_WEBHOOK_URL": url}
+    limit = 8 * cost
+    env = {**budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)), "ALERT_WEBHOOK_URL": url}
     app, _ = make_app(env)
     token = f"u-{uuid.uuid4().hex}"
 
     statuses = spend_until_refused(call, app, [token])
 
-    warning = event_id("budget_threshold", today(), "80")
+    warning = event_id("budget_threshold", today(), f"80@{limit}")
     assert statuses[-1] == 503
     assert set(statuses[:-1]) == {200}
     assert state.attempted_ids()[warning] >= 1  # it was tried (and refused)
@@ -126,11 +129,42 @@ def test_a_failing_receiver_never_fails_a_query_and_gets_the_event_once_after_it
     assert ask(call, later, token)[0] == 503
     assert ask(call, later, token)[0] == 503
 
-    exhausted = event_id("budget_threshold", today(), "100")
+    exhausted = event_id("budget_threshold", today(), f"100@{limit}")
     assert state.delivered_ids() == {warning: 1, exhausted: 1}
     assert {item["body"]["id"] for item in state.delivered} == {warning, exhausted}  # the ids tried before
     # and the day's total now notes both as delivered everywhere: later requests skip them for free
     assert {"alert_80_sent", "alert_100_sent"} <= set(total_item(dynamodb, table))
+
+
+def test_a_changed_budget_re_arms_the_budget_events_once_for_the_new_budget(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, aws_endpoint, receiver
+):
+    # Given a budget of a few queries, spent: its 80 % and 100 % events delivered
+    url, state = receiver
+    cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    limit = 8 * cost
+    env = {**budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)), "ALERT_WEBHOOK_URL": url}
+    app, container = make_app(env)
+    token = f"u-{uuid.uuid4().hex}"
+    assert spend_until_refused(call, app, [token])[-1] == 503
+    first = {event_id("budget_threshold", today(), f"{threshold}@{limit}") for threshold in (80, 100)}
+
+    # When an operator doubles today's budget and it is spent again
+    container.operator.set_budget(User(id="u-operator", role="admin"), 2 * limit, "request-1")
+    statuses = spend_until_refused(call, app, [token])
+
+    # Then the new budget's 80 % and 100 % events arrive once each, and the first ones not again
+    second = {event_id("budget_threshold", today(), f"{threshold}@{2 * limit}") for threshold in (80, 100)}
+    assert (statuses[0], statuses[-1]) == (200, 503)
+    budget_events = {i: n for i, n in state.delivered_ids().items() if i in first | second}
+    assert budget_events == dict.fromkeys(first | second, 1)
+    assert sorted(b["data"]["budget_usd"] for b in state.delivered_of("budget_threshold")) == sorted(
+        [float(usd(limit))] * 2 + [float(usd(2 * limit))] * 2
+    )
+    assert len(sent_alerts(aws_endpoint, recipient)) == 4
+    # and later requests under the new budget send nothing more
+    assert ask(call, app, token)[0] == 503
+    assert len(state.delivered_of("budget_threshold")) == 4
 
 
 def test_a_hanging_or_refusing_receiver_costs_a_query_only_its_bounded_timeout(
@@ -139,8 +173,9 @@ def test_a_hanging_or_refusing_receiver_costs_a_query_only_its_bounded_timeout(
     url, state = receiver
     state.mode = "hang"
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
+    limit = cost * 5 // 4
     env = {
-        **budget_env(base_env, any_user_auth_url, table, recipient, usd(cost * 5 // 4)),
+        **budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)),
         "ALERT_WEBHOOK_URL": url,
         "ALERT_WEBHOOK_TIMEOUT_SECONDS": "0.5",
     }
@@ -150,7 +185,7 @@ def test_a_hanging_or_refusing_receiver_costs_a_query_only_its_bounded_timeout(
     status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}")
 
     assert status == 200, body
-    assert state.attempted_ids()[event_id("budget_threshold", today(), "80")] == 1
+    assert state.attempted_ids()[event_id("budget_threshold", today(), f"80@{limit}")] == 1
     assert not state.release.is_set()  # answered while the receiver still held the request
     assert container.notifier.max_seconds == 0.5 + 1.5  # what a request may wait: the timeout and the claims
     assert "alert_80_sent" not in total_item(dynamodb, table)

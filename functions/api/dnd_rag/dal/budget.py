@@ -84,7 +84,11 @@ def _curve(item: dict[str, Any]) -> dict[int, int]:
 
 def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
     item = item or {}
-    sent = frozenset(int(name.split("_")[1]) for name in item if name.startswith("alert_") and name.endswith("_sent"))
+    sent = {
+        int(name.split("_")[1]): int(value["N"])
+        for name, value in item.items()
+        if name.startswith("alert_") and name.endswith("_sent")
+    }
     return BudgetTotals(
         spent=_int(item, "spent"),
         committed=_int(item, "committed"),
@@ -547,13 +551,14 @@ class DynamoBudgetStore:
 
     # --- alerts ---------------------------------------------------------------------------------
 
-    def mark_alert_sent(self, day: str, threshold: int, now: float) -> None:
+    def mark_alert_sent(self, day: str, threshold: int, budget: int) -> None:
+        """Note on the total that every channel has the ``threshold`` event for ``budget``."""
         self._update_total(
             "UpdateItem alert sent",
             day,
-            UpdateExpression="SET #sent = :now",
+            UpdateExpression="SET #sent = :budget",
             ExpressionAttributeNames={"#sent": f"alert_{threshold}_sent"},
-            ExpressionAttributeValues={":now": number(now)},
+            ExpressionAttributeValues={":budget": number(budget)},
         )
 
 

@@ -42,7 +42,7 @@ class BudgetAlerts:
         self._notifier = notifier
         self._limit_of = limit if callable(limit) else (lambda: limit)  # today's effective budget
         self._clock = clock
-        self._marked: set[tuple[str, int]] = set()  # (day, threshold) this container noted on the total
+        self._marked: set[tuple[str, int, int]] = set()  # (day, threshold, budget) noted on the total
 
     @property
     def _limit(self) -> int:
@@ -51,13 +51,16 @@ class BudgetAlerts:
     def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
         """Called with every budget state seen; delivers what is due. Never raises."""
         # the least spend at which each threshold counts as crossed
-        exhausted_at = self._limit if smallest_query is None else self._limit - smallest_query + 1
-        thresholds = {WARNING: -(-self._limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
+        # Once per threshold and day for each budget in force: an operator who raises (or lowers)
+        # today's budget is told again when the new one reaches 80 % and runs out.
+        limit = self._limit
+        exhausted_at = limit if smallest_query is None else limit - smallest_query + 1
+        thresholds = {WARNING: -(-limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
         due = [
-            Due("budget_threshold", day, str(threshold), partial(self._compose, day, threshold, totals))
+            Due("budget_threshold", day, f"{threshold}@{limit}", partial(self._compose, day, threshold, totals))
             for threshold, minimum_spent in thresholds.items()
-            if threshold not in totals.alerts_sent
-            and (day, threshold) not in self._marked
+            if totals.alerts_sent.get(threshold) != limit
+            and (day, threshold, limit) not in self._marked
             and totals.spent >= minimum_spent
         ]
         if not due:
@@ -65,15 +68,15 @@ class BudgetAlerts:
         settled = self._notifier.emit(*due)
         for item in due:
             if item.id in settled:
-                self._mark(day, int(item.key))
+                self._mark(day, int(item.key.split("@")[0]), limit)
 
-    def _mark(self, day: str, threshold: int) -> None:
+    def _mark(self, day: str, threshold: int, limit: int) -> None:
         try:
-            self._store.mark_alert_sent(day, threshold, self._clock())
+            self._store.mark_alert_sent(day, threshold, limit)
         except Exception:  # the claims still hold: a later request only re-checks them
             logger.exception("budget alert delivered but not noted on the total", extra={"threshold": threshold})
             return
-        self._marked.add((day, threshold))
+        self._marked.add((day, threshold, limit))
 
     def _compose(self, day: str, threshold: int, totals: BudgetTotals) -> dict[str, Any]:
         """The event's data, from the state that made it due (a conditional write's answer)."""

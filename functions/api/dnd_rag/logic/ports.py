@@ -164,8 +164,9 @@ class UserBudgetStore(Protocol):
 
 
 class AlertStore(Protocol):
-    def mark_alert_sent(self, day: str, threshold: int, now: float) -> None:
-        """Note on the day's total that every channel has the threshold's alert (others skip it)."""
+    def mark_alert_sent(self, day: str, threshold: int, budget: int) -> None:
+        """Note on the day's total that every channel has the threshold's alert for ``budget``
+        (others skip it until the day's budget changes)."""
         ...
 
 

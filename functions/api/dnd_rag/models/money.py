@@ -42,7 +42,7 @@ class BudgetTotals:
 
     spent: int
     committed: int
-    alerts_sent: frozenset[int] = frozenset()
+    alerts_sent: dict[int, int] = field(default_factory=dict)  # threshold -> the budget it was sent for
     holds: dict[str, HoldEntry] = field(default_factory=dict)
     orphans: dict[str, float] = field(default_factory=dict)  # id -> end of grace (epoch seconds)
     spend_curve: dict[int, int] = field(default_factory=dict)  # minute a 10-min bucket starts -> nanos
