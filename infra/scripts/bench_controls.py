@@ -188,5 +188,5 @@ def bench_propagation(env: dict[str, str], refresh: float) -> None:
     for label, seconds, answers in results:
         print(
             f"  {label} through container A: the first query container B refuses started {seconds:.2f} s "
-            f"after the change (bound: {refresh:g} s; {answers} queries answered before it)"
+            f"after the change (bound: {refresh:g} s + the query before it; SPEC: 5 s; {answers} answered before it)"
         )
