@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from dnd_rag.dal.budget import _ledger_key, totals_from_item
+from dnd_rag.dal.budget import totals_from_item, user_ledger_key
 from dnd_rag.dal.dynamo import number, store_errors
 from dnd_rag.dal.user_budget import user_totals_from_item
 from dnd_rag.errors import StoreUnavailableError
@@ -84,7 +84,7 @@ class DynamoAnswerCache:
         self._sleep = sleep
 
     def read(self, key: str, collections: list[str], day: str, user_id: str) -> CacheRead:
-        user_key = _ledger_key(day, f"USER#{user_id}")
+        user_key = user_ledger_key(day, user_id)
         keys = [entry_key(key), *(version_key(c) for c in collections), _total_key(day), user_key]
         items = self._batch_get(keys)
         entry_item = items.get(_id(entry_key(key)))

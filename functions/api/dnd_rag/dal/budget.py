@@ -31,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dnd_rag.dal.dynamo import number, store_errors, with_retries
+from dnd_rag.dal.dynamo import int_value, number, store_errors, try_update_item, update_item, with_retries
 from dnd_rag.errors import StoreUnavailableError
 from dnd_rag.logic.clock import utc_day
 from dnd_rag.logic.forecast import bucket_attribute
@@ -58,8 +58,9 @@ def _ledger_key(day: str, sort_key: str) -> dict[str, Any]:
     return {"pk": {"S": f"LEDGER#{day}"}, "sk": {"S": sort_key}}
 
 
-def _int(item: dict[str, Any], name: str) -> int:
-    return int(item.get(name, {}).get("N", 0))
+def user_ledger_key(day: str, user_id: str) -> dict[str, Any]:
+    """The user's ledger item of ``day`` (it also holds the user's own limits, dal/user_budget.py)."""
+    return _ledger_key(day, f"USER#{user_id}")
 
 
 def _hold(value: dict[str, Any]) -> HoldEntry:
@@ -90,8 +91,8 @@ def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
         if name.startswith("alert_") and name.endswith("_sent")
     }
     return BudgetTotals(
-        spent=_int(item, "spent"),
-        committed=_int(item, "committed"),
+        spent=int_value(item, "spent"),
+        committed=int_value(item, "committed"),
         alerts_sent=sent,
         holds={
             name.removeprefix(HOLD_PREFIX): _hold(value) for name, value in item.items() if name.startswith(HOLD_PREFIX)
@@ -157,18 +158,12 @@ class DynamoBudgetStore:
 
     def _update_total(self, operation: str, day: str, **kwargs: Any) -> dict[str, Any]:
         """One conditional UpdateItem on the day's TOTAL item; a refused condition is re-raised."""
-        with store_errors(operation):
-            return with_retries(lambda: self._client.update_item(TableName=self._table, Key=_total_key(day), **kwargs))
+        return update_item(self._client, self._table, _total_key(day), operation, **kwargs)
 
     def _try_update_total(self, operation: str, day: str, **kwargs: Any) -> tuple[bool, BudgetTotals]:
         """A conditional UpdateItem on TOTAL: (applied, the item after it or, if refused, as found)."""
-        try:
-            response = self._update_total(
-                operation, day, ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD", **kwargs
-            )
-        except ClientError as exc:
-            return False, totals_from_item(exc.response.get("Item"))
-        return True, totals_from_item(response["Attributes"])
+        applied, item = try_update_item(self._client, self._table, _total_key(day), operation, **kwargs)
+        return applied, totals_from_item(item)
 
     def _transact(self, operation: str, items: list[dict[str, Any]]) -> bool:
         """One transaction (never on TOTAL), re-sent after transient refusals; False if a condition
@@ -450,7 +445,7 @@ class DynamoBudgetStore:
             ":embedding": number(usage.embedding_tokens),
             ":cost": number(charge.cost),
         }
-        update: dict[str, Any] = {"TableName": self._table, "Key": _ledger_key(day, f"USER#{charge.user_id}")}
+        update: dict[str, Any] = {"TableName": self._table, "Key": user_ledger_key(day, charge.user_id)}
         if hold_id is not None:
             update["ExpressionAttributeNames"] = {"#uh": USER_HOLD_PREFIX + hold_id}
             if user_hold is None:
@@ -468,7 +463,7 @@ class DynamoBudgetStore:
         with store_errors("GetItem user hold"):
             item = self._client.get_item(
                 TableName=self._table,
-                Key=_ledger_key(day, f"USER#{user_id}"),
+                Key=user_ledger_key(day, user_id),
                 ConsistentRead=True,
                 ProjectionExpression="#uh",
                 ExpressionAttributeNames={"#uh": USER_HOLD_PREFIX + hold_id},
@@ -566,14 +561,18 @@ def _charge_from_marker(marker: dict[str, Any], entry: HoldEntry) -> Charge:
     return Charge(
         entry.user_id,
         marker.get("model", {}).get("S", entry.model),
-        TokenUsage(_int(marker, "prompt_tokens"), _int(marker, "completion_tokens"), _int(marker, "embedding_tokens")),
-        _int(marker, "cost"),
+        TokenUsage(
+            int_value(marker, "prompt_tokens"),
+            int_value(marker, "completion_tokens"),
+            int_value(marker, "embedding_tokens"),
+        ),
+        int_value(marker, "cost"),
     )
 
 
 def _row(item: dict[str, Any]) -> LedgerRow:
     name = item["sk"]["S"].split("#", 1)[1]
-    return LedgerRow(name, *(_int(item, field) for field in LEDGER_FIELDS))
+    return LedgerRow(name, *(int_value(item, field) for field in LEDGER_FIELDS))
 
 
 class DynamoLedgers:
@@ -610,5 +609,5 @@ class DynamoLedgers:
 
     def user(self, day: str, user_id: str) -> LedgerRow | None:
         with store_errors("GetItem ledger"):
-            item = self._client.get_item(TableName=self._table, Key=_ledger_key(day, f"USER#{user_id}")).get("Item")
+            item = self._client.get_item(TableName=self._table, Key=user_ledger_key(day, user_id)).get("Item")
         return _row(item) if item else None

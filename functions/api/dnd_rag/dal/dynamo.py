@@ -86,6 +86,38 @@ def number(value: int | float) -> dict[str, str]:
     return {"N": str(int(value))}
 
 
+def int_value(item: dict[str, Any], name: str) -> int:
+    """A number attribute of ``item`` as an int; 0 when absent."""
+    return int(item.get(name, {}).get("N", 0))
+
+
+def update_item(client: Any, table: str, key: dict[str, Any], operation: str, **kwargs: Any) -> dict[str, Any]:
+    """One idempotent UpdateItem, re-sent after transient refusals (``with_retries``); store
+    failures become StoreUnavailableError, a refused condition is re-raised as ClientError."""
+    with store_errors(operation):
+        response: dict[str, Any] = with_retries(lambda: client.update_item(TableName=table, Key=key, **kwargs))
+    return response
+
+
+def try_update_item(
+    client: Any, table: str, key: dict[str, Any], operation: str, **kwargs: Any
+) -> tuple[bool, dict[str, Any] | None]:
+    """A conditional ``update_item``: (applied, the item after it, or, if refused, as found)."""
+    try:
+        response = update_item(
+            client,
+            table,
+            key,
+            operation,
+            ReturnValues="ALL_NEW",
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            **kwargs,
+        )
+    except ClientError as exc:
+        return False, exc.response.get("Item")
+    return True, response["Attributes"]
+
+
 @cache
 def dynamodb_client() -> Any:
     """One client per container (endpoint and region come from the standard AWS variables)."""

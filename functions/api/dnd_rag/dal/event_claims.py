@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dnd_rag.dal.dynamo import number, store_errors, with_retries
+from dnd_rag.dal.dynamo import number, update_item
 from dnd_rag.logic.clock import next_midnight
 from dnd_rag.logic.ports import ClaimOutcome
 
@@ -29,10 +29,7 @@ class DynamoEventClaims:
         self._table = table_name
 
     def _update(self, operation: str, day: str, event_id: str, channel: str, **kwargs: Any) -> dict[str, Any]:
-        with store_errors(operation):
-            return with_retries(
-                lambda: self._client.update_item(TableName=self._table, Key=_key(day, event_id, channel), **kwargs)
-            )
+        return update_item(self._client, self._table, _key(day, event_id, channel), operation, **kwargs)
 
     def claim(self, day: str, event_id: str, channel: str, owner: str, now: float, claim_until: float) -> ClaimOutcome:
         # The claim names its owner, so the SDK re-sending it after a lost response finds our own

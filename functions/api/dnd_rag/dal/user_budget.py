@@ -17,23 +17,19 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dnd_rag.dal.budget import KEEP_SECONDS, USER_HOLD_PREFIX, _ledger_key
-from dnd_rag.dal.dynamo import number, store_errors, with_retries
+from dnd_rag.dal.budget import KEEP_SECONDS, USER_HOLD_PREFIX, user_ledger_key
+from dnd_rag.dal.dynamo import int_value, number, store_errors, try_update_item, update_item
 from dnd_rag.errors import StoreUnavailableError
 from dnd_rag.models.money import UserHoldEntry, UserTotals
 
 RESET_ATTEMPTS = 5
 
 
-def _int(item: dict[str, Any], name: str) -> int:
-    return int(item.get(name, {}).get("N", 0))
-
-
 def user_totals_from_item(item: dict[str, Any] | None) -> UserTotals:
     item = item or {}
     return UserTotals(
-        committed=_int(item, "ucommitted"),
-        in_flight=_int(item, "inflight"),
+        committed=int_value(item, "ucommitted"),
+        in_flight=int_value(item, "inflight"),
         holds={
             name.removeprefix(USER_HOLD_PREFIX): UserHoldEntry(
                 int(value["M"]["a"]["N"]), float(value["M"]["l"]["N"]), value["M"].get("m", {}).get("S", "")
@@ -50,27 +46,12 @@ class DynamoUserBudgetStore:
         self._table = table_name
 
     def _update(self, operation: str, day: str, user_id: str, **kwargs: Any) -> dict[str, Any]:
-        with store_errors(operation):
-            return with_retries(
-                lambda: self._client.update_item(
-                    TableName=self._table, Key=_ledger_key(day, f"USER#{user_id}"), **kwargs
-                )
-            )
+        return update_item(self._client, self._table, user_ledger_key(day, user_id), operation, **kwargs)
 
     def _try_update(self, operation: str, day: str, user_id: str, **kwargs: Any) -> tuple[bool, UserTotals]:
         """A conditional UpdateItem: (applied, the item after it or, if refused, as found)."""
-        try:
-            response = self._update(
-                operation,
-                day,
-                user_id,
-                ReturnValues="ALL_NEW",
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                **kwargs,
-            )
-        except ClientError as exc:
-            return False, user_totals_from_item(exc.response.get("Item"))
-        return True, user_totals_from_item(response["Attributes"])
+        applied, item = try_update_item(self._client, self._table, user_ledger_key(day, user_id), operation, **kwargs)
+        return applied, user_totals_from_item(item)
 
     def try_open(
         self,
@@ -159,7 +140,7 @@ class DynamoUserBudgetStore:
     def _item(self, day: str, user_id: str) -> dict[str, Any]:
         with store_errors("GetItem user limits"):
             item: dict[str, Any] = self._client.get_item(
-                TableName=self._table, Key=_ledger_key(day, f"USER#{user_id}"), ConsistentRead=True
+                TableName=self._table, Key=user_ledger_key(day, user_id), ConsistentRead=True
             ).get("Item", {})
         return item
 
