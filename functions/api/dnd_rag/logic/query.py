@@ -137,7 +137,8 @@ class QueryService:
         if lookup is not None:
             metrics.add_metric(name="AnswerCacheMiss", unit="Count", value=1)
         try:
-            self._budget.users.refuse_if_known_spent(user.id, limits)
+            if self._cache is not None:  # (checked before the admission when the cache is off)
+                self._budget.users.refuse_if_known_spent(user.id, limits)
             answer, totals, fit, tab = self._with_quota_events(
                 user, admission, policy, lambda: self._answer(user, limits, question, k, debug, deadline, lookup)
             )
