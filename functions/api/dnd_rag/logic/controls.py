@@ -46,6 +46,12 @@ def budget_override(controls: Controls, now: float) -> int | None:
     return None
 
 
+def effective_budget(controls: Controls, now: float, configured: int) -> int:
+    """Today's global budget: the operator's override for today, else ``configured``."""
+    override = budget_override(controls, now)
+    return configured if override is None else override
+
+
 class ControlsCache:
     def __init__(self, store: ControlStore, clock: Callable[[], float], refresh_seconds: float) -> None:
         self._store = store
@@ -78,8 +84,7 @@ class ControlsCache:
 
     def budget_limit(self, configured: int) -> int:
         """Today's effective global budget: the operator's override for today, else ``configured``."""
-        override = budget_override(self._copy, self._clock())
-        return configured if override is None else override
+        return effective_budget(self._copy, self._clock(), configured)
 
     def guard[T](self, user_id: str, admit: Callable[[], T], undo: Callable[[T], None]) -> T:
         """``admit()`` unless the service is paused or ``user_id`` blocked (then nothing is consumed).

@@ -17,7 +17,7 @@ from typing import Any
 
 from dnd_rag.errors import InvalidRequestError, StoreUnavailableError
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
-from dnd_rag.logic.controls import ControlsCache, budget_override
+from dnd_rag.logic.controls import ControlsCache, budget_override, effective_budget
 from dnd_rag.logic.ports import ControlStore, UserSpendReset
 from dnd_rag.logic.query import user_key
 from dnd_rag.logic.rate_limit import RateLimiter
@@ -65,8 +65,7 @@ class OperatorService:
         self._sleep = sleep
 
     def effective_budget(self, controls: Controls, now: float) -> int:
-        override = budget_override(controls, now)
-        return self._configured_budget if override is None else override
+        return effective_budget(controls, now, self._configured_budget)
 
     def set_budget(self, who: User, nanos: int, request_id: str) -> Change:
         """Today's global budget is ``nanos`` until the next UTC midnight."""
