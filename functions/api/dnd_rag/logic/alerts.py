@@ -57,7 +57,7 @@ class BudgetAlerts:
         exhausted_at = limit if smallest_query is None else limit - smallest_query + 1
         thresholds = {WARNING: -(-limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
         due = [
-            Due("budget_threshold", day, f"{threshold}@{limit}", partial(self._compose, day, threshold, totals))
+            Due("budget_threshold", day, f"{threshold}@{limit}", partial(self._compose, day, threshold, totals, limit))
             for threshold, minimum_spent in thresholds.items()
             if totals.alerts_sent.get(threshold) != limit
             and (day, threshold, limit) not in self._marked
@@ -78,9 +78,10 @@ class BudgetAlerts:
             return
         self._marked.add((day, threshold, limit))
 
-    def _compose(self, day: str, threshold: int, totals: BudgetTotals) -> dict[str, Any]:
-        """The event's data, from the state that made it due (a conditional write's answer)."""
-        spent, limit = totals.spent, self._limit
+    def _compose(self, day: str, threshold: int, totals: BudgetTotals, limit: int) -> dict[str, Any]:
+        """The event's data, from the state that made it due (a conditional write's answer) and
+        the budget its key names."""
+        spent = totals.spent
         top = self._ledgers.top_users(day, TOP_USERS)
         return {
             "threshold": threshold,

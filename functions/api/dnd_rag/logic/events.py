@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from dnd_rag.logic.bounded_map import BoundedMap
+from dnd_rag.logic.budget import percentage
 from dnd_rag.logic.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.notifier import Due, Notifier
 from dnd_rag.logic.rate_limit import Admission
@@ -86,7 +87,7 @@ class QuotaEvents:
             "quota": quota,
             "used": shown_used,
             "limit": shown_limit,
-            "percentage": round(100 * used / limit, 2),
+            "percentage": percentage(used, limit),
             "resets_at": iso(midnight),
         }
         due = [Due("user_quota_nearing", day, key, lambda: data)]
