@@ -39,6 +39,7 @@ from dnd_rag.settings import Settings
 if TYPE_CHECKING:
     from dnd_rag.dal.answer_cache import DynamoCorpusVersions
     from dnd_rag.dal.budget import DynamoLedgers
+    from dnd_rag.dal.controls import DynamoControlStore
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
 IP_DAILY_FAILURES = 10_000
@@ -62,8 +63,8 @@ class Container:
         self._sns_client = sns_client
         self._lock = threading.RLock()  # builders nest (rag -> openai client)
         self._built: dict[str, Any] = {}
-        # optional collaborators of the operator routes, wired by other features when they exist:
-        # the per-user dollar cap's reset, and a notification of every operator action
+        # the operator routes' collaborators, when not the defaults (the per-user dollar cap's
+        # reset and the alert channels' operator_action event): tests substitute recorders here
         self.spend_reset: UserSpendReset | None = None
         self.on_operator_action: Callable[[AuditEntry], None] | None = None
 
@@ -150,20 +151,20 @@ class Container:
         return self._once("controls", self._build_controls)
 
     def _build_controls(self) -> ControlsCache:
+        return ControlsCache(self._control_store(), self.clock, self.settings.controls_refresh_seconds)
+
+    def _control_store(self) -> DynamoControlStore:
         from dnd_rag.dal.controls import DynamoControlStore
 
-        store = DynamoControlStore(self.dynamodb(), self.settings.table_name)
-        return ControlsCache(store, self.clock, self.settings.controls_refresh_seconds)
+        return self._once("control_store", lambda: DynamoControlStore(self.dynamodb(), self.settings.table_name))
 
     @property
     def operator(self) -> OperatorService:
         return self._once("operator", self._build_operator)
 
     def _build_operator(self) -> OperatorService:
-        from dnd_rag.dal.controls import DynamoControlStore
-
         return OperatorService(
-            DynamoControlStore(self.dynamodb(), self.settings.table_name),
+            self._control_store(),
             self.controls,
             self.limiter,
             usd_to_nanos(self.settings.daily_budget_usd),
