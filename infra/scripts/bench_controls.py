@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,39 +26,10 @@ from dnd_rag.observability import logger
 from dnd_rag.settings import load_settings
 from infra.local.api_server import LambdaContext, build_event
 from infra.local.bootstrap import ensure_table
+from infra.scripts.round_trips import RoundTripRecorder, sequential
 
 ALICE = "00000000-0000-4000-a000-00000000a11c"  # dev-alice (infra/local/auth_server.py)
 BODY = b'{"question": "How many experience points does a fighter need to become 9th level?"}'
-
-
-class Calls:
-    """The DynamoDB calls of one client: operation, start and end (perf_counter seconds)."""
-
-    def __init__(self, client: Any) -> None:
-        self.calls: list[tuple[str, float, float]] = []
-        self._lock = threading.Lock()
-        client.meta.events.register("before-call.dynamodb", self._started)
-        client.meta.events.register("after-call.dynamodb", self._ended)
-
-    def _started(self, context: dict[str, Any], **_: Any) -> None:
-        context["bench_started"] = time.perf_counter()
-
-    def _ended(self, context: dict[str, Any], model: Any, **_: Any) -> None:
-        with self._lock:
-            self.calls.append((model.name, context["bench_started"], time.perf_counter()))
-
-    def since(self, mark: int) -> list[tuple[str, float, float]]:
-        return self.calls[mark:]
-
-
-def sequential_steps(calls: list[tuple[str, float, float]]) -> int:
-    """How many waits one after the other: overlapping calls count once."""
-    steps, busy_until = 0, float("-inf")
-    for _, started, ended in sorted(calls, key=lambda call: call[1]):
-        if started >= busy_until:
-            steps += 1
-        busy_until = max(busy_until, ended) if started < busy_until else ended
-    return steps
 
 
 class Clock:
@@ -70,7 +40,7 @@ class Clock:
         return time.time() + self.offset
 
 
-def _request(app: Any, method: str, path: str, token: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+def call_api(app: Any, method: str, path: str, token: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
     event = build_event(
         method, path, "", {"authorization": f"Bearer {token}", "content-type": "application/json"}, body,
         f"{method} {path}", {}, "127.0.0.1",
@@ -113,10 +83,10 @@ def _bench_controls(env: dict[str, str], baseline_p50: float, samples: int) -> N
     refresh = settings.controls_refresh_seconds
     clock = Clock()
     app = create_app(Container(settings, clock=clock, dynamodb_client=client))
-    calls = Calls(client)
+    trips = RoundTripRecorder(client, recording=True)
 
     def query() -> tuple[int, dict[str, Any]]:
-        return _request(app, "POST", "/api/query", "dev-alice", BODY)
+        return call_api(app, "POST", "/api/query", "dev-alice", BODY)
 
     def stale() -> None:
         clock.offset += refresh  # the copy is now refresh seconds old: the next query re-reads it
@@ -126,37 +96,37 @@ def _bench_controls(env: dict[str, str], baseline_p50: float, samples: int) -> N
         kinds = (("fresh copy (no read)", lambda: None), ("stale copy (re-read)", stale))
         ones = []
         for _, before_each in kinds:
-            mark = len(calls.calls)
+            mark = trips.count
             before_each()
             assert query()[0] == 200
-            ones.append(calls.since(mark))
+            ones.append(trips.calls[mark:])
         # interleaved, so that both kinds share the machine's noise; 50 x 4 s stays inside the token TTL
         durations: list[list[float]] = [[], []]
         for _ in range(min(samples, 50)):
             for index, (_, before_each) in enumerate(kinds):
                 durations[index] += _measure(1, before_each, query)
         rows = [(label, one, measured) for (label, _), one, measured in zip(kinds, ones, durations, strict=True)]
-        _request(app, "POST", "/api/admin/pause", "dev-admin", b'{"reason": "bench"}')
+        call_api(app, "POST", "/api/admin/pause", "dev-admin", b'{"reason": "bench"}')
         paused = []
         for label, before_each in (("paused, fresh copy", lambda: None), ("paused, stale copy", stale)):
-            mark = len(calls.calls)
+            mark = trips.count
             before_each()
             assert query()[0] == 503
-            paused.append((label, calls.since(mark)))
-        _request(app, "POST", "/api/admin/resume", "dev-admin")
+            paused.append((label, trips.calls[mark:]))
+        call_api(app, "POST", "/api/admin/resume", "dev-admin")
 
     print(f"operator controls on the query path (CONTROLS_REFRESH_SECONDS={refresh:g}, warm container, cached token):")
     print(f"  {'what':44s} {'p50 ms':>8s} {'p95 ms':>8s}  {'vs GetItem':>10s}  sequential / requests")
     for label, one, durations in rows:
         p50, p95 = statistics.median(durations), statistics.quantiles(durations, n=20)[-1]
-        operations = [name for name, _, _ in one]
+        operations = [call.operation for call in one]
         print(
             f"  {'answered, ' + label:44s} {p50:8.2f} {p95:8.2f}  {p50 / baseline_p50:9.2f}x  "
-            f"{sequential_steps(one)} / {len(one)}: {operations}"
+            f"{sequential(one)} / {len(one)}: {operations}"
         )
     for label, one in paused:
-        operations = [name for name, _, _ in one]
-        print(f"  {label:44s} {'':8s} {'':8s}  {'':10s}  {sequential_steps(one)} / {len(one)}: {operations}")
+        operations = [call.operation for call in one]
+        print(f"  {label:44s} {'':8s} {'':8s}  {'':10s}  {sequential(one)} / {len(one)}: {operations}")
     bench_propagation(run_env, refresh)
 
 
@@ -171,19 +141,19 @@ def bench_propagation(env: dict[str, str], refresh: float) -> None:
             ("block alice", ("PUT", block), ("DELETE", block), 403),
             ("pause", ("POST", "/api/admin/pause"), ("POST", "/api/admin/resume"), 503),
         ):
-            assert _request(b, "POST", "/api/query", "dev-alice", BODY)[0] == 200  # B's copy: read now
+            assert call_api(b, "POST", "/api/query", "dev-alice", BODY)[0] == 200  # B's copy: read now
             body = b'{"reason": "bench"}' if change[1].endswith("pause") else b""
-            assert _request(a, *change, "dev-admin", body)[0] == 200
+            assert call_api(a, *change, "dev-admin", body)[0] == 200
             changed = time.perf_counter()
             answers = 0
             while True:
                 asked = time.perf_counter()
-                if _request(b, "POST", "/api/query", "dev-alice", BODY)[0] == expected:
+                if call_api(b, "POST", "/api/query", "dev-alice", BODY)[0] == expected:
                     break
                 answers += 1
                 time.sleep(0.02)
             results.append((label, asked - changed, answers))
-            assert _request(a, *undo, "dev-admin")[0] == 200
+            assert call_api(a, *undo, "dev-admin")[0] == 200
             time.sleep(refresh)  # B forgets the change before the next one
     for label, seconds, answers in results:
         print(

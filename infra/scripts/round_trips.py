@@ -20,6 +20,18 @@ class Call:
     ended: float
 
 
+def sequential(calls: list[Call]) -> int:
+    """Sequential round trips: the longest chain of calls each made after the previous one ended
+    (earliest end first finds it). A call alongside another adds no step; merging overlaps
+    instead would undercount when one long call overlaps two consecutive ones."""
+    count, free_at = 0, float("-inf")
+    for call in sorted(calls, key=lambda c: c.ended):
+        if call.started >= free_at:
+            count += 1
+            free_at = call.ended
+    return count
+
+
 class RoundTripRecorder:
     def __init__(self, client: Any, recording: bool = False) -> None:
         self.calls: list[Call] = []
@@ -62,15 +74,8 @@ class RoundTripRecorder:
                 self.calls.append(Call(name, started, time.perf_counter()))
 
     def sequential(self) -> int:
-        """Sequential round trips: the longest chain of calls each made after the previous one
-        ended (earliest end first finds it). A call alongside another adds no step; merging
-        overlaps instead would undercount when one long call overlaps two consecutive ones."""
-        count, free_at = 0, float("-inf")
-        for call in sorted(self.calls, key=lambda c: c.ended):
-            if call.started >= free_at:
-                count += 1
-                free_at = call.ended
-        return count
+        """Sequential round trips of every call recorded (see ``sequential``)."""
+        return sequential(self.calls)
 
     def steps(self) -> list[list[str]]:
         """The calls grouped into sequential steps: each step's calls overlapped in time."""
