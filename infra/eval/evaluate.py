@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnd_rag.container import Container
-from dnd_rag.logic.entities import choose, comparison_entities
+from dnd_rag.logic.retrieval.entities import choose, comparison_entities
 from dnd_rag.models.domain import Passage
 from dnd_rag.providers.chroma_store import ChromaRetriever
 from dnd_rag.providers.offline import OfflineEmbedder

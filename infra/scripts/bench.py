@@ -39,15 +39,15 @@ from typing import Any
 import boto3
 
 from dnd_rag.container import Container
-from dnd_rag.dal.budget import DynamoBudgetStore
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
-from dnd_rag.dal.limits import DynamoLimitStore
+from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
+from dnd_rag.dal.money.budget import DynamoBudgetStore
 from dnd_rag.errors import RateLimitedError
 from dnd_rag.handlers.routes import create_app
-from dnd_rag.logic.budget import Budget, Charge
-from dnd_rag.logic.clock import utc_day
-from dnd_rag.logic.rate_limit import Policy, RateLimiter
-from dnd_rag.logic.user_budget import SPENT_MEMO_SECONDS
+from dnd_rag.logic.common.clock import utc_day
+from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.money.budget import Budget, Charge
+from dnd_rag.logic.money.user_budget import SPENT_MEMO_SECONDS
 from dnd_rag.observability import logger
 from dnd_rag.pricing import TokenUsage, usd_to_nanos
 from dnd_rag.settings import load_settings

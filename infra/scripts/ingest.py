@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from dnd_rag.container import Container
 from dnd_rag.errors import ServiceError
-from dnd_rag.logic.chunking import Chunk
+from dnd_rag.logic.retrieval.chunking import Chunk
 from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
 from dnd_rag.providers.tokenizer import count_text_tokens

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dnd_rag.logic.chunk_metadata import first_text, page, section
-from dnd_rag.logic.chunking import Chunk, chunk_document, chunk_pages
+from dnd_rag.logic.retrieval.chunk_metadata import first_text, page, section
+from dnd_rag.logic.retrieval.chunking import Chunk, chunk_document, chunk_pages
 from dnd_rag.settings import DEFAULT_PAGE_KEYS, DEFAULT_SOURCE_KEYS, DEFAULT_TITLE_KEYS
 
 TEXT_SUFFIXES = (".md", ".markdown", ".txt")

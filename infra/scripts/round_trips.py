@@ -1,6 +1,6 @@
 """Counts the DynamoDB round trips of a piece of work the way SPEC §7 does: sequential steps.
 
-Calls that overlap in time (sent together, ``dnd_rag.logic.concurrently.together``) are one step;
+Calls that overlap in time (sent together, ``dnd_rag.logic.common.concurrently.together``) are one step;
 each call is timed from botocore's ``before-call`` to its ``after-call`` (or ``after-call-error``),
 so SDK retries stay inside their call. Used by ``make bench`` and the round-trip tests.
 """

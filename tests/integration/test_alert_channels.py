@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from dnd_rag.logic.clock import iso
+from dnd_rag.logic.common.clock import iso
 from dnd_rag.models.domain import User
 from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
 from tests.fakes.webhook_receiver import start_webhook_receiver

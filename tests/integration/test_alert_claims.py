@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from dnd_rag.dal.event_claims import DynamoEventClaims
+from dnd_rag.dal.alerts.event_claims import DynamoEventClaims
 from infra.local.bootstrap import ensure_table
 
 DAY = "2026-11-28"

@@ -30,7 +30,7 @@ from tests.support.events import http_event, lambda_context, parse
 from tests.support.servers import REPO_ROOT, python_env
 
 FIGHTER = "How many experience points does a fighter need to become 9th level?"
-POOL_THREAD = "concurrently"  # the name prefix of dnd_rag.logic.concurrently's threads
+POOL_THREAD = "concurrently"  # the name prefix of dnd_rag.logic.common.concurrently's threads
 
 
 @pytest.fixture
@@ -349,7 +349,7 @@ def test_a_hit_is_one_sequential_round_trip_and_a_miss_stays_at_four(make_app, c
     calls.clear()
     assert ask(call, app, token)[1]["meta"]["cache"] == "miss"
     # on the request's thread: admit, the budget's hold, the ledger transaction, settle the total;
-    # alongside (dnd_rag.logic.concurrently.together): the lookup with the admission, the user's
+    # alongside (dnd_rag.logic.common.concurrently.together): the lookup with the admission, the user's
     # hold with the budget's, the entry with the ledger
     assert calls.operations(alongside=False) == ["UpdateItem", "UpdateItem", "TransactWriteItems", "UpdateItem"]
     assert calls.operations(alongside=True) == ["BatchGetItem", "UpdateItem", "PutItem"]

@@ -14,9 +14,9 @@ from decimal import Decimal
 import boto3
 import pytest
 
-from dnd_rag.dal.budget import DynamoBudgetStore, DynamoLedgers
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
-from dnd_rag.logic.budget import LEASE_SECONDS, Budget, Charge
+from dnd_rag.dal.money.budget import DynamoBudgetStore, DynamoLedgers
+from dnd_rag.logic.money.budget import LEASE_SECONDS, Budget, Charge
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
 from infra.scripts.round_trips import RoundTripRecorder

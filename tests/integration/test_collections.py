@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from dnd_rag.container import Container
-from dnd_rag.logic.text import count_tokens
+from dnd_rag.logic.retrieval.text import count_tokens
 from dnd_rag.providers.chroma_store import ChromaRetriever
 from dnd_rag.providers.offline import OFFLINE_EMBEDDING_MODEL, hash_embedding
 from dnd_rag.providers.tokenizer import count_text_tokens

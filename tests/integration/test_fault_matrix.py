@@ -193,7 +193,7 @@ def test_auth_api_down_is_503_and_consumes_nothing(make_app, call, env, token, d
 def test_an_unexpected_error_is_500_without_internals(make_app, call, env, token, monkeypatch):
     class ExplodingRag:
         def answer(self, *args, **kwargs):
-            raise RuntimeError("secret detail at /var/task/dnd_rag/logic/rag.py line 42")
+            raise RuntimeError("secret detail at /var/task/dnd_rag/logic/retrieval/rag.py line 42")
 
     monkeypatch.setattr(Container, "rag", property(lambda self: ExplodingRag()))
     app, _ = make_app(env)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dnd_rag.dal.limits import DynamoLimitStore
+from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
-from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import REPO_ROOT, free_port, python_env

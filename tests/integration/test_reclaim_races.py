@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from dnd_rag.dal.budget import DynamoBudgetStore, DynamoLedgers
+from dnd_rag.dal.money.budget import DynamoBudgetStore, DynamoLedgers
 from dnd_rag.models.money import HoldEntry
 from infra.local.bootstrap import ensure_table
 

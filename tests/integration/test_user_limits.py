@@ -12,12 +12,12 @@ from decimal import Decimal
 import boto3
 import pytest
 
-from dnd_rag.dal.budget import DynamoBudgetStore, DynamoLedgers
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
-from dnd_rag.dal.user_budget import DynamoUserBudgetStore
-from dnd_rag.logic.budget import LEASE_SECONDS, Budget, Charge
-from dnd_rag.logic.user_budget import UserBudget
-from dnd_rag.logic.wallet import BY_IN_FLIGHT, Wallet
+from dnd_rag.dal.money.budget import DynamoBudgetStore, DynamoLedgers
+from dnd_rag.dal.money.user_budget import DynamoUserBudgetStore
+from dnd_rag.logic.money.budget import LEASE_SECONDS, Budget, Charge
+from dnd_rag.logic.money.user_budget import UserBudget
+from dnd_rag.logic.money.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table

@@ -8,9 +8,9 @@ import threading
 import time
 
 from dnd_rag.dal.dynamo import dynamodb_client
-from dnd_rag.dal.limits import DynamoLimitStore
+from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
-from dnd_rag.logic.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from dnd_rag.logic.answer_cache import CacheScope, cache_key, normalise
-from dnd_rag.logic.prompt import PROMPT_VERSION, build_messages
+from dnd_rag.logic.retrieval.answer_cache import CacheScope, cache_key, normalise
+from dnd_rag.logic.retrieval.prompt import PROMPT_VERSION, build_messages
 from dnd_rag.models.domain import Passage
 
 SCOPE = CacheScope(
@@ -88,5 +88,5 @@ def test_the_prompt_version_changes_whenever_the_prompt_does():
     fingerprint = hashlib.sha256(json.dumps(build_messages("Q?", sample)).encode()).hexdigest()
 
     assert PINNED_PROMPTS.get(PROMPT_VERSION) == fingerprint, (
-        "the prompt changed: give PROMPT_VERSION (logic/prompt.py) a new value and pin this hash for it"
+        "the prompt changed: give PROMPT_VERSION (logic/retrieval/prompt.py) a new value and pin this hash for it"
     )

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from dnd_rag.errors import AuthUnavailableError, InvalidTokenError, MissingTokenError
-from dnd_rag.logic.auth import Authenticator, bearer_token, token_hash
+from dnd_rag.logic.auth.authenticator import Authenticator, bearer_token, token_hash
 from dnd_rag.models.domain import User
 
 ALICE = User(id="alice")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from dnd_rag.logic.chunk_metadata import first_text, page, section
+from dnd_rag.logic.retrieval.chunk_metadata import first_text, page, section
 from dnd_rag.settings import DEFAULT_PAGE_KEYS, DEFAULT_SOURCE_KEYS, DEFAULT_TITLE_KEYS
 
 DOCLING = {

@@ -1,4 +1,4 @@
-from dnd_rag.logic.chunking import chunk_document, chunk_pages
+from dnd_rag.logic.retrieval.chunking import chunk_document, chunk_pages
 
 DOC = """# Fighter
 

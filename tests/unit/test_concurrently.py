@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from dnd_rag.logic.concurrently import together
+from dnd_rag.logic.common.concurrently import together
 
 
 def test_both_results_in_order() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dnd_rag.logic.entities import choose, comparison_entities
+from dnd_rag.logic.retrieval.entities import choose, comparison_entities
 from dnd_rag.models.domain import Passage
 
 

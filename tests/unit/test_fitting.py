@@ -2,8 +2,8 @@
 
 import pytest
 
-from dnd_rag.logic.fitting import Fitter, Floors
-from dnd_rag.logic.prompt import build_messages
+from dnd_rag.logic.money.fitting import Fitter, Floors
+from dnd_rag.logic.retrieval.prompt import build_messages
 from dnd_rag.models.domain import Passage
 from dnd_rag.pricing import PriceBook, TokenUsage
 from dnd_rag.providers.tokenizer import count_chat_tokens

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dnd_rag.logic.forecast import bucket_attribute, bucket_of, forecast
+from dnd_rag.logic.operations.forecast import bucket_attribute, bucket_of, forecast
 
 DAY = datetime(2026, 11, 22, tzinfo=UTC).timestamp()
 MIDNIGHT = DAY + 86_400

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dnd_rag.logic.ip_guard import client_network
+from dnd_rag.logic.auth.ip_guard import client_network
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ import pytest
 
 import dnd_rag
 from dnd_rag import errors
-from dnd_rag.logic.notifier import CHANNELS
+from dnd_rag.logic.alerts.notifier import CHANNELS
 from infra.local.template import load_template
 from tests.support.servers import REPO_ROOT, python_env
 

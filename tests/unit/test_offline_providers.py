@@ -1,7 +1,7 @@
 import math
 
-from dnd_rag.logic.prompt import build_messages
-from dnd_rag.logic.text import count_tokens, sentences, terms
+from dnd_rag.logic.retrieval.prompt import build_messages
+from dnd_rag.logic.retrieval.text import count_tokens, sentences, terms
 from dnd_rag.models.domain import Passage, Prompt
 from dnd_rag.providers.offline import DIMENSIONS, ExtractiveGenerator, OfflineEmbedder, hash_embedding
 

@@ -3,8 +3,8 @@
 import pytest
 
 from dnd_rag.errors import AttemptError, UpstreamError
-from dnd_rag.logic.clock import Deadline
-from dnd_rag.logic.spending import PaidCall, PaidCalls
+from dnd_rag.logic.common.clock import Deadline
+from dnd_rag.logic.money.spending import PaidCall, PaidCalls
 from dnd_rag.models.money import TokenUsage
 
 CALL = PaidCall("chat completion", bound=1000, timeout_seconds=2.0)

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
-from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.rate_limit import BucketState, Policy, Shape, rejection, shape_for, standing
+from dnd_rag.logic.limits.plans import PlanBook
+from dnd_rag.logic.limits.rate_limit import BucketState, Policy, Shape, rejection, shape_for, standing
 from dnd_rag.settings import PlanLimits
 
 POLICY = Policy(capacity=15, refill_rate=1 / 60, daily_limit=30)

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from dnd_rag.logic.budget import LEASE_SECONDS
+from dnd_rag.logic.money.budget import LEASE_SECONDS
 from dnd_rag.settings import ConfigError, load_settings
 
 MINIMAL = {"AUTH_API_URL": "http://127.0.0.1:8081", "TABLE_NAME": "dnd-rag-local"}

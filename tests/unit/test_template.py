@@ -1,7 +1,7 @@
 """The template is the single source of the table schema and the routes; these read it as the
 local stack does, and check the least-privilege promises."""
 
-from dnd_rag.logic.budget import LEASE_SECONDS
+from dnd_rag.logic.money.budget import LEASE_SECONDS
 from infra.local.template import create_table_request, http_routes, load_template, ttl_attribute
 
 TEMPLATE = load_template()

@@ -5,8 +5,8 @@ from decimal import Decimal
 import pytest
 
 from dnd_rag.container import Container
-from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.rate_limit import Policy
+from dnd_rag.logic.limits.plans import PlanBook
+from dnd_rag.logic.limits.rate_limit import Policy
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.settings import ConfigError, PlanLimits, load_settings
 

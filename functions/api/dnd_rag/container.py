@@ -11,35 +11,35 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dnd_rag.logic.alerts import BudgetAlerts, MailChannel
-from dnd_rag.logic.answer_cache import AnswerCache, CacheScope
-from dnd_rag.logic.auth import Authenticator
-from dnd_rag.logic.budget import Budget
-from dnd_rag.logic.controls import ControlsCache
-from dnd_rag.logic.events import OperatorEvents, QuotaEvents
-from dnd_rag.logic.fitting import Fitter, Floors
-from dnd_rag.logic.ip_guard import FailedAuthGuard
-from dnd_rag.logic.notifier import Notifier
-from dnd_rag.logic.operator import OperatorService
-from dnd_rag.logic.plans import PlanBook
+from dnd_rag.logic.alerts.budget_alerts import BudgetAlerts, MailChannel
+from dnd_rag.logic.alerts.events import OperatorEvents, QuotaEvents
+from dnd_rag.logic.alerts.notifier import Notifier
+from dnd_rag.logic.auth.authenticator import Authenticator
+from dnd_rag.logic.auth.ip_guard import FailedAuthGuard
+from dnd_rag.logic.limits.plans import PlanBook
+from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.money.budget import Budget
+from dnd_rag.logic.money.fitting import Fitter, Floors
+from dnd_rag.logic.money.spending import PaidCalls
+from dnd_rag.logic.money.user_budget import UserBudget
+from dnd_rag.logic.money.wallet import Wallet
+from dnd_rag.logic.operations.controls import ControlsCache
+from dnd_rag.logic.operations.operator import OperatorService
+from dnd_rag.logic.operations.usage import UsageService
 from dnd_rag.logic.ports import AlertChannel, Embedder, Generator, UserSpendReset
-from dnd_rag.logic.prompt import PROMPT_VERSION
 from dnd_rag.logic.query import QueryService
-from dnd_rag.logic.rag import RagService
-from dnd_rag.logic.rate_limit import Policy, RateLimiter
-from dnd_rag.logic.spending import PaidCalls
-from dnd_rag.logic.usage import UsageService
-from dnd_rag.logic.user_budget import UserBudget
-from dnd_rag.logic.wallet import Wallet
+from dnd_rag.logic.retrieval.answer_cache import AnswerCache, CacheScope
+from dnd_rag.logic.retrieval.prompt import PROMPT_VERSION
+from dnd_rag.logic.retrieval.rag import RagService
 from dnd_rag.models.controls import AuditEntry
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import usd_to_nanos
 from dnd_rag.settings import Settings
 
 if TYPE_CHECKING:
-    from dnd_rag.dal.answer_cache import DynamoCorpusVersions
-    from dnd_rag.dal.budget import DynamoLedgers
-    from dnd_rag.dal.controls import DynamoControlStore
+    from dnd_rag.dal.money.budget import DynamoLedgers
+    from dnd_rag.dal.operations.controls import DynamoControlStore
+    from dnd_rag.dal.retrieval.answer_cache import DynamoCorpusVersions
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
 IP_DAILY_FAILURES = 10_000
@@ -123,7 +123,7 @@ class Container:
         return self._once("answer_cache", self._build_answer_cache)
 
     def _build_answer_cache(self) -> AnswerCache | None:
-        from dnd_rag.dal.answer_cache import DynamoAnswerCache
+        from dnd_rag.dal.retrieval.answer_cache import DynamoAnswerCache
 
         s = self.settings
         if s.answer_cache_ttl == 0:
@@ -141,7 +141,7 @@ class Container:
 
     @property
     def corpus_versions(self) -> DynamoCorpusVersions:
-        from dnd_rag.dal.answer_cache import DynamoCorpusVersions
+        from dnd_rag.dal.retrieval.answer_cache import DynamoCorpusVersions
 
         return self._once("corpus_versions", lambda: DynamoCorpusVersions(self.dynamodb(), self.settings.table_name))
 
@@ -154,7 +154,7 @@ class Container:
         return ControlsCache(self._control_store(), self.clock, self.settings.controls_refresh_seconds)
 
     def _control_store(self) -> DynamoControlStore:
-        from dnd_rag.dal.controls import DynamoControlStore
+        from dnd_rag.dal.operations.controls import DynamoControlStore
 
         return self._once("control_store", lambda: DynamoControlStore(self.dynamodb(), self.settings.table_name))
 
@@ -198,7 +198,7 @@ class Container:
         return self._once("user_budget", self._build_user_budget)
 
     def _build_user_budget(self) -> UserBudget:
-        from dnd_rag.dal.user_budget import DynamoUserBudgetStore
+        from dnd_rag.dal.money.user_budget import DynamoUserBudgetStore
 
         store = DynamoUserBudgetStore(self.dynamodb(), self.settings.table_name)
         return UserBudget(
@@ -211,12 +211,12 @@ class Container:
 
     @property
     def ledgers(self) -> DynamoLedgers:
-        from dnd_rag.dal.budget import DynamoLedgers
+        from dnd_rag.dal.money.budget import DynamoLedgers
 
         return self._once("ledgers", lambda: DynamoLedgers(self.dynamodb(), self.settings.table_name))
 
     def _build_budget(self) -> Budget:
-        from dnd_rag.dal.budget import DynamoBudgetStore
+        from dnd_rag.dal.money.budget import DynamoBudgetStore
 
         s = self.settings
         store = DynamoBudgetStore(self.dynamodb(), s.table_name)
@@ -241,16 +241,16 @@ class Container:
         return self._once("notifier", self._build_notifier)
 
     def _build_notifier(self) -> Notifier:
-        from dnd_rag.dal.event_claims import DynamoEventClaims
+        from dnd_rag.dal.alerts.event_claims import DynamoEventClaims
 
         s = self.settings
         channels: list[AlertChannel] = []
         if s.alert_email and s.alert_from:
-            from dnd_rag.dal.mailer import SesMailer, ses_client
+            from dnd_rag.dal.alerts.mailer import SesMailer, ses_client
 
             channels.append(MailChannel(SesMailer(self._ses_client or ses_client(), s.alert_from, s.alert_email)))
         if s.alert_sns_topic_arn:
-            from dnd_rag.dal.sns_channel import SnsChannel, sns_client
+            from dnd_rag.dal.alerts.sns_channel import SnsChannel, sns_client
 
             channels.append(SnsChannel(self._sns_client or sns_client(), s.alert_sns_topic_arn))
         if s.alert_webhook_url:
@@ -298,12 +298,12 @@ class Container:
         return self._dynamodb_client or dynamodb_client()
 
     def _build_limiter(self) -> RateLimiter:
-        from dnd_rag.dal.limits import DynamoLimitStore
+        from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
 
         return RateLimiter(DynamoLimitStore(self.dynamodb(), self.settings.table_name))
 
     def _build_authenticator(self) -> Authenticator:
-        from dnd_rag.dal.token_cache import DynamoTokenCache
+        from dnd_rag.dal.auth.token_cache import DynamoTokenCache
         from dnd_rag.providers.auth_api import HttpAuthApi
 
         s = self.settings

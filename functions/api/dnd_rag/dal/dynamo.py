@@ -4,7 +4,7 @@ Keys (pk / sk):
   TOKEN#<sha256(token)> / AUTH          validation cache (expires_at = TTL)
   USER#<user_id>        / LIMITS        token bucket + daily count (rate-limit issue)
   IP#<ip>               / AUTHFAIL      failed-auth bucket per client IP
-  BUDGET#<yyyy-mm-dd>   / TOTAL         the day's money: spent, open holds, per-model ledger (dal/budget.py)
+  BUDGET#<yyyy-mm-dd>   / TOTAL         the day's money: spent, open holds, per-model ledger (dal/money/budget.py)
   LEDGER#<yyyy-mm-dd>   / USER#<id>     a user's daily usage ledger
   LEDGER#<yyyy-mm-dd>   / CHARGE#<id>   what one request was charged (makes the ledger write exactly-once)
 Every item that stops mattering carries ``expires_at`` (epoch seconds) so TTL removes it.

@@ -1,4 +1,4 @@
-"""The operator routes (SPEC §3, role admin): thin adapters to logic/operator.py.
+"""The operator routes (SPEC §3, role admin): thin adapters to logic/operations/operator.py.
 
 Every route here takes ``ADMIN``: the caller is authenticated, then must have role ``admin``
 (403 ``forbidden`` otherwise) — the one place where the role is checked.

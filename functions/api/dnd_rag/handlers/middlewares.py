@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.types import EventHandlerInstance
 from aws_lambda_powertools.metrics import MetricUnit
 
 from dnd_rag.handlers.request_body import body_text
-from dnd_rag.logic.auth import Authenticator
+from dnd_rag.logic.auth.authenticator import Authenticator
 from dnd_rag.observability import hashed_user_id, logger, metrics
 
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response]

@@ -7,13 +7,13 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from dnd_rag.logic.budget import budget_info, percentage
-from dnd_rag.logic.clock import iso
-from dnd_rag.logic.forecast import forecast_data
-from dnd_rag.logic.operator import Change
+from dnd_rag.logic.common.clock import iso
+from dnd_rag.logic.money.budget import budget_info, percentage
+from dnd_rag.logic.operations.forecast import forecast_data
+from dnd_rag.logic.operations.operator import Change
+from dnd_rag.logic.operations.usage import AdminReport, UsageReport
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.logic.query import QueryOutcome
-from dnd_rag.logic.usage import AdminReport, UsageReport
 from dnd_rag.models.api import (
     AdminUsageResponse,
     AuditOut,

@@ -17,7 +17,7 @@ from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors
 from dnd_rag.handlers.openapi import BEARER, document, responses
 from dnd_rag.handlers.presenters import query_response, record_query_metrics, usage_response
 from dnd_rag.handlers.request_body import strict_json
-from dnd_rag.logic.clock import Deadline
+from dnd_rag.logic.common.clock import Deadline
 from dnd_rag.models.api import HealthResponse, QueryRequest, QueryResponse, UsageResponse
 
 ROUTE_METHODS: dict[str, set[str]] = {

@@ -137,7 +137,7 @@ class AnswerCacheStore(Protocol):
 
 
 class UserBudgetStore(Protocol):
-    """A user's own limits for one day (dal/user_budget.py); every write names its hold."""
+    """A user's own limits for one day (dal/money/user_budget.py); every write names its hold."""
 
     def try_open(
         self,

@@ -21,17 +21,17 @@ from dnd_rag.errors import (
     StoreUnavailableError,
     UpstreamError,
 )
-from dnd_rag.logic.answer_cache import AnswerCache, Lookup
-from dnd_rag.logic.clock import Deadline, utc_day
-from dnd_rag.logic.concurrently import together
-from dnd_rag.logic.controls import ControlsCache
-from dnd_rag.logic.events import QuotaEvents
-from dnd_rag.logic.fitting import Fit, Fitter
-from dnd_rag.logic.plans import PlanBook
-from dnd_rag.logic.rag import Answer, RagService, Retrieval, diagnostics
-from dnd_rag.logic.rate_limit import Admission, Policy, RateLimiter
-from dnd_rag.logic.spending import Tab
-from dnd_rag.logic.wallet import BY_IN_FLIGHT, Wallet
+from dnd_rag.logic.alerts.events import QuotaEvents
+from dnd_rag.logic.common.clock import Deadline, utc_day
+from dnd_rag.logic.common.concurrently import together
+from dnd_rag.logic.limits.plans import PlanBook
+from dnd_rag.logic.limits.rate_limit import Admission, Policy, RateLimiter
+from dnd_rag.logic.money.fitting import Fit, Fitter
+from dnd_rag.logic.money.spending import Tab
+from dnd_rag.logic.money.wallet import BY_IN_FLIGHT, Wallet
+from dnd_rag.logic.operations.controls import ControlsCache
+from dnd_rag.logic.retrieval.answer_cache import AnswerCache, Lookup
+from dnd_rag.logic.retrieval.rag import Answer, RagService, Retrieval, diagnostics
 from dnd_rag.models.domain import User
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals, TokenUsage
@@ -165,7 +165,7 @@ class QueryService:
         refused admission raises once both ended: the lookup's result is simply dropped.
 
         Both behind the operator controls: paused or blocked answers 503/403 and consumes nothing
-        (a stale copy of the controls is re-read at the same time too; see logic/controls.py)."""
+        (a stale copy of the controls is re-read at the same time too; see logic/operations/controls.py)."""
         cache = self._cache
 
         def admit() -> Admission:

@@ -35,7 +35,7 @@ class BucketState:
 
 
 class Shape(Enum):
-    """Which of the three conditional writes an admission attempts (see logic/rate_limit.py)."""
+    """Which of the three conditional writes an admission attempts (see logic/limits/rate_limit.py)."""
 
     NEW_DAY = "new_day"
     FULL = "full"

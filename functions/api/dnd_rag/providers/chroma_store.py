@@ -21,7 +21,7 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.errors import ChromaError, NotFoundError
 
 from dnd_rag.errors import AttemptError, UpstreamError
-from dnd_rag.logic.chunk_metadata import first_text, page, section
+from dnd_rag.logic.retrieval.chunk_metadata import first_text, page, section
 from dnd_rag.models.domain import Passage
 from dnd_rag.observability import logger
 from dnd_rag.providers.chroma_space import DEFAULT_SPACE, SPACES, cosine, is_unit, norm, score

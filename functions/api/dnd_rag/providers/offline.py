@@ -11,8 +11,8 @@ import itertools
 import math
 from collections import Counter
 
-from dnd_rag.logic.entities import comparison_entities
-from dnd_rag.logic.text import count_tokens, sentences, terms
+from dnd_rag.logic.retrieval.entities import comparison_entities
+from dnd_rag.logic.retrieval.text import count_tokens, sentences, terms
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt
 
 OFFLINE_EMBEDDING_MODEL = "offline-hash-384"

@@ -1,7 +1,7 @@
 """OpenAI embeddings and chat completions through the official SDK, one attempt per call.
 
 The SDK's own retries are off (``max_retries=0``): a retry it made on its own would be billed by
-OpenAI without the budget knowing. The logic retries instead (logic/spending.py), paying for each
+OpenAI without the budget knowing. The logic retries instead (logic/money/spending.py), paying for each
 attempt. Each failure is classified here: may OpenAI bill it, and is another attempt worth it.
 """
 

@@ -1,0 +1,113 @@
+"""Bearer-token authentication with a per-container cache in front of a shared one.
+
+Only the SHA-256 of a token is ever kept or logged. A rejected token is cached briefly
+(negative cache) so a client retrying a bad token cannot hammer the auth API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from dnd_rag.errors import InvalidTokenError, MissingTokenError
+from dnd_rag.logic.auth.ip_guard import FailedAuthGuard
+from dnd_rag.logic.common.bounded_map import BoundedMap
+from dnd_rag.logic.ports import AuthApi, SharedTokenCache
+from dnd_rag.models.domain import User
+
+CacheSource = Literal["local", "shared", "auth_api"]
+MAX_TOKEN_CHARS = 4096
+_TOKEN = re.compile(rf"[!-~]{{1,{MAX_TOKEN_CHARS}}}")
+_BLANKS = " \t"
+
+
+@dataclass(frozen=True)
+class Authentication:
+    user: User
+    source: CacheSource
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, or MissingTokenError.
+
+    A token is 1..MAX_TOKEN_CHARS visible ASCII characters (RFC 6750 tokens are a subset): a header
+    with anything else (non-ASCII, control characters) is malformed, refused here without asking
+    the auth API, whose HTTP client could not even send it.
+    """
+    if not authorization:
+        raise MissingTokenError("Send an Authorization: Bearer <token> header.")
+    scheme, _, token = authorization.strip(_BLANKS).partition(" ")
+    token = token.strip(_BLANKS)
+    if scheme.lower() != "bearer" or not _TOKEN.fullmatch(token):
+        raise MissingTokenError(
+            "The Authorization header must be 'Bearer <token>', the token in visible ASCII characters."
+        )
+    return token
+
+
+class Authenticator:
+    def __init__(
+        self,
+        auth_api: AuthApi,
+        shared_cache: SharedTokenCache,
+        clock: Callable[[], float],
+        ttl_seconds: int,
+        negative_ttl_seconds: int,
+        failed_auth_guard: FailedAuthGuard | None = None,
+        max_local_entries: int = 10_000,
+    ) -> None:
+        self._auth_api = auth_api
+        self._shared = shared_cache
+        self._clock = clock
+        self._ttl = ttl_seconds
+        self._negative_ttl = negative_ttl_seconds
+        # per container, so a hit costs no round trip: token hash -> (user or rejection, expires_at)
+        self._local: BoundedMap[str, tuple[User | None, float]] = BoundedMap(max_local_entries)
+        self._guard = failed_auth_guard
+
+    def authenticate(self, authorization: str | None, source_ip: str = "") -> Authentication:
+        """The caller's user, or MissingToken / InvalidToken / IpRateLimited / AuthUnavailable."""
+        result = self._lookup(authorization, source_ip)
+        if result.user is None:
+            if self._guard is not None:
+                self._guard.record_failure(source_ip)
+            raise InvalidTokenError("The token was not accepted. Sign in again.")
+        return Authentication(result.user, result.source)
+
+    def _lookup(self, authorization: str | None, source_ip: str) -> _Lookup:
+        token = bearer_token(authorization)
+        key = token_hash(token)
+        now = self._clock()
+
+        cached = self._local.get(key)
+        if cached is not None and cached[1] > now:
+            return _Lookup(cached[0], "local")
+
+        shared = self._shared.get(key, now)
+        if shared is not None:
+            user, shared_expires_at = shared
+            # never outlive the shared entry: a token is trusted for TTL seconds after validation, no longer
+            self._local.put(key, (user, shared_expires_at))
+            return _Lookup(user, "shared")
+
+        if self._guard is not None:
+            self._guard.check(source_ip)  # an address that keeps failing does not reach the auth API
+        user = self._auth_api.fetch_user(token)
+        ttl = self._ttl if user else self._negative_ttl
+        if ttl > 0:
+            self._shared.put(key, user, now + ttl)
+            self._local.put(key, (user, now + ttl))
+        return _Lookup(user, "auth_api")
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    user: User | None
+    source: CacheSource

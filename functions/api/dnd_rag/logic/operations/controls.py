@@ -1,0 +1,122 @@
+"""The operator controls on the hot path: a per-container copy of the one control record.
+
+Every query checks the kill switch and the block list. Reading them from DynamoDB per query would
+add a round trip, so each container keeps a copy and re-reads it once it is ``refresh_seconds``
+old (at most 5 s, so every container sees an operator's change within 5 s, SPEC §3). With a fresh
+copy the check costs nothing. With a stale one, the re-read runs at the same time as the limiter's
+admission (``together``), so it adds no sequential round trip; if the new copy says paused or
+blocked, the admission is given back (a rejection consumes nothing).
+
+A re-read that fails fails the query closed (503 ``service_unavailable``, the admission given
+back), as every other store failure does: serving from an old copy could keep a paused service
+or a blocked user going for as long as DynamoDB is unreachable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from dnd_rag.errors import ServiceError, ServicePausedError, UserBlockedError
+from dnd_rag.logic.common.clock import utc_day
+from dnd_rag.logic.common.concurrently import together
+from dnd_rag.logic.ports import ControlStore
+from dnd_rag.models.controls import Controls
+
+PAUSED_RETRY_AFTER = 60  # seconds: an operator's pause usually lasts minutes
+
+
+def check(controls: Controls, user_id: str) -> None:
+    """Raise what ``controls`` say about a query of ``user_id``: paused, blocked, or nothing."""
+    if controls.paused is not None:
+        raise ServicePausedError(
+            "The service is paused by an operator. Please retry later.",
+            retry_after=PAUSED_RETRY_AFTER,
+            reason=f"paused: {controls.paused.reason}",
+        )
+    if user_id in controls.blocked:
+        raise UserBlockedError("Your access to this service has been blocked by an operator.")
+
+
+def budget_override(controls: Controls, now: float) -> int | None:
+    """Today's budget set by an operator, in nano-dollars; None if there is none for today."""
+    override = controls.budget_override
+    if override is not None and override.day == utc_day(now):
+        return override.nanos
+    return None
+
+
+def effective_budget(controls: Controls, now: float, configured: int) -> int:
+    """Today's global budget: the operator's override for today, else ``configured``."""
+    override = budget_override(controls, now)
+    return configured if override is None else override
+
+
+class ControlsCache:
+    def __init__(self, store: ControlStore, clock: Callable[[], float], refresh_seconds: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._refresh_seconds = refresh_seconds
+        self._copy = Controls()
+        self._read_at = -math.inf  # when the copy was read (the start of the read)
+
+    def fresh(self, now: float) -> bool:
+        return now - self._read_at < self._refresh_seconds
+
+    def refresh(self, now: float) -> Controls:
+        controls = self._store.read()
+        self.adopt(controls, now)
+        return controls
+
+    def current(self, now: float) -> Controls:
+        """The copy, re-read first if it is stale (one GetItem at most every ``refresh_seconds``)."""
+        return self._copy if self.fresh(now) else self.refresh(now)
+
+    def known(self) -> Controls:
+        """The copy as it is, never re-read (for values read again and again within one request)."""
+        return self._copy
+
+    def adopt(self, controls: Controls, now: float) -> None:
+        """Take ``controls`` as the copy read at ``now`` (a change this container just made); never
+        goes back to an older version."""
+        if controls.version >= self._copy.version or not self.fresh(now):
+            self._copy, self._read_at = controls, now
+
+    def budget_limit(self, configured: int) -> int:
+        """Today's effective global budget: the operator's override for today, else ``configured``."""
+        return effective_budget(self._copy, self._clock(), configured)
+
+    def guard[T](self, user_id: str, admit: Callable[[], T], undo: Callable[[T], None]) -> T:
+        """``admit()`` unless the service is paused or ``user_id`` blocked (then nothing is consumed).
+
+        Fresh copy: checked first, no I/O. Stale copy: re-read while ``admit`` runs; an admission
+        the new copy forbids (or that a failed re-read cannot vouch for) is ``undo``ne."""
+        now = self._clock()
+        if self.fresh(now):
+            check(self._copy, user_id)
+            return admit()
+
+        def attempt() -> T | ServiceError:
+            try:
+                return admit()
+            except ServiceError as exc:  # returned, so that it surfaces after the re-read
+                return exc
+
+        def reread() -> Controls | ServiceError:
+            try:
+                return self.refresh(now)
+            except ServiceError as exc:
+                return exc
+
+        outcome, controls = together(attempt, reread)
+        try:
+            if isinstance(controls, ServiceError):
+                raise controls  # fail closed
+            check(controls, user_id)  # paused or blocked wins over a rate-limit refusal
+        except ServiceError:
+            if not isinstance(outcome, ServiceError):
+                undo(outcome)
+            raise
+        if isinstance(outcome, ServiceError):
+            raise outcome
+        return outcome

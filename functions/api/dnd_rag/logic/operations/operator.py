@@ -1,0 +1,190 @@
+"""The operator's run-time controls (SPEC §3 operator routes): budget override, pause and resume,
+block and unblock, reset a user, and the audit trail of all of them.
+
+A change is computed from the controls as read and written only if nobody changed them since
+(the store's version condition), together with its audit entry; a refused write is computed
+again from the newer state, so two operators acting at once both get their change.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dnd_rag.errors import InvalidRequestError, StoreUnavailableError
+from dnd_rag.logic.common.clock import iso, next_midnight, utc_day
+from dnd_rag.logic.limits.rate_limit import RateLimiter
+from dnd_rag.logic.operations.controls import ControlsCache, budget_override, effective_budget
+from dnd_rag.logic.ports import ControlStore, UserSpendReset
+from dnd_rag.logic.query import user_key
+from dnd_rag.models.controls import AuditEntry, BudgetOverride, Controls, Pause
+from dnd_rag.models.domain import User
+from dnd_rag.observability import logger, metrics
+from dnd_rag.pricing import usd_for_display
+
+# The block list lives in one item (400 KB at most): 2,000 ids of up to 128 characters stay
+# under 300 KB. More blocked users than that is a job for the auth API, not a kill switch.
+MAX_BLOCKED_USERS = 2000
+CHANGE_ATTEMPTS = 10  # writes refused because another operator changed the controls meanwhile
+BACKOFF_BASE_SECONDS, BACKOFF_CAP_SECONDS = 0.02, 0.5  # full jitter; all waits together stay under 3 s
+
+Edit = Callable[[Controls, float], tuple[Controls, dict[str, Any], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Change:
+    controls: Controls  # as they are after the change
+    entry: AuditEntry
+    daily_budget: int  # today's effective budget, nano-dollars
+    budget_override: int | None  # today's operator budget, if one applies
+
+
+class OperatorService:
+    def __init__(
+        self,
+        store: ControlStore,
+        cache: ControlsCache,
+        limiter: RateLimiter,
+        configured_budget: int,
+        clock: Callable[[], float],
+        spend_reset: UserSpendReset | None = None,
+        on_action: Callable[[AuditEntry], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._limiter = limiter
+        self._configured_budget = configured_budget
+        self._clock = clock
+        self._spend_reset = spend_reset
+        self._on_action = on_action
+        self._sleep = sleep
+
+    def effective_budget(self, controls: Controls, now: float) -> int:
+        return effective_budget(controls, now, self._configured_budget)
+
+    def set_budget(self, who: User, nanos: int, request_id: str) -> Change:
+        """Today's global budget is ``nanos`` until the next UTC midnight."""
+
+        def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
+            before = {"daily_budget_usd": usd_for_display(self.effective_budget(current, now))}
+            after = {"daily_budget_usd": usd_for_display(nanos), "until": iso(next_midnight(now))}
+            return replace(current, budget_override=BudgetOverride(utc_day(now), nanos)), before, after
+
+        return self._change(who, "budget", "budget", request_id, edit)
+
+    def pause(self, who: User, reason: str, request_id: str) -> Change:
+        def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
+            return replace(current, paused=Pause(reason, who.id, now)), _pause_state(current), _paused(reason)
+
+        return self._change(who, "pause", "service", request_id, edit)
+
+    def resume(self, who: User, request_id: str) -> Change:
+        def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
+            return replace(current, paused=None), _pause_state(current), {"paused": False}
+
+        return self._change(who, "resume", "service", request_id, edit)
+
+    def block(self, who: User, user_id: str, request_id: str) -> Change:
+        def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
+            if user_id not in current.blocked and len(current.blocked) >= MAX_BLOCKED_USERS:
+                raise InvalidRequestError(
+                    f"At most {MAX_BLOCKED_USERS} users can be blocked at once; unblock some first."
+                )
+            blocked = current.blocked | {user_id}
+            return replace(current, blocked=blocked), _blocked(current, user_id), {"blocked": True}
+
+        return self._change(who, "block", user_id, request_id, edit)
+
+    def unblock(self, who: User, user_id: str, request_id: str) -> Change:
+        def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
+            blocked = current.blocked - {user_id}
+            return replace(current, blocked=blocked), _blocked(current, user_id), {"blocked": False}
+
+        return self._change(who, "unblock", user_id, request_id, edit)
+
+    def reset_user(self, who: User, user_id: str, request_id: str) -> Change:
+        """Refill the user's bucket, zero today's count and (when wired) today's dollar use.
+
+        The audit entry is written first: if the reset then fails, the trail shows an attempt
+        (the operator got a 503 and retries; a reset is idempotent), never a silent change."""
+        now = self._clock()
+        day = utc_day(now)
+        state = self._limiter.state(user_key(User(id=user_id)))
+        count = state.count if state is not None and state.day == day else 0
+        entry = AuditEntry(
+            uuid.uuid4().hex,
+            now,
+            who.id,
+            "reset",
+            user_id,
+            {"daily_count": count},
+            {"daily_count": 0, "bucket": "full", "dollar_use_reset": self._spend_reset is not None},
+            request_id,
+        )
+        self._store.record(entry)
+        self._limiter.reset(user_key(User(id=user_id)))
+        if self._spend_reset is not None:
+            self._spend_reset.reset_spend(day, user_id)
+        self._done(entry)
+        return self._outcome(self._cache.current(now), entry, now)
+
+    def audit(self, limit: int) -> list[AuditEntry]:
+        return self._store.audit(limit)
+
+    def _change(self, who: User, action: str, target: str, request_id: str, edit: Edit) -> Change:
+        current = self._store.read()
+        for attempt in range(CHANGE_ATTEMPTS):
+            now = self._clock()
+            changed, before, after = edit(current, now)
+            entry = AuditEntry(uuid.uuid4().hex, now, who.id, action, target, before, after, request_id)
+            changed = replace(changed, version=current.version + 1, last_audit_id=entry.id)
+            if self._store.replace(current.version, changed, entry):
+                return self._applied(changed, entry, now)
+            current = self._store.read()
+            backoff = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+            self._sleep(random.random() * backoff)  # noqa: S311 - jitter, not a secret
+        raise StoreUnavailableError(
+            "Other operators are changing the controls right now. Please retry.",
+            retry_after=1,
+            reason=f"{CHANGE_ATTEMPTS} control writes refused by newer versions",
+        )
+
+    def _applied(self, controls: Controls, entry: AuditEntry, now: float) -> Change:
+        self._cache.adopt(controls, now)  # this container sees its own change at once
+        self._done(entry)
+        return self._outcome(controls, entry, now)
+
+    def _outcome(self, controls: Controls, entry: AuditEntry, now: float) -> Change:
+        return Change(controls, entry, self.effective_budget(controls, now), budget_override(controls, now))
+
+    def _done(self, entry: AuditEntry) -> None:
+        metrics.add_metric(name="OperatorAction", unit="Count", value=1)
+        logger.info(
+            "operator action",
+            extra={"action": entry.action, "target": entry.target, "who": entry.who, "audit_id": entry.id},
+        )
+        if self._on_action is None:
+            return
+        try:
+            self._on_action(entry)
+        except Exception:  # a notification must never undo or fail the change
+            logger.exception("operator action notification failed", extra={"audit_id": entry.id})
+
+
+def _pause_state(current: Controls) -> dict[str, Any]:
+    if current.paused is None:
+        return {"paused": False}
+    return {"paused": True, "reason": current.paused.reason, "by": current.paused.by}
+
+
+def _paused(reason: str) -> dict[str, Any]:
+    return {"paused": True, "reason": reason}
+
+
+def _blocked(current: Controls, user_id: str) -> dict[str, Any]:
+    return {"blocked": user_id in current.blocked}

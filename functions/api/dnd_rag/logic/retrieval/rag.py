@@ -1,0 +1,173 @@
+"""The question-answering steps: embed and retrieve, then generate; each paid call on a tab."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dnd_rag.errors import AttemptError, UpstreamError
+from dnd_rag.logic.common.clock import Deadline
+from dnd_rag.logic.money.fitting import Fit
+from dnd_rag.logic.money.spending import PaidCall, PaidCalls, Tab
+from dnd_rag.logic.ports import Embedder, Generator, Retriever
+from dnd_rag.logic.retrieval.entities import choose, comparison_entities
+from dnd_rag.logic.retrieval.prompt import embedding_token_bound
+from dnd_rag.models.domain import Embedding, Generation, Passage
+from dnd_rag.observability import logger
+from dnd_rag.pricing import PriceBook, TokenUsage
+
+RETRIEVAL_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    passages: list[Passage]
+    embedding_model: str
+    timings: dict[str, float] = field(default_factory=dict)
+    entities: list[str] = field(default_factory=list)  # the entities a comparison question named
+    via: dict[tuple[str, str], str] = field(default_factory=dict)  # passage key -> the query that found it
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    passages: list[Passage]
+    usage: TokenUsage
+    model: str
+    cost_nanos: int
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+
+class RagService:
+    def __init__(
+        self,
+        embedder: Embedder,
+        retriever: Retriever,
+        generator: Generator,
+        prices: PriceBook,
+        paid_calls: PaidCalls,
+        timeout_seconds: float,
+        retrieval_timeout_seconds: float,
+        entity_queries: bool = True,
+    ) -> None:
+        self._embedder = embedder
+        self._retriever = retriever
+        self.generator = generator
+        self._prices = prices
+        self._paid = paid_calls
+        self._timeout = timeout_seconds
+        self._retrieval_timeout = retrieval_timeout_seconds
+        self._entity_queries = entity_queries
+
+    def entities(self, question: str) -> list[str]:
+        return comparison_entities(question) if self._entity_queries else []
+
+    def embedding_bound(self, question: str) -> int:
+        """The most the one embeddings call for ``question`` (and the entities it names) can be billed."""
+        texts = [question, *self.entities(question)]
+        return self._prices.cost_nanos(TokenUsage(embedding_tokens=sum(embedding_token_bound(t) for t in texts)))
+
+    def retrieve(
+        self, question: str, k: int, deadline: Deadline, tab: Tab, not_covered: Callable[[], Exception]
+    ) -> Retrieval:
+        started = time.perf_counter()
+        entities = self.entities(question)
+        texts = [question, *entities]  # one paid call embeds the question and every entity it names
+        call = PaidCall("embeddings", self.embedding_bound(question), self._timeout)
+        embedding: Embedding = self._paid.run(
+            tab,
+            call,
+            lambda timeout: self._embedder.embed(texts, timeout),
+            lambda result: (
+                self._prices.cost_nanos(TokenUsage(embedding_tokens=result.tokens)),
+                TokenUsage(embedding_tokens=result.tokens),
+            ),
+            deadline,
+            not_covered,
+        )
+        embedded = time.perf_counter()
+        if len(embedding.vectors) != len(texts):
+            raise UpstreamError(
+                "The embedding service is unavailable right now. Please retry.",
+                reason=f"embeddings: {len(embedding.vectors)} vectors for {len(texts)} texts",
+            )
+        hits = self._search(embedding.vectors, k, deadline)
+        choice = choose(hits[0], dict(zip(entities, hits[1:], strict=True)), k)
+        timings = {"embed_ms": _ms(embedded - started), "retrieve_ms": _ms(time.perf_counter() - embedded)}
+        return Retrieval(choice.passages, embedding.model, timings, entities, choice.via)
+
+    def _search(self, vectors: list[list[float]], k: int, deadline: Deadline) -> list[list[Passage]]:
+        """Chroma costs nothing per call: plain bounded retries, each inside the deadline."""
+        for attempt in range(1, RETRIEVAL_ATTEMPTS + 1):
+            timeout = min(self._retrieval_timeout, deadline.remaining())
+            if timeout <= 0:
+                break
+            try:
+                return self._retriever.search(vectors, k, timeout)
+            except AttemptError as failure:
+                logger.warning("retrieval attempt failed", extra={"attempt": attempt, "reason": failure.reason})
+                if not failure.retryable or attempt == RETRIEVAL_ATTEMPTS:
+                    raise UpstreamError(
+                        "The rules index is unavailable right now. Please retry.", reason=failure.reason
+                    ) from None
+        raise UpstreamError("The rules index is unavailable right now. Please retry.", reason="chroma: deadline")
+
+    def generate(self, fit: Fit, deadline: Deadline, tab: Tab, not_covered: Callable[[], Exception]) -> Generation:
+        call = PaidCall("chat completion", fit.bound, self._timeout)
+        generation: Generation = self._paid.run(
+            tab,
+            call,
+            lambda timeout: self.generator.generate(fit.prompt, fit.max_completion_tokens, timeout),
+            lambda result: (
+                self._prices.cost_nanos(TokenUsage(result.prompt_tokens, result.completion_tokens)),
+                TokenUsage(result.prompt_tokens, result.completion_tokens),
+            ),
+            deadline,
+            not_covered,
+        )
+        return generation
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def diagnostics(
+    retrieval: Retrieval, fit: Fit, usage: TokenUsage, generate_ms: float, reserved: int
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "stage": "retrieval",
+            "embedding_model": retrieval.embedding_model,
+            # how the passages were chosen: one query for the question, one per entity it compares
+            "queries": ["question", *(f"entity: {entity}" for entity in retrieval.entities)],
+            "passages": [
+                {
+                    "rank": n,
+                    "id": p.id,
+                    "collection": p.collection,
+                    "source": p.source,
+                    "page": p.page,
+                    "score": round(p.score, 4),
+                    "via": retrieval.via.get(p.key, "question"),
+                }
+                for n, p in enumerate(retrieval.passages, start=1)
+            ],
+        },
+        {
+            "stage": "budget",
+            "passages_used": len(fit.passages),
+            "max_completion_tokens": fit.max_completion_tokens,
+            "prompt_tokens_counted": fit.prompt_tokens,
+            "reserved_nanos": reserved,
+        },
+        {
+            "stage": "tokens",
+            "prompt": usage.prompt_tokens,
+            "completion": usage.completion_tokens,
+            "embedding": usage.embedding_tokens,
+        },
+        {"stage": "timings", **retrieval.timings, "generate_ms": generate_ms},
+    ]
