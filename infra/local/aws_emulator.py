@@ -5,8 +5,9 @@ conditional-increment race admitted 11-26 of 10), so the whole WSGI app runs und
 That makes each request atomic, as DynamoDB's conditional writes are, which the concurrency
 tests rely on.
 
-It also models DynamoDB's real failure modes on demand (SPEC §6), switched through control routes
-that the wrapper answers itself (they never reach moto):
+It also models DynamoDB's real failure modes on demand and meters its capacity per item, with an
+optional per-item write throttle (SPEC §6), steered through control routes that the wrapper answers
+itself (they never reach moto):
 
 ``POST /_emulator/faults``
     ``{"seed": int, "transaction_window_ms": int = 0, "rules": [rule, ...]}`` replaces the whole
@@ -26,6 +27,15 @@ that the wrapper answers itself (they never reach moto):
     ``{"operations": [{"service", "operation"}, ...]}``: every distinct operation seen since start,
     sorted (DynamoDB/SSM from ``X-Amz-Target``; query-protocol services such as SES from the
     ``Action`` form field, the service from the SigV4 credential scope).
+``GET /_emulator/capacity``
+    ``{"items": {"<pk>|<sk>": {"wcu": n, "rcu": n, "throttled": n}}, "total": {...}, "item_wcu_per_second": n}``:
+    the capacity units DynamoDB would have charged since start or the last reset (see *Capacity*).
+    Whole numbers are integers; halves (eventually consistent reads) and Query/Scan shares are floats.
+``DELETE /_emulator/capacity``
+    Zeroes the counters and the throttle windows; the throttle setting stays.
+``POST /_emulator/capacity``
+    ``{"item_wcu_per_second": n}`` (0 or null: off) sets the per-item write ceiling at run time. The
+    process starts with ``EMULATOR_ITEM_WCU_PER_SECOND`` from its environment (default 0: off).
 
 What each fault does on the wire, and what botocore (1.44.x, the pinned version; default retry mode
 ``standard`` since ``configprovider.NEW_RETRIES_ENABLED``) does with it. Standard mode:
@@ -60,20 +70,67 @@ gets 400 ``TransactionCanceledException`` whose ``CancellationReasons`` has ``Tr
 for each conflicting item and ``None`` for the others (moto's own wire shape, which botocore parses
 into ``error.response["CancellationReasons"]``). Neither is applied; neither is retried by botocore.
 (A BatchWriteItem is refused whole here; a simplification.)
+
+Capacity. Every DynamoDB item operation is metered, always, per item key ``"<pk>|<sk>"`` (the values
+of the table's partition and sort key as strings; ``"<pk>|"`` without a sort key; the same key in two
+tables shares an entry). The rules are DynamoDB's (Developer Guide: read-write-operations.html,
+CapacityUnitCalculations.html, transaction-apis.html; URLs in the *capacity* section below):
+
+- Item size (``item_size``): attribute names' UTF-8 bytes plus values: strings their UTF-8 bytes,
+  numbers about 1 byte per two significant digits + 1, binary its raw bytes, booleans and null 1,
+  sets the sum of their members, lists and maps 3 + per element 1 + its size (+ its name in a map).
+- Writes: ``ceil(size / 1 KB)`` WCU, at least 1, where size is the LARGER of the item before and
+  after the write (PutItem, UpdateItem whatever its ``ReturnValues``, DeleteItem; a DeleteItem of a
+  missing item costs 1). A write refused by its condition (``ConditionalCheckFailedException``)
+  consumes too: the existing item's size, at least 1. BatchWriteItem: each item as its own write.
+  TransactWriteItems: twice that per item, ConditionCheck included; a transaction cancelled by its
+  own conditions is charged like refused conditional writes (the docs do not say; an assumption).
+- Reads: GetItem ``ceil(size / 4 KB)`` RCU, at least 1 (a missing item too), halved unless
+  ``ConsistentRead``; the whole stored item counts, whatever the projection. BatchGetItem: each key
+  as a GetItem. TransactGetItems: twice a consistent GetItem per item.
+- Query and Scan: the total size of the items returned, rounded up to 4 KB once per call (at least 1
+  unit; halved unless ``ConsistentRead``), shared among the returned items in proportion to their
+  sizes; a call that returns nothing counts in the total only. Simplification: the items as
+  returned (a projection makes them smaller, a filter drops some; DynamoDB charges what it read).
+- Not metered: PartiQL, table operations, other services, and every request refused before it
+  reaches moto (faults, transaction window, throttle): those consume nothing. A ``throttle`` fault
+  and the capacity throttle count one ``throttled`` per item concerned. A ``lost_response`` write
+  was applied, so it is charged, and so is the SDK's resend of it.
+
+The sizes are read from moto's own tables before and after the operation, inside moto's DynamoDB
+handler and under the lock (``install_capacity_meter``): no extra request, a cost proportional to
+the size of the items named, cheap enough to stay on.
+
+Per-item throttle. DynamoDB caps each partition at 1,000 WCU and 3,000 RCU per second and answers
+``ProvisionedThroughputExceededException`` past it (burst capacity does not lift that cap). With a
+ceiling n > 0 (``EMULATOR_ITEM_WCU_PER_SECOND`` or ``POST /_emulator/capacity``), each item has a fixed
+1-second window, opened by the first write that consumes capacity after its previous window closed.
+A write naming an item that has already consumed n WCU in its open window is refused with the
+``throttle`` fault's answer (HTTP 400 ``ProvisionedThroughputExceededException``), is not applied, and
+counts as ``throttled`` for that item; the write that crosses n is let through whole, and there is no
+burst credit. A TransactWriteItems or BatchWriteItem naming such an item is refused whole. Only writes
+are throttled. The check comes after the transaction-window refusal and before the fault rules.
+botocore retries the throttle (see ``throttle`` above): use ``total_max_attempts=1`` to see it.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import copy
 import io
 import json
+import math
+import os
 import random
 import re
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -89,6 +146,13 @@ DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
 ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 TRANSACTION_ONGOING = "Transaction is ongoing for the item"
 CONTROL_PREFIX = "/_emulator/"
+READ_OPERATIONS = ("GetItem", "BatchGetItem", "TransactGetItems", "Query", "Scan")
+WRITE_UNIT_BYTES = 1024  # one WCU writes up to 1 KB
+READ_UNIT_BYTES = 4096  # one RCU reads up to 4 KB (strongly consistent)
+ITEM_WCU_ENV = "EMULATOR_ITEM_WCU_PER_SECOND"
+THROTTLE_WINDOW_SECONDS = 1.0
+# Refused by moto's own condition evaluation: the write was attempted, so it consumed capacity.
+CHARGED_ERRORS = ("ConditionalCheckFailedException", "TransactionCanceledException")
 
 StartResponse = Callable[..., Any]
 ItemId = tuple[str, str]  # (table, canonical JSON of the key)
@@ -211,14 +275,301 @@ def transaction_conflict() -> tuple[int, bytes]:
     return error_response(400, "TransactionConflictException", TRANSACTION_ONGOING)
 
 
+# -- capacity ---------------------------------------------------------------------------------------
+# The rules, from the DynamoDB Developer Guide:
+#   item sizes: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html
+#   read/write units: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html
+#   transactions (2 units per item): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html
+#     and https://aws.amazon.com/dynamodb/pricing/provisioned/
+#   per-partition ceiling (1,000 WCU / 3,000 RCU per second):
+#     https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/warm-throughput-scenarios.html
+#   burst capacity does not lift it: https://repost.aws/knowledge-center/dynamodb-spiky-workloads-short-intervals
+#   failed conditional writes consume WCU: read-write-operations.html above (write-operation-consumption)
+
+
+def attribute_size(value: Any) -> int:
+    """Bytes of one attribute value, as DynamoDB sizes it (CapacityUnitCalculations, linked above).
+
+    ``value`` is wire JSON (``{"S": "..."}``) or moto's ``DynamoType`` (``.type``/``.value``).
+    Strings: UTF-8 bytes. Numbers: approximately 1 byte per two significant digits (leading and
+    trailing zeros trimmed) + 1. Binary: raw bytes. Boolean and null: 1. Sets: the sum of their
+    members. List and map: 3 bytes + per element 1 byte + its size (+ its name's bytes in a map).
+    """
+    kind, inner = (value.type, value.value) if hasattr(value, "type") else next(iter(value.items()))
+    if kind == "S":
+        return len(inner.encode())
+    if kind == "N":
+        digits = str(inner).lstrip("+-").replace(".", "").lower().split("e")[0].strip("0")
+        return (len(digits) + 1) // 2 + 1
+    if kind == "B":
+        if isinstance(inner, bytes):
+            return len(inner)
+        try:
+            return len(base64.b64decode(inner))
+        except (binascii.Error, ValueError):
+            return len(inner)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind in ("SS", "NS", "BS"):
+        return sum(attribute_size({kind[0]: member}) for member in inner)
+    if kind == "M":
+        return 3 + sum(1 + len(name.encode()) + attribute_size(element) for name, element in inner.items())
+    if kind == "L":
+        return 3 + sum(1 + attribute_size(element) for element in inner)
+    return len(json.dumps(inner))  # an unknown type: something proportional to it
+
+
+def item_size(attributes: Mapping[str, Any]) -> int:
+    """An item's size: its attribute names' UTF-8 bytes plus its values' sizes."""
+    return sum(len(name.encode()) + attribute_size(value) for name, value in attributes.items())
+
+
+def write_units(size: int) -> int:
+    """WCU of one standard write: 1 KB units, rounded up, at least one."""
+    return max(1, math.ceil(size / WRITE_UNIT_BYTES))
+
+
+def read_units(size: int, consistent: bool) -> float:
+    """RCU of one read: 4 KB units, rounded up, at least one; half as many when eventually consistent."""
+    units = max(1, math.ceil(size / READ_UNIT_BYTES))
+    return float(units) if consistent else units / 2
+
+
+def meter_key(attributes: Mapping[str, Any], key_names: list[str]) -> str:
+    """``"<pk>|<sk>"``: the item's key values as strings (``"<pk>|"`` in a table without a sort key)."""
+    values = []
+    for name in key_names[:2]:
+        value = attributes.get(name)
+        values.append(str(next(iter(value.values()))) if isinstance(value, dict) and value else "")
+    return "|".join(values) if len(values) > 1 else f"{values[0] if values else ''}|"
+
+
+def _number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else round(value, 6)
+
+
+class CapacityMeter:
+    """Capacity units consumed per item since the last reset, and the per-item write throttle."""
+
+    def __init__(self, item_wcu_per_second: float = 0.0) -> None:
+        self._lock = threading.Lock()
+        self.item_wcu_per_second = item_wcu_per_second
+        self._items: dict[str, list[float]] = {}  # key -> [wcu, rcu, throttled]
+        self._total = [0.0, 0.0, 0.0]
+        self._windows: dict[str, tuple[float, float]] = {}  # key -> (window start, WCU consumed in it)
+
+    def charge(self, key: str | None, wcu: float = 0.0, rcu: float = 0.0) -> None:
+        """Count consumed units for ``key`` (``None``: in the total only)."""
+        with self._lock:
+            self._total[0] += wcu
+            self._total[1] += rcu
+            if key is None:
+                return
+            entry = self._items.setdefault(key, [0.0, 0.0, 0.0])
+            entry[0] += wcu
+            entry[1] += rcu
+            if wcu:
+                now = time.monotonic()
+                start, used = self._windows.get(key, (-math.inf, 0.0))
+                if now - start >= THROTTLE_WINDOW_SECONDS:
+                    start, used = now, 0.0  # the first write after a closed window opens the next one
+                self._windows[key] = (start, used + wcu)
+
+    def over_limit(self, keys: Iterable[str]) -> list[str]:
+        """The keys that have already consumed ``item_wcu_per_second`` WCU in their open window."""
+        limit = self.item_wcu_per_second
+        if limit <= 0:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            over = []
+            for key in keys:
+                start, used = self._windows.get(key, (-math.inf, 0.0))
+                if now - start < THROTTLE_WINDOW_SECONDS and used >= limit:
+                    over.append(key)
+            return over
+
+    def count_throttled(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.setdefault(key, [0.0, 0.0, 0.0])[2] += 1
+                self._total[2] += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._windows.clear()
+            self._total = [0.0, 0.0, 0.0]
+
+    def snapshot(self) -> dict[str, Any]:
+        def entry(values: list[float]) -> dict[str, float | int]:
+            return {"wcu": _number(values[0]), "rcu": _number(values[1]), "throttled": int(values[2])}
+
+        with self._lock:
+            return {
+                "items": {key: entry(values) for key, values in self._items.items()},
+                "total": entry(self._total),
+                "item_wcu_per_second": _number(self.item_wcu_per_second),
+            }
+
+
+@dataclass
+class MeteredRequest:
+    """One DynamoDB request being metered, inside moto (see ``install_capacity_meter``)."""
+
+    operation: str
+    body: dict[str, Any]
+    meter: CapacityMeter
+    sizes_before: list[int] = field(default_factory=list)
+
+    def targets(self) -> list[tuple[str, dict[str, Any]]]:
+        """(table, Key or Item) of every item the request names."""
+        if self.operation in WRITE_OPERATIONS:
+            return parse_write(self.operation, self.body).targets
+        if self.operation == "GetItem":
+            return [(self.body.get("TableName", ""), self.body.get("Key") or {})]
+        if self.operation == "BatchGetItem":
+            requests = (self.body.get("RequestItems") or {}).items()
+            return [(table, key) for table, request in requests for key in request.get("Keys", [])]
+        if self.operation == "TransactGetItems":
+            gets = [entry.get("Get") or {} for entry in self.body.get("TransactItems", [])]
+            return [(get.get("TableName", ""), get.get("Key") or {}) for get in gets]
+        return []
+
+    def before(self, backend: Any) -> None:
+        if self.operation in WRITE_OPERATIONS:
+            self.sizes_before = [_stored_size(backend, table, attrs) for table, attrs in self.targets()]
+
+    def after(self, backend: Any, status: int, body: Any) -> None:
+        text = body.decode() if isinstance(body, bytes) else str(body or "")
+        if status != 200:
+            if self.operation in WRITE_OPERATIONS and _error_code(text) in CHARGED_ERRORS:
+                self._charge_writes(backend)
+            return
+        if self.operation in WRITE_OPERATIONS:
+            self._charge_writes(backend)
+        elif self.operation in ("Query", "Scan"):
+            self._charge_query(backend, text)
+        else:
+            factor = 2 if self.operation == "TransactGetItems" else 1
+            tables = self.body.get("RequestItems") or {}
+            for table, attrs in self.targets():
+                if self.operation == "BatchGetItem":
+                    consistent = bool((tables.get(table) or {}).get("ConsistentRead"))
+                else:
+                    consistent = self.operation == "TransactGetItems" or bool(self.body.get("ConsistentRead"))
+                units = factor * read_units(_stored_size(backend, table, attrs), consistent)
+                self.meter.charge(_key_of(backend, table, attrs), rcu=units)
+
+    def _charge_writes(self, backend: Any) -> None:
+        factor = 2 if self.operation == "TransactWriteItems" else 1
+        for (table, attrs), before in zip(self.targets(), self.sizes_before, strict=False):
+            size = max(before, _stored_size(backend, table, attrs))
+            self.meter.charge(_key_of(backend, table, attrs), wcu=factor * write_units(size))
+
+    def _charge_query(self, backend: Any, text: str) -> None:
+        items = json.loads(text or "{}").get("Items") or []
+        sizes = [item_size(item) for item in items]
+        total = sum(sizes)
+        units = read_units(total, bool(self.body.get("ConsistentRead")))
+        if not total:
+            self.meter.charge(None, rcu=units)
+            return
+        table = self.body.get("TableName", "")
+        for item, size in zip(items, sizes, strict=True):
+            self.meter.charge(_key_of(backend, table, item), rcu=units * size / total)
+
+
+def _moto_table(backend: Any, table: str) -> Any:
+    return backend.tables.get(table) if table else None
+
+
+def _key_names(moto_table: Any) -> list[str]:
+    return [name for name in (moto_table.hash_key_attr, moto_table.range_key_attr) if name]
+
+
+def _key_of(backend: Any, table: str, attrs: Mapping[str, Any]) -> str | None:
+    moto_table = _moto_table(backend, table)
+    if moto_table is None:
+        return None
+    names = _key_names(moto_table)
+    return meter_key(attrs, names) if all(name in attrs for name in names) else None
+
+
+def _stored_size(backend: Any, table: str, attrs: Mapping[str, Any]) -> int:
+    """The size of the stored item that ``attrs`` (a Key or a whole Item) names; 0 if there is none."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    moto_table = _moto_table(backend, table)
+    if moto_table is None or moto_table.hash_key_attr not in attrs:
+        return 0
+    hash_key = DynamoType(attrs[moto_table.hash_key_attr])
+    range_name = moto_table.range_key_attr
+    if range_name is not None and range_name not in attrs:
+        return 0
+    range_key = DynamoType(attrs[range_name]) if range_name is not None else None
+    try:
+        stored = moto_table.get_item(hash_key, range_key)
+    except Exception:  # an invalid key: moto answers the request itself
+        return 0
+    return 0 if stored is None else item_size(stored.attrs)
+
+
+def _error_code(text: str) -> str:
+    try:
+        return str(json.loads(text).get("__type", "")).rpartition("#")[2]
+    except (ValueError, AttributeError):
+        return ""
+
+
+_METERING = threading.local()  # the request being metered on this thread, handed to moto's handler
+
+
+def install_capacity_meter() -> None:
+    """Let moto's DynamoDB handler meter the request the emulator marked (``SerializedApp._metered``).
+
+    The handler knows the backend the request resolves to (account and region as moto works them
+    out), so the item sizes before and after the operation are read from moto's own tables, under
+    the emulator's lock, with no extra request.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    if getattr(original, "capacity_metered", False):
+        return  # installed already
+
+    def call_action(self: Any) -> Any:
+        request: MeteredRequest | None = getattr(_METERING, "request", None)
+        if request is None:
+            return original(self)
+        _METERING.request = None  # meter one handler call per request
+        backend = self.dynamodb_backend
+        try:
+            request.before(backend)
+        except Exception:  # the meter must never break a request
+            traceback.print_exc()
+            return original(self)
+        response = original(self)
+        try:
+            request.after(backend, int(response[0]), response[2])
+        except Exception:  # the meter must never break a request
+            traceback.print_exc()
+        return response
+
+    call_action.capacity_metered = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 
 
 class SerializedApp:
-    """A WSGI wrapper that lets one request at a time into the wrapped app, and injects faults."""
+    """A WSGI wrapper that lets one request at a time into the wrapped app, injects faults and
+    meters DynamoDB capacity (the meter itself runs inside moto: ``install_capacity_meter``)."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], item_wcu_per_second: float = 0.0) -> None:
         self._app = app
+        self._meter = CapacityMeter(item_wcu_per_second)
         self._lock = threading.Lock()  # one request at a time into moto
         self._state = threading.Lock()  # fault configuration, counters, operations seen
         self._config = FaultConfig()
@@ -237,19 +588,32 @@ class SerializedApp:
             self._operations.add((service, operation))
         if service == "dynamodb" and operation in ("CreateTable", "DeleteTable"):
             self._key_schemas.clear()  # a table re-created under the same name may have another key
+        if service == "dynamodb" and operation in READ_OPERATIONS:
+            with self._lock, self._metered(operation, _json_body(body)):
+                return list(self._app(environ, start_response))
         if service != "dynamodb" or operation not in WRITE_OPERATIONS:
             with self._lock:
                 # Drain the body inside the lock: moto may compute the response lazily.
                 return list(self._app(environ, start_response))
         return self._write(environ, start_response, operation, body)
 
+    @contextmanager
+    def _metered(self, operation: str, body: dict[str, Any]) -> Iterator[None]:
+        """Mark the request this thread is about to hand to moto as one to meter."""
+        _METERING.request = MeteredRequest(operation, body, self._meter)
+        try:
+            yield
+        finally:
+            _METERING.request = None
+
     # -- DynamoDB writes ---------------------------------------------------------------------------
 
     def _write(
         self, environ: dict[str, Any], start_response: StartResponse, operation: str, body: bytes
     ) -> list[bytes]:
+        raw = _json_body(body)
         try:
-            request = parse_write(operation, json.loads(body or b"{}"))
+            request = parse_write(operation, raw)
         except (ValueError, AttributeError, TypeError):
             request = WriteRequest(operation, [])  # let moto answer the malformed request
         hold_seconds = 0.0
@@ -257,10 +621,16 @@ class SerializedApp:
             early = self._refusal(environ, request)
             if early is not None:
                 return _respond(start_response, *early)
+            if self._meter.item_wcu_per_second > 0:
+                over = self._meter.over_limit(self._meter_keys(environ, request))
+                if over:
+                    self._meter.count_throttled(over)
+                    return _respond(start_response, *throttled())
             fault = self._decide(request)
             if fault in ("throttle", "internal_error", "conflict"):
                 self._count(fault, operation)
                 if fault == "throttle":
+                    self._meter.count_throttled(self._meter_keys(environ, request))
                     return _respond(start_response, *throttled())
                 if fault == "internal_error":
                     return _respond(start_response, *internal_error())
@@ -273,7 +643,8 @@ class SerializedApp:
                 captured["status"], captured["headers"] = status, headers
                 return lambda _data: None
 
-            chunks = list(self._app(environ, capture))
+            with self._metered(operation, raw):
+                chunks = list(self._app(environ, capture))
             succeeded = str(captured.get("status", "500")).startswith("2")
             with self._state:
                 window = self._config.transaction_window_ms
@@ -344,8 +715,13 @@ class SerializedApp:
             ids.append((table, json.dumps(key, sort_keys=True)))
         return ids
 
+    def _meter_keys(self, environ: dict[str, Any], request: WriteRequest) -> list[str]:
+        """The capacity meter's ``"<pk>|<sk>"`` of every item the write names."""
+        return [meter_key(attrs, self._key_schema(environ, table)) for table, attrs in request.targets]
+
     def _key_schema(self, environ: dict[str, Any], table: str) -> list[str]:
-        """The table's key attribute names, asked of moto itself (called under the request lock)."""
+        """The table's key attribute names, partition key first, asked of moto itself (called under
+        the request lock)."""
         if table not in self._key_schemas:
             payload = json.dumps({"TableName": table}).encode()
             probe = {
@@ -366,8 +742,8 @@ class SerializedApp:
             answer = b"".join(self._app(probe, keep))
             if not status.get("code", "").startswith("2"):
                 return []  # unknown table: moto will refuse the write itself
-            schema = json.loads(answer)["Table"]["KeySchema"]
-            self._key_schemas[table] = [element["AttributeName"] for element in schema]
+            schema = sorted(json.loads(answer)["Table"]["KeySchema"], key=lambda element: element["KeyType"])
+            self._key_schemas[table] = [element["AttributeName"] for element in schema]  # HASH < RANGE
         return self._key_schemas[table]
 
     # -- control routes ----------------------------------------------------------------------------
@@ -400,6 +776,20 @@ class SerializedApp:
             return _json(start_response, 200, self._status())
         if path == CONTROL_PREFIX + "faults" and method == "GET":
             return _json(start_response, 200, self._status())
+        if path == CONTROL_PREFIX + "capacity" and method == "GET":
+            return _json(start_response, 200, self._meter.snapshot())
+        if path == CONTROL_PREFIX + "capacity" and method == "DELETE":
+            self._meter.reset()
+            return _json(start_response, 200, self._meter.snapshot())
+        if path == CONTROL_PREFIX + "capacity" and method == "POST":
+            try:
+                raw = json.loads(_read_body(environ) or b"{}")
+                limit = item_wcu_limit(raw.get("item_wcu_per_second"))
+            except (ValueError, TypeError, AttributeError) as error:
+                return _json(start_response, 400, {"error": str(error)})
+            with self._lock:
+                self._meter.item_wcu_per_second = limit
+            return _json(start_response, 200, self._meter.snapshot())
         if path == CONTROL_PREFIX + "operations" and method == "GET":
             with self._state:
                 seen = sorted(self._operations)
@@ -414,6 +804,27 @@ class SerializedApp:
                 "seed": self._config.seed,
                 "transaction_window_ms": self._config.transaction_window_ms,
             }
+
+
+def item_wcu_limit(raw: Any) -> float:
+    """The per-item WCU/s ceiling from the environment or the control route: a number >= 0, 0 = off."""
+    if raw is None or raw == "":
+        return 0.0
+    if isinstance(raw, bool):
+        raise ConfigError(f"item_wcu_per_second must be a number >= 0: {raw!r}")
+    limit = float(raw)
+    if not math.isfinite(limit) or limit < 0:
+        raise ConfigError(f"item_wcu_per_second must be a number >= 0: {raw!r}")
+    return limit
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    """A DynamoDB request body as a dict ({} if it is not one: moto answers it)."""
+    try:
+        parsed = json.loads(body or b"{}")
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
@@ -544,8 +955,13 @@ def item_level_transaction_rollback() -> None:
 
 
 def serve(host: str, port: int) -> None:
+    try:
+        item_wcu_per_second = item_wcu_limit(os.environ.get(ITEM_WCU_ENV))
+    except ValueError as error:
+        raise SystemExit(f"{ITEM_WCU_ENV}: {error}") from None
     item_level_transaction_rollback()
-    app = SerializedApp(DomainDispatcherApplication(create_backend_app))
+    install_capacity_meter()
+    app = SerializedApp(DomainDispatcherApplication(create_backend_app), item_wcu_per_second)
     server = make_server(host, port, app, threaded=True)
     print(f"aws emulator listening on http://{host}:{port}", flush=True)
     server.serve_forever()
