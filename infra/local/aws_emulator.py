@@ -423,7 +423,13 @@ class MeteredRequest:
     sizes_before: list[int] = field(default_factory=list)
 
     def targets(self) -> list[tuple[str, dict[str, Any]]]:
-        """(table, Key or Item) of every item the request names."""
+        """(table, Key or Item) of every item the request names (none in a malformed one: moto refuses it)."""
+        try:
+            return self._targets()
+        except (AttributeError, TypeError, ValueError):
+            return []
+
+    def _targets(self) -> list[tuple[str, dict[str, Any]]]:
         if self.operation in WRITE_OPERATIONS:
             return parse_write(self.operation, self.body).targets
         if self.operation == "GetItem":
