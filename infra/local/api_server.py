@@ -589,7 +589,12 @@ def main() -> None:
     # would outlive the server as orphans, frozen ones forever. Installed first: the warm-up starts one.
     signal.signal(signal.SIGTERM, _exit)
     server, pool = make_api_server(args.host, args.port, args.containers)
-    print(f"API listening on http://{args.host}:{args.port}", flush=True)
+    frozen = "frozen between invocations" if pool.freeze else "never frozen (LOCAL_API_FREEZE=0)"
+    print(
+        f"API listening on http://{args.host}:{args.port}; up to {pool.limit} containers, {frozen}; "
+        f"integration timeout {integration_timeout():g} s",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
