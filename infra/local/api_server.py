@@ -1,16 +1,38 @@
 """A local API Gateway (HTTP API, payload format 2.0) in front of the real Lambda handlers.
 
 Routes come from template.yaml; each request becomes the v2 event API Gateway would send and is
-passed to the very handler function Lambda runs. Like Lambda, a "container" (here: a worker
-process) handles one invocation at a time and stays warm between them; concurrent requests go to
-other containers, up to LOCAL_API_CONTAINERS (4). That matters: a handler's module state (the
-Powertools resolver's current event, caches) is per container and never shared by two requests.
+passed to the very handler function Lambda runs, in a "container": a spawned worker process that
+handles one invocation at a time and stays warm between them. Concurrent requests go to other
+containers, up to LOCAL_API_CONTAINERS (4); when all are busy a request waits for one. That
+matters: a handler's module state (the Powertools resolver's current event, caches) is per
+container and never shared by two requests.
+
+What it models of AWS, because the handlers must be correct under it:
+
+- **Lambda freezes the execution environment when the handler returns.** A container is sent
+  SIGCONT before it is handed an event and SIGSTOP as soon as its result is back (before the HTTP
+  reply is written), so a thread the handler left running (an alert delivery on a thread pool,
+  a background refresh) makes no progress until that container's next invocation.
+  LOCAL_API_FREEZE=0 turns this off for debugging.
+- **HTTP API's 30 s integration timeout, counted from the request's arrival at the gateway**
+  (``requestContext.timeEpoch``), time spent waiting for a free container and a cold start
+  included. Past it the client gets HTTP API's own answer, 503 ``{"message":"Service
+  Unavailable"}``, while the container runs its invocation to the end (no new event meanwhile)
+  and is then frozen as usual. LOCAL_API_TIMEOUT_SECONDS shortens it for tests.
+- An unhandled exception in the handler, or a container that dies mid-invocation, is a Lambda
+  invocation error: 500 ``{"message":"Internal Server Error"}``. A dead container is replaced by a
+  fresh one (a cold start) on demand.
+
+Stopping the gateway continues every container (a stopped process leaves SIGTERM pending) and
+then terminates it, so no worker, frozen or not, outlives it.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
+import contextlib
 import importlib
 import json
 import multiprocessing
@@ -18,13 +40,17 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -35,8 +61,21 @@ DEFAULT_ROUTE = "$default"
 TEXT_TYPES = ("application/json", "text/", "application/xml", "application/x-www-form-urlencoded")
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
-
-INVOKE_TIMEOUT_SECONDS = 30  # API Gateway's integration timeout
+# HTTP API's "Maximum integration timeout: 30 seconds", not raisable
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-quotas.html).
+INVOKE_TIMEOUT_SECONDS = 30.0
+# What HTTP API answers when it fires, cold start included: 503 {"message":"Service Unavailable"}
+# (33 bytes, observed through execute-api in https://github.com/cortexlabs/cortex/issues/1225; a
+# cold start plus a handler within the function timeout still got it in
+# https://github.com/serverless/serverless/issues/11222). A Lambda invocation error (an unhandled
+# exception, a runtime that exits) is 500 {"message":"Internal Server Error"}
+# (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-troubleshooting-lambda.html).
+TIMEOUT_STATUS, TIMEOUT_BODY = 503, b'{"message":"Service Unavailable"}'
+ERROR_STATUS, ERROR_BODY = 500, b'{"message":"Internal Server Error"}'
+FUNCTION_TIMEOUT_SECONDS = 29.0  # template.yaml Globals.Function.Timeout
+WARM_UP_SECONDS = 120.0
+STOP_GRACE_SECONDS = 5.0
+FREEZE_CONFIRM_SECONDS = 1.0
 _CONTAINER_HANDLERS: dict[str, Handler] = {}
 
 
@@ -49,7 +88,244 @@ def invoke_in_container(route: HttpRoute, event: dict[str, Any]) -> dict[str, An
         module_name, _, function_name = route.handler.rpartition(".")
         handler = getattr(importlib.import_module(module_name), function_name)
         _CONTAINER_HANDLERS[route.handler] = handler
-    return handler(event, LambdaContext("dnd-rag-local-api"))
+    # The function timeout counts from the invocation, as Lambda's does (not from the gateway's arrival).
+    return handler(event, LambdaContext("dnd-rag-local-api", FUNCTION_TIMEOUT_SECONDS))
+
+
+def container_main(conn: Connection) -> None:
+    """A container's process: one invocation at a time, each answered ("ok", result) or ("error", text)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the gateway stops us
+    while True:
+        try:
+            route, event = conn.recv()
+        except (EOFError, OSError):  # the gateway is gone
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", invoke_in_container(route, event))
+        except Exception as exc:  # what Lambda reports as a function error
+            traceback.print_exc()
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except OSError:
+            return
+        except Exception as exc:  # a result that does not pickle is not a valid response either
+            conn.send(("error", f"unusable handler result: {type(exc).__name__}: {exc}"))
+
+
+class IntegrationTimeoutError(Exception):
+    """The integration timeout passed before the handler answered."""
+
+
+class InvocationError(Exception):
+    """The handler raised, or its container died during the invocation."""
+
+
+def _is_frozen(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (or gone); True where /proc cannot tell."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread just ended
+        if fields and fields[0] not in ("T", "t", "Z", "X"):
+            return False
+    return True
+
+
+class Container:
+    """One Lambda execution environment: a spawned worker process and the pipe it is invoked through.
+
+    A reader thread takes each result off the pipe, freezes the process (when freezing is on) and
+    only then settles the invocation and hands the container back to the pool, so nothing runs in
+    it between two invocations. The pool guarantees one invocation at a time."""
+
+    def __init__(
+        self,
+        context: SpawnContext,
+        freeze: bool,
+        on_idle: Callable[[Container], None],
+        on_exit: Callable[[Container], None],
+    ) -> None:
+        self._freeze = freeze
+        self._on_idle = on_idle
+        self._on_exit = on_exit
+        self._lock = threading.Lock()
+        self._pending: Future[dict[str, Any]] | None = None
+        self._stopping = False
+        self._conn, child_conn = context.Pipe()
+        self.process = context.Process(target=container_main, args=(child_conn,), name="lambda-container")
+        self.process.start()
+        child_conn.close()  # the worker's end lives in the worker only: its death is our EOF
+        self._reader = threading.Thread(target=self._read, name=f"container-{self.pid}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    def invoke(self, route: HttpRoute, event: dict[str, Any]) -> Future[dict[str, Any]]:
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._pending = future
+        if self._freeze:
+            self._signal(signal.SIGCONT)
+        try:
+            self._conn.send((route, event))
+        except (OSError, ValueError):  # it died while idle; the reader retires it
+            self._settle(error=InvocationError(f"container {self.pid} is gone"))
+        return future
+
+    def stop(self) -> None:
+        """Continue the process (a stopped one would leave SIGTERM pending), then terminate it."""
+        self._stopping = True
+        if self.process.is_alive():
+            self._signal(signal.SIGCONT)
+            self.process.terminate()
+            self.process.join(STOP_GRACE_SECONDS)
+            if self.process.is_alive():
+                self.process.kill()
+        self.process.join()
+        self._reader.join(STOP_GRACE_SECONDS)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                kind, payload = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            if self._freeze:
+                self._signal(signal.SIGSTOP)
+                self._wait_frozen()
+            future = self._take_pending()
+            self._on_idle(self)  # a request timed out at the gateway left the container busy until now
+            if future is not None:
+                if kind == "ok":
+                    future.set_result(payload)
+                else:
+                    future.set_exception(InvocationError(str(payload)))
+        self._conn.close()
+        self.process.join(STOP_GRACE_SECONDS)
+        if not self._stopping:
+            print(
+                f"container {self.pid} exited (code {self.process.exitcode}); the next request starts a fresh one",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._settle(error=InvocationError(f"container {self.pid} exited with code {self.process.exitcode}"))
+        self._on_exit(self)
+
+    def _take_pending(self) -> Future[dict[str, Any]] | None:
+        with self._lock:
+            future, self._pending = self._pending, None
+        return future
+
+    def _settle(self, error: Exception) -> None:
+        future = self._take_pending()
+        if future is not None:
+            future.set_exception(error)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+    def _wait_frozen(self) -> None:
+        """SIGSTOP takes effect asynchronously: wait until every thread has stopped."""
+        give_up = time.monotonic() + FREEZE_CONFIRM_SECONDS
+        while not _is_frozen(self.pid) and time.monotonic() < give_up:
+            time.sleep(0.001)
+
+
+class Containers:
+    """The gateway's Lambda execution environments, at most ``limit`` of them, each serving one
+    invocation at a time; started on demand (a cold start), kept warm, frozen between invocations."""
+
+    def __init__(self, limit: int, freeze: bool) -> None:
+        self.limit = limit
+        self.freeze = freeze
+        self._context = multiprocessing.get_context("spawn")
+        self._changed = threading.Condition()
+        self._idle: list[Container] = []
+        self._all: set[Container] = set()
+        self._starting = 0
+        self._closed = False
+        atexit.register(self.shutdown)  # stopped workers must not outlive an interpreter that forgot us
+
+    def invoke(self, route: HttpRoute, event: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """The handler's result, or IntegrationTimeoutError at ``deadline`` (a time.monotonic() value)
+        counted over waiting for a container, starting it and the invocation itself."""
+        container = self._acquire(deadline)
+        future = container.invoke(route, event)
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise IntegrationTimeoutError from None
+
+    def pids(self) -> list[int]:
+        with self._changed:
+            return sorted(container.pid for container in self._all)
+
+    def shutdown(self) -> None:
+        with self._changed:
+            if self._closed:
+                return
+            self._closed = True
+            containers = list(self._all)
+            self._all.clear()
+            self._idle.clear()
+            self._changed.notify_all()
+        atexit.unregister(self.shutdown)
+        for container in containers:
+            container.stop()
+
+    def _acquire(self, deadline: float) -> Container:
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise InvocationError("the gateway is stopping")
+                if self._idle:
+                    return self._idle.pop()  # the most recently used: the warmest
+                if len(self._all) + self._starting < self.limit:
+                    self._starting += 1
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise IntegrationTimeoutError
+                self._changed.wait(remaining)
+        container: Container | None = None
+        try:
+            container = Container(self._context, self.freeze, self._release, self._retire)
+        finally:
+            with self._changed:
+                self._starting -= 1
+                closed = self._closed
+                if container is not None and not closed:
+                    self._all.add(container)
+                self._changed.notify_all()
+        if closed:
+            assert container is not None
+            container.stop()
+            raise InvocationError("the gateway is stopping")
+        return container
+
+    def _release(self, container: Container) -> None:
+        with self._changed:
+            if container in self._all:
+                self._idle.append(container)
+                self._changed.notify()
+
+    def _retire(self, container: Container) -> None:
+        with self._changed:
+            self._all.discard(container)
+            if container in self._idle:
+                self._idle.remove(container)
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -100,7 +376,7 @@ def find_route(routes: list[CompiledRoute], method: str, path: str) -> tuple[Com
 class LambdaContext:
     """The attributes of the Lambda context object that handlers and Powertools read."""
 
-    def __init__(self, function_name: str, timeout_seconds: float = 29.0) -> None:
+    def __init__(self, function_name: str, timeout_seconds: float = FUNCTION_TIMEOUT_SECONDS) -> None:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.memory_limit_in_mb = 1024
@@ -123,10 +399,13 @@ def build_event(
     route_key: str,
     path_parameters: dict[str, str],
     source_ip: str,
+    received_at: datetime | None = None,
 ) -> dict[str, Any]:
+    """The v2 event for a request; ``received_at`` (its arrival at the gateway, default now) is its
+    ``requestContext.time``/``timeEpoch``."""
     content_type = headers.get("content-type", "")
     is_text = not body or (content_type.startswith(TEXT_TYPES) and _is_utf8(body))
-    now = datetime.now(UTC)
+    now = received_at or datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
@@ -173,12 +452,16 @@ def _is_utf8(body: bytes) -> bool:
     return True
 
 
-def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> type[BaseHTTPRequestHandler]:
+def make_request_handler(
+    routes: list[CompiledRoute], containers: Containers, timeout_seconds: float = INVOKE_TIMEOUT_SECONDS
+) -> type[BaseHTTPRequestHandler]:
     class ApiGatewayHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "local-apigw/1"
 
         def _dispatch(self) -> None:
+            # The integration timeout counts from here, the request's arrival, as HTTP API's does.
+            received_at, deadline = datetime.now(UTC), time.monotonic() + timeout_seconds
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_PAYLOAD_BYTES:
@@ -203,15 +486,24 @@ def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> t
                 compiled.route_key,
                 path_parameters,
                 self.client_address[0],
+                received_at,
             )
-            self._invoke(compiled, event)
+            self._invoke(compiled, event, deadline)
 
-        def _invoke(self, compiled: CompiledRoute, event: dict[str, Any]) -> None:
+        def _invoke(self, compiled: CompiledRoute, event: dict[str, Any], deadline: float) -> None:
             try:
-                result = containers.submit(invoke_in_container, compiled.route, event).result(INVOKE_TIMEOUT_SECONDS)
-            except Exception as exc:  # an unhandled Lambda error or a timeout: API Gateway answers 500
-                print(f"handler raised {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-                self._reply(500, {"content-type": "application/json"}, b'{"message":"Internal Server Error"}')
+                result = containers.invoke(compiled.route, event, deadline)
+            except IntegrationTimeoutError:
+                print(
+                    f"no answer within the {timeout_seconds:g} s integration timeout: {event['routeKey']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self._reply(TIMEOUT_STATUS, {"content-type": "application/json"}, TIMEOUT_BODY)
+                return
+            except Exception as exc:  # the handler raised, its container died: a Lambda invocation error
+                print(f"invocation failed: {exc}", file=sys.stderr, flush=True)
+                self._reply(ERROR_STATUS, {"content-type": "application/json"}, ERROR_BODY)
                 return
             payload = result.get("body") or ""
             data = base64.b64decode(payload) if result.get("isBase64Encoded") else str(payload).encode()
@@ -243,21 +535,42 @@ def make_request_handler(routes: list[CompiledRoute], containers: Executor) -> t
     return ApiGatewayHandler
 
 
-def start_containers(count: int, routes: list[HttpRoute]) -> ProcessPoolExecutor:
-    """The worker pool; one container is warmed now so a configuration error fails at start."""
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+def start_containers(count: int, routes: list[HttpRoute], freeze: bool = True) -> Containers:
+    """The containers; one is warmed now so a configuration error fails at start."""
+    containers = Containers(count, freeze)
     health = next((r for r in routes if r.path == "/health"), routes[0])
     warm_up = build_event(
         "GET", "/health", "", {"host": "127.0.0.1"}, b"", f"{health.method} {health.path}", {}, "127.0.0.1"
     )
-    pool.submit(invoke_in_container, health, warm_up).result(timeout=120)
-    return pool
+    try:
+        containers.invoke(health, warm_up, time.monotonic() + WARM_UP_SECONDS)
+    except BaseException:
+        containers.shutdown()
+        raise
+    return containers
 
 
-def make_api_server(host: str, port: int, containers: int) -> tuple[ThreadingHTTPServer, ProcessPoolExecutor]:
-    routes = http_routes()
-    pool = start_containers(containers, routes)
-    server = ThreadingHTTPServer((host, port), make_request_handler(compile_routes(routes), pool))
+def freeze_enabled() -> bool:
+    return os.environ.get("LOCAL_API_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def integration_timeout() -> float:
+    return float(os.environ.get("LOCAL_API_TIMEOUT_SECONDS") or INVOKE_TIMEOUT_SECONDS)
+
+
+def make_api_server(
+    host: str, port: int, containers: int, routes: list[HttpRoute] | None = None
+) -> tuple[ThreadingHTTPServer, Containers]:
+    """The gateway (not yet serving) and its containers; ``routes`` default to template.yaml's (tests
+    pass their own). LOCAL_API_FREEZE and LOCAL_API_TIMEOUT_SECONDS are read here."""
+    routes = routes if routes is not None else http_routes()
+    pool = start_containers(containers, routes, freeze_enabled())
+    try:
+        handler = make_request_handler(compile_routes(routes), pool, integration_timeout())
+        server = ThreadingHTTPServer((host, port), handler)
+    except BaseException:
+        pool.shutdown()
+        raise
     server.daemon_threads = True
     return server, pool
 
@@ -272,18 +585,23 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--containers", type=int, default=int(os.environ.get("LOCAL_API_CONTAINERS", "4")))
     args = parser.parse_args()
-    server, pool = make_api_server(args.host, args.port, args.containers)
-    # Stopped by SIGTERM (the stack, the test tiers): shut the worker processes down with us,
-    # or they would outlive the server as orphans.
+    # Stopped by SIGTERM (the stack, the test tiers): shut the worker processes down with us, or they
+    # would outlive the server as orphans, frozen ones forever. Installed first: the warm-up starts one.
     signal.signal(signal.SIGTERM, _exit)
-    print(f"API listening on http://{args.host}:{args.port}", flush=True)
+    server, pool = make_api_server(args.host, args.port, args.containers)
+    frozen = "frozen between invocations" if pool.freeze else "never frozen (LOCAL_API_FREEZE=0)"
+    print(
+        f"API listening on http://{args.host}:{args.port}; up to {pool.limit} containers, {frozen}; "
+        f"integration timeout {integration_timeout():g} s",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown()
 
 
 if __name__ == "__main__":
