@@ -1,6 +1,8 @@
 """The template is the single source of the table schema and the routes; these read it as the
 local stack does, and check the least-privilege promises."""
 
+import json
+
 from dnd_rag.logic.money.budget import LEASE_SECONDS
 from infra.local.template import create_table_request, http_routes, load_template, ttl_attribute
 
@@ -163,3 +165,16 @@ def test_the_operator_routes_and_their_refresh_interval_are_declared():
     } <= routes
     assert (refresh["Default"], refresh["MaxValue"]) == (4, 5)
     assert variables["CONTROLS_REFRESH_SECONDS"] == {"Ref": "ControlsRefreshSeconds"}
+
+
+def test_access_logs_go_to_a_vended_logs_group_and_say_why_a_request_failed():
+    group = TEMPLATE["Resources"]["HttpApiAccessLogGroup"]["Properties"]
+    settings = TEMPLATE["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    fields = json.loads(settings["Format"])
+
+    # /aws/vendedlogs/ keeps the group out of the account's size-limited CloudWatch Logs resource policy
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/vendedlogs/${AWS::StackName}/http-api-access"}
+    assert settings["DestinationArn"] == {"Fn::GetAtt": "HttpApiAccessLogGroup.Arn"}
+    assert fields["errorMessage"] == "$context.error.message"  # the gateway's own error (throttled, timeout)
+    assert fields["integrationErrorMessage"] == "$context.integrationErrorMessage"  # why the Lambda call failed
+    assert {"requestId", "status", "routeKey", "integrationLatency"} <= fields.keys()
