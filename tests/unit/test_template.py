@@ -178,3 +178,25 @@ def test_access_logs_go_to_a_vended_logs_group_and_say_why_a_request_failed():
     assert fields["errorMessage"] == "$context.error.message"  # the gateway's own error (throttled, timeout)
     assert fields["integrationErrorMessage"] == "$context.integrationErrorMessage"  # why the Lambda call failed
     assert {"requestId", "status", "routeKey", "integrationLatency"} <= fields.keys()
+
+
+def _alarm(name):
+    return TEMPLATE["Resources"][name]["Properties"]
+
+
+def test_the_5xx_alarm_leaves_out_the_503s_the_function_answers_on_purpose():
+    alarm = _alarm("HttpApi5xxAlarm")
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    returned = [query for query in alarm["Metrics"] if query["ReturnData"]]
+
+    assert "MetricName" not in alarm  # metric math: the alarm watches the one expression returned
+    assert returned == [queries["unexpected5xx"]]
+    assert queries["unexpected5xx"]["Expression"] == "FILL(gateway5xx, 0) - FILL(deliberate503, 0)"
+    assert queries["gateway5xx"]["MetricStat"]["Metric"] == {
+        "Namespace": "AWS/ApiGateway",
+        "MetricName": "5xx",
+        "Dimensions": [{"Name": "ApiId", "Value": {"Ref": "HttpApi"}}],
+    }
+    assert queries["deliberate503"]["MetricStat"]["Metric"]["MetricName"] == "Deliberate503"
+    assert {q["MetricStat"]["Period"] for q in alarm["Metrics"] if "MetricStat" in q} == {300}
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
