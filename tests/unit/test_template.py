@@ -200,3 +200,22 @@ def test_the_5xx_alarm_leaves_out_the_503s_the_function_answers_on_purpose():
     assert queries["deliberate503"]["MetricStat"]["Metric"]["MetricName"] == "Deliberate503"
     assert {q["MetricStat"]["Period"] for q in alarm["Metrics"] if "MetricStat" in q} == {300}
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_dynamodb_throttling_of_the_table_raises_an_alarm():
+    alarm = _alarm("DynamoDbThrottlesAlarm")
+    watched = {
+        query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query
+    }
+    (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
+
+    assert set(watched) == {"ReadThrottleEvents", "WriteThrottleEvents"}
+    for metric in watched.values():
+        # published per table (ThrottledRequests would also need the Operation dimension)
+        assert metric["Namespace"] == "AWS/DynamoDB"
+        assert metric["Dimensions"] == [{"Name": "TableName", "Value": {"Ref": "RulesChatTable"}}]
+    assert returned["Expression"] == "FILL(reads, 0) + FILL(writes, 0)"
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
