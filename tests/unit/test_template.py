@@ -219,3 +219,13 @@ def test_dynamodb_throttling_of_the_table_raises_an_alarm():
     assert returned["Expression"] == "FILL(reads, 0) + FILL(writes, 0)"
     assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_a_failed_settle_raises_an_alarm_like_the_other_emf_alarms():
+    alarm = _alarm("SettleFailedAlarm")
+
+    # same namespace and dimension as what the code emits (tests/unit/test_metrics_emitted.py)
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("DndRag", "SettleFailed")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "dnd_rag"}]
+    assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
