@@ -229,3 +229,59 @@ def test_a_failed_settle_raises_an_alarm_like_the_other_emf_alarms():
     assert alarm["Dimensions"] == [{"Name": "service", "Value": "dnd_rag"}]
     assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
     assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_the_sweeper_runs_every_5_minutes_on_the_live_alias_with_its_task_input():
+    schedule = TEMPLATE["Resources"]["SweeperSchedule"]
+    target = schedule["Properties"]["Target"]
+
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    assert schedule["Properties"]["FlexibleTimeWindow"] == {"Mode": "OFF"}  # the string, not YAML's False
+    assert TEMPLATE["Resources"]["ApiFunction"]["Properties"]["AutoPublishAlias"] == "live"
+    assert target["Arn"] == {"Ref": "ApiFunction.Alias"}  # the version the API runs, not $LATEST
+    assert json.loads(target["Input"]) == {"dnd_rag_task": "sweep"}
+    assert target["RoleArn"] == {"Fn::GetAtt": "SweeperScheduleRole.Arn"}
+    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 300  # never a sweep older than the next
+
+
+def test_the_sweeper_role_can_do_nothing_but_invoke_the_live_alias():
+    role = TEMPLATE["Resources"]["SweeperScheduleRole"]["Properties"]
+    (policy,) = role["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+
+    assert statement == {
+        "Sid": "InvokeLiveAlias",
+        "Effect": "Allow",
+        "Action": "lambda:InvokeFunction",
+        "Resource": {"Ref": "ApiFunction.Alias"},
+    }
+    assert not {"ManagedPolicyArns", "PermissionsBoundary"} & role.keys()
+    # nothing else in the template attaches a policy to it
+    attached = [
+        name
+        for name, resource in TEMPLATE["Resources"].items()
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
+    ]
+    assert attached == []
+    # only EventBridge Scheduler, acting for a schedule of this account's default group, assumes it
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+            "aws:SourceArn": {
+                "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule-group/default"
+            },
+        }
+    }
+    assert "GroupName" not in TEMPLATE["Resources"]["SweeperSchedule"]["Properties"]  # the default group
+
+
+def test_the_only_explicit_role_is_the_sweeper_s():
+    # the function's role is SAM's, from its Policies (tests/integration/test_iam_policy.py); a new role
+    # needs its own least-privilege test
+    roles = [name for name, resource in TEMPLATE["Resources"].items() if resource["Type"] == "AWS::IAM::Role"]
+
+    assert roles == ["SweeperScheduleRole"]
