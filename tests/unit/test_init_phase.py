@@ -1,4 +1,7 @@
-"""The init phase: SnapStart's restore hook makes the container re-create its network clients."""
+"""The init phase: SnapStart's restore hook makes the container re-create its network clients and
+reseed ``random``."""
+
+import random
 
 import pytest
 from snapshot_restore_py import get_after_restore
@@ -48,3 +51,19 @@ def test_prepare_registers_one_hook_per_container(restore_hooks):
     prepare(Container(load_settings(MINIMAL)))
 
     assert len(restore_hooks) == registered + 1
+
+
+def test_environments_restored_from_one_snapshot_draw_different_jitter(restore_hooks):
+    # Given a snapshot taken after init: the random module's state is part of it
+    prepare(Container(load_settings(MINIMAL)))
+    snapshot = random.getstate()
+
+    # When two execution environments resume from that same snapshot
+    draws = []
+    for _ in range(2):
+        random.setstate(snapshot)
+        run_after_restore(restore_hooks)
+        draws.append([random.random() for _ in range(4)])
+
+    # Then each reseeded from the OS: their retry jitter is not in lockstep
+    assert draws[0] != draws[1]

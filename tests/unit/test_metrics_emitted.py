@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
 import dnd_rag
 from dnd_rag import errors
+from dnd_rag.handlers.error_responses import STATUS_BY_ERROR, register_error_handlers
 from dnd_rag.logic.alerts.notifier import CHANNELS
+from dnd_rag.observability import metrics
 from infra.local.template import load_template
+from tests.support.events import http_event, lambda_context
 from tests.support.servers import REPO_ROOT, python_env
 
 CODE = REPO_ROOT / "functions" / "api" / "dnd_rag"
@@ -202,3 +206,58 @@ def test_metric_names_built_from_error_codes_and_channels_are_enumerated(code_me
 
     assert {"Rejected_budget_exceeded", "Rejected_rate_limited", "AlertSent_webhook", "AlertFailed_sns"} <= names
     assert {"TokenCacheHit", "TokenCacheMiss"} <= names  # both arms of a conditional name
+
+
+DELIBERATE_503 = [
+    errors.BudgetExceededError("over", cause="spent", retry_after=60, budget_info={}),
+    errors.ServicePausedError("paused", retry_after=60),
+    errors.AuthUnavailableError("auth down", retry_after=5),
+    errors.StoreUnavailableError("store down", retry_after=1),
+]
+
+
+def answer_metrics(exc: errors.ServiceError) -> tuple[int, dict[str, list[float]]]:
+    """The status and the metrics of one request whose route raises ``exc``."""
+    app = APIGatewayHttpResolver()
+    register_error_handlers(app, {})
+
+    @app.get("/fails")
+    def fails() -> None:
+        raise exc
+
+    metrics.clear_metrics()
+    try:
+        response = app.resolve(http_event("GET", "/fails"), lambda_context())
+        return response["statusCode"], {name: list(entry["Value"]) for name, entry in metrics.metric_set.items()}
+    finally:
+        metrics.clear_metrics()
+
+
+@pytest.mark.parametrize("exc", DELIBERATE_503, ids=lambda exc: exc.code)
+def test_each_deliberate_503_counts_once_as_deliberate(exc):
+    status, emitted_metrics = answer_metrics(exc)
+
+    assert status == 503
+    assert emitted_metrics["Deliberate503"] == [1.0]  # HttpApi5xxAlarm subtracts it from the gateway's 5xx
+    assert emitted_metrics[f"Rejected_{exc.code}"] == [1.0]
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [errors.UpstreamError("openai down"), errors.ServiceError("a defect"), errors.RateLimitedError("slow down")],
+    ids=lambda exc: exc.code,
+)
+def test_other_errors_are_not_counted_as_deliberate_503s(exc):
+    status, emitted_metrics = answer_metrics(exc)
+
+    assert status != 503
+    assert "Deliberate503" not in emitted_metrics
+
+
+def test_the_deliberate_503s_are_exactly_the_spec_s_four():
+    # a new error answered 503 would be subtracted from the 5xx alarm: it must be deliberate too
+    assert (
+        {cls.code for cls, status in STATUS_BY_ERROR.items() if status == 503}
+        == {exc.code for exc in DELIBERATE_503}
+        == {"budget_exceeded", "service_paused", "auth_unavailable", "service_unavailable"}
+    )

@@ -1,6 +1,8 @@
 """The template is the single source of the table schema and the routes; these read it as the
 local stack does, and check the least-privilege promises."""
 
+import json
+
 from dnd_rag.logic.money.budget import LEASE_SECONDS
 from infra.local.template import create_table_request, http_routes, load_template, ttl_attribute
 
@@ -163,3 +165,123 @@ def test_the_operator_routes_and_their_refresh_interval_are_declared():
     } <= routes
     assert (refresh["Default"], refresh["MaxValue"]) == (4, 5)
     assert variables["CONTROLS_REFRESH_SECONDS"] == {"Ref": "ControlsRefreshSeconds"}
+
+
+def test_access_logs_go_to_a_vended_logs_group_and_say_why_a_request_failed():
+    group = TEMPLATE["Resources"]["HttpApiAccessLogGroup"]["Properties"]
+    settings = TEMPLATE["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]
+    fields = json.loads(settings["Format"])
+
+    # /aws/vendedlogs/ keeps the group out of the account's size-limited CloudWatch Logs resource policy
+    assert group["LogGroupName"] == {"Fn::Sub": "/aws/vendedlogs/${AWS::StackName}/http-api-access"}
+    assert settings["DestinationArn"] == {"Fn::GetAtt": "HttpApiAccessLogGroup.Arn"}
+    assert fields["errorMessage"] == "$context.error.message"  # the gateway's own error (throttled, timeout)
+    assert fields["integrationErrorMessage"] == "$context.integrationErrorMessage"  # why the Lambda call failed
+    assert {"requestId", "status", "routeKey", "integrationLatency"} <= fields.keys()
+
+
+def _alarm(name):
+    return TEMPLATE["Resources"][name]["Properties"]
+
+
+def test_the_5xx_alarm_leaves_out_the_503s_the_function_answers_on_purpose():
+    alarm = _alarm("HttpApi5xxAlarm")
+    queries = {query["Id"]: query for query in alarm["Metrics"]}
+    returned = [query for query in alarm["Metrics"] if query["ReturnData"]]
+
+    assert "MetricName" not in alarm  # metric math: the alarm watches the one expression returned
+    assert returned == [queries["unexpected5xx"]]
+    assert queries["unexpected5xx"]["Expression"] == "FILL(gateway5xx, 0) - FILL(deliberate503, 0)"
+    assert queries["gateway5xx"]["MetricStat"]["Metric"] == {
+        "Namespace": "AWS/ApiGateway",
+        "MetricName": "5xx",
+        "Dimensions": [{"Name": "ApiId", "Value": {"Ref": "HttpApi"}}],
+    }
+    assert queries["deliberate503"]["MetricStat"]["Metric"]["MetricName"] == "Deliberate503"
+    assert {q["MetricStat"]["Period"] for q in alarm["Metrics"] if "MetricStat" in q} == {300}
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_dynamodb_throttling_of_the_table_raises_an_alarm():
+    alarm = _alarm("DynamoDbThrottlesAlarm")
+    watched = {
+        query["MetricStat"]["Metric"]["MetricName"]: query["MetricStat"]["Metric"]
+        for query in alarm["Metrics"]
+        if "MetricStat" in query
+    }
+    (returned,) = [query for query in alarm["Metrics"] if query["ReturnData"]]
+
+    assert set(watched) == {"ReadThrottleEvents", "WriteThrottleEvents"}
+    for metric in watched.values():
+        # published per table (ThrottledRequests would also need the Operation dimension)
+        assert metric["Namespace"] == "AWS/DynamoDB"
+        assert metric["Dimensions"] == [{"Name": "TableName", "Value": {"Ref": "RulesChatTable"}}]
+    assert returned["Expression"] == "FILL(reads, 0) + FILL(writes, 0)"
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_a_failed_settle_raises_an_alarm_like_the_other_emf_alarms():
+    alarm = _alarm("SettleFailedAlarm")
+
+    # same namespace and dimension as what the code emits (tests/unit/test_metrics_emitted.py)
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("DndRag", "SettleFailed")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "dnd_rag"}]
+    assert (alarm["Statistic"], alarm["Threshold"]) == ("Sum", 1)
+    assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_the_sweeper_runs_every_5_minutes_on_the_live_alias_with_its_task_input():
+    schedule = TEMPLATE["Resources"]["SweeperSchedule"]
+    target = schedule["Properties"]["Target"]
+
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
+    assert schedule["Properties"]["FlexibleTimeWindow"] == {"Mode": "OFF"}  # the string, not YAML's False
+    assert TEMPLATE["Resources"]["ApiFunction"]["Properties"]["AutoPublishAlias"] == "live"
+    assert target["Arn"] == {"Ref": "ApiFunction.Alias"}  # the version the API runs, not $LATEST
+    assert json.loads(target["Input"]) == {"dnd_rag_task": "sweep"}
+    assert target["RoleArn"] == {"Fn::GetAtt": "SweeperScheduleRole.Arn"}
+    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 300  # never a sweep older than the next
+
+
+def test_the_sweeper_role_can_do_nothing_but_invoke_the_live_alias():
+    role = TEMPLATE["Resources"]["SweeperScheduleRole"]["Properties"]
+    (policy,) = role["Policies"]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+
+    assert statement == {
+        "Sid": "InvokeLiveAlias",
+        "Effect": "Allow",
+        "Action": "lambda:InvokeFunction",
+        "Resource": {"Ref": "ApiFunction.Alias"},
+    }
+    assert not {"ManagedPolicyArns", "PermissionsBoundary"} & role.keys()
+    # nothing else in the template attaches a policy to it
+    attached = [
+        name
+        for name, resource in TEMPLATE["Resources"].items()
+        if resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy")
+    ]
+    assert attached == []
+    # only EventBridge Scheduler, acting for a schedule of this account's default group, assumes it
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "aws:SourceAccount": {"Ref": "AWS::AccountId"},
+            "aws:SourceArn": {
+                "Fn::Sub": "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule-group/default"
+            },
+        }
+    }
+    assert "GroupName" not in TEMPLATE["Resources"]["SweeperSchedule"]["Properties"]  # the default group
+
+
+def test_the_only_explicit_role_is_the_sweeper_s():
+    # the function's role is SAM's, from its Policies (tests/integration/test_iam_policy.py); a new role
+    # needs its own least-privilege test
+    roles = [name for name, resource in TEMPLATE["Resources"].items() if resource["Type"] == "AWS::IAM::Role"]
+
+    assert roles == ["SweeperScheduleRole"]

@@ -1,4 +1,7 @@
-"""template.yaml: the runtime, the architecture switch, the local endpoint and the SnapStart switch."""
+"""template.yaml: the runtime, the architecture switch, the local endpoint, the SnapStart switch and
+the reserved concurrency."""
+
+import re
 
 from infra.local.template import load_template
 
@@ -43,3 +46,24 @@ def test_an_empty_endpoint_variable_leaves_the_sdk_on_aws(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
 
     assert boto3.client("dynamodb").meta.endpoint_url == "https://dynamodb.us-east-1.amazonaws.com"
+
+
+def test_reserved_concurrency_is_unset_by_default_and_set_on_the_function_when_given():
+    parameter = PARAMETERS["ReservedConcurrency"]
+
+    assert parameter["Default"] == ""  # unreserved: the function shares the account's pool
+    assert "hold" in parameter["Description"]  # it bounds the holds open on the day's budget item
+    assert TEMPLATE["Conditions"]["HasReservedConcurrency"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, ""]}]
+    }
+    assert FUNCTION["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+
+
+def test_reserved_concurrency_accepts_empty_or_a_positive_count_only():
+    pattern = re.compile(PARAMETERS["ReservedConcurrency"]["AllowedPattern"])
+
+    assert [value for value in ("", "1", "50", "1000") if not pattern.fullmatch(value)] == []
+    # 0 would throttle every request: a kill switch belongs to the operator routes, not a typo
+    assert [value for value in ("0", "-1", "05", "1.5", "ten") if pattern.fullmatch(value)] == []

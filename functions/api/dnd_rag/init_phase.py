@@ -9,15 +9,18 @@ snapshot, imports done.
 A snapshot is resumed any number of times, so nothing made at init may need to be fresh or unique:
 network connections opened at init would be stale after a restore, and a random seed or an id drawn
 at init would be shared by every restored environment. Here: clients are built lazily on first use
-and forgotten after a restore (the hook below re-creates them on next use); no id or seed is drawn
-at init (reservation ids are ``uuid4``, read from the OS per call); the secrets read from SSM at init
-stay valid (rotating one needs a new version, as a redeploy would). The hook uses no Powertools:
-it must not depend on state that itself lives in the snapshot.
+and forgotten after a restore (the hook below re-creates them on next use); no id is drawn at init
+(reservation ids are ``uuid4``, read from the OS per call); the ``random`` module's state is in the
+snapshot all the same (seeded when it was imported), so every environment restored from one snapshot
+would draw the same retry jitter and retry in lockstep: the hook reseeds it from the OS. The secrets
+read from SSM at init stay valid (rotating one needs a new version, as a redeploy would). The hook
+uses no Powertools: it must not depend on state that itself lives in the snapshot.
 """
 
 from __future__ import annotations
 
 import importlib
+import random
 
 from dnd_rag.container import Container
 
@@ -46,4 +49,10 @@ def register_restore_hook(container: Container) -> None:
         from snapshot_restore_py import register_after_restore
     except ImportError:  # not Lambda's runtime (make dev, tests): there are no snapshots
         return
-    register_after_restore(container.forget_clients)
+    register_after_restore(after_restore, container)
+
+
+def after_restore(container: Container) -> None:
+    """What a resumed snapshot needs before its first request: its own ``random`` state and new clients."""
+    random.seed()  # no argument: fresh entropy from the OS (os.urandom)
+    container.forget_clients()

@@ -112,6 +112,10 @@ def register_error_handlers(app: APIGatewayHttpResolver, allowed_methods: dict[s
         log = logger.warning if status >= 500 else logger.info
         log("request rejected", extra={"error": exc.code, "status": status.value, "reason": exc.reason})
         metrics.add_metric(name=f"Rejected_{exc.code}", unit=MetricUnit.Count, value=1)
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:
+            # A 503 answered on purpose (budget_exceeded, service_paused, auth_unavailable,
+            # service_unavailable): HttpApi5xxAlarm subtracts these from the gateway's 5xx count.
+            metrics.add_metric(name="Deliberate503", unit=MetricUnit.Count, value=1)
         return error_response(app, status, exc.code, exc.message, retry_after=exc.retry_after, **exc.context)
 
     @app.exception_handler(RequestValidationError)

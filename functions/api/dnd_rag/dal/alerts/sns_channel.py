@@ -20,7 +20,12 @@ from dnd_rag.models.events import Event
 
 # One attempt, short timeouts: a retry is the notifier's job (a later request, same event id).
 SNS_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1})
-SUBJECT_MAX = 100  # SNS refuses longer subjects
+# SNS Publish refuses the whole message unless the Subject is "UTF-8 text with no line breaks or
+# control characters, and less than 100 characters long" (SNS API reference, Publish > Subject).
+# AWS's own SNS sender (Amazon Managed Prometheus, "SNS message validation rules") also replaces
+# subjects with non-ASCII characters, so subject() keeps to printable ASCII, ellipsis included.
+SUBJECT_MAX = 99
+ELLIPSIS = "..."
 
 
 class SnsChannel:
@@ -38,7 +43,7 @@ class SnsChannel:
         body = event.as_json()
         request: dict[str, Any] = {
             "TopicArn": self._topic_arn,
-            "Subject": f"[dnd_rag] {event.type} {event.key} ({event.day})"[:SUBJECT_MAX],
+            "Subject": subject(f"[dnd_rag] {event.type} {event.key} ({event.day})"),
             "Message": json.dumps(body, sort_keys=True),
             # subscribers filter on the type (filter policies) and dedupe on the id
             "MessageAttributes": {
@@ -53,6 +58,13 @@ class SnsChannel:
             self._client.publish(**request)
         except (BotoCoreError, ClientError) as exc:
             raise AlertDeliveryError("alert not sent", reason=f"sns Publish: {type(exc).__name__}") from None
+
+
+def subject(text: str) -> str:
+    """``text`` as SNS accepts a subject: anything but printable ASCII (line breaks, control
+    characters) becomes "?", and past ``SUBJECT_MAX`` characters it is cut to end in an ellipsis."""
+    text = "".join(char if " " <= char <= "~" else "?" for char in text)
+    return text if len(text) <= SUBJECT_MAX else text[: SUBJECT_MAX - len(ELLIPSIS)] + ELLIPSIS
 
 
 def sns_client() -> Any:
