@@ -575,6 +575,27 @@ def make_api_server(
     return server, pool
 
 
+SWEEP_EVENT = {"dnd_rag_task": "sweep"}  # what template.yaml's SweeperSchedule sends
+
+
+def schedule_sweeps(pool: Containers, route: HttpRoute, every_seconds: float) -> threading.Event:
+    """EventBridge Scheduler's part: invoke the function with the sweep event every ``every_seconds``
+    (LOCAL_SWEEP_SECONDS, 60 by default, 0 = off), in a container like any invocation. Set the
+    returned event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_seconds):
+            try:
+                pool.invoke(route, dict(SWEEP_EVENT), time.monotonic() + INVOKE_TIMEOUT_SECONDS)
+            except Exception as exc:  # the next run tries again, as the scheduler would
+                print(f"scheduled sweep failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    if every_seconds > 0:
+        threading.Thread(target=loop, name="sweeper-schedule", daemon=True).start()
+    return stop
+
+
 def _exit(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -589,6 +610,8 @@ def main() -> None:
     # would outlive the server as orphans, frozen ones forever. Installed first: the warm-up starts one.
     signal.signal(signal.SIGTERM, _exit)
     server, pool = make_api_server(args.host, args.port, args.containers)
+    routes = http_routes()
+    sweeps = schedule_sweeps(pool, routes[0], float(os.environ.get("LOCAL_SWEEP_SECONDS", "60")))
     frozen = "frozen between invocations" if pool.freeze else "never frozen (LOCAL_API_FREEZE=0)"
     print(
         f"API listening on http://{args.host}:{args.port}; up to {pool.limit} containers, {frozen}; "
@@ -600,6 +623,7 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        sweeps.set()
         server.server_close()
         pool.shutdown()
 

@@ -225,7 +225,9 @@ class Container:
         notifier = self.notifier
         alerts = None
         if notifier.enabled:
-            alerts = BudgetAlerts(store, self.ledgers, notifier, lambda: controls.budget_limit(limit), self.clock)
+            alerts = BudgetAlerts(
+                store, self.ledgers, notifier, lambda day: controls.budget_limit(day, limit), self.clock
+            )
         return Budget(
             store,
             limit,

@@ -110,8 +110,9 @@ class BudgetStore(Protocol):
         id, of amount ``user_hold``, in the same write) and then in the total."""
         ...
 
-    def release(self, day: str, hold_id: str, amount: int) -> None:
-        """Remove a hold that paid for nothing; a no-op if it is gone."""
+    def release(self, day: str, hold_id: str, amount: int) -> bool:
+        """Remove a hold that paid for nothing if it has ``amount``; False (a no-op) if it is gone
+        or has another amount."""
         ...
 
     def reclaim(

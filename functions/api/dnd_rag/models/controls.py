@@ -31,6 +31,9 @@ class Controls:
     version: int = 0
     paused: Pause | None = None
     budget_override: BudgetOverride | None = None
+    # The override of an earlier day, kept when an operator sets a new day's: holds of that day
+    # still running after midnight are judged against their own day's budget (SPEC §4 "Days end").
+    earlier_override: BudgetOverride | None = None
     blocked: frozenset[str] = frozenset()
     last_audit_id: str = ""  # the audit entry of the change that made this version
 

@@ -38,8 +38,10 @@ class BudgetTotals:
 
     ``committed`` = ``spent`` + every open hold. ``holds`` are the open reservations by id and
     ``orphans`` the ids of reservations charged in full after their lease ended (kept for a grace
-    period so that a late settle can still correct them down)."""
+    period so that a late settle can still correct them down). ``day`` is the UTC day they belong
+    to: every decision made from them is made against that day's budget and alerts."""
 
+    day: str
     spent: int
     committed: int
     alerts_sent: dict[int, int] = field(default_factory=dict)  # threshold -> the budget it was sent for

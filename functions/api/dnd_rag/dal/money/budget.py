@@ -83,7 +83,7 @@ def _curve(item: dict[str, Any]) -> dict[int, int]:
     return curve
 
 
-def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
+def totals_from_item(day: str, item: dict[str, Any] | None) -> BudgetTotals:
     item = item or {}
     sent = {
         int(name.split("_")[1]): int(value["N"])
@@ -91,6 +91,7 @@ def totals_from_item(item: dict[str, Any] | None) -> BudgetTotals:
         if name.startswith("alert_") and name.endswith("_sent")
     }
     return BudgetTotals(
+        day=day,
         spent=int_value(item, "spent"),
         committed=int_value(item, "committed"),
         alerts_sent=sent,
@@ -163,7 +164,7 @@ class DynamoBudgetStore:
     def _try_update_total(self, operation: str, day: str, **kwargs: Any) -> tuple[bool, BudgetTotals]:
         """A conditional UpdateItem on TOTAL: (applied, the item after it or, if refused, as found)."""
         applied, item = try_update_item(self._client, self._table, _total_key(day), operation, **kwargs)
-        return applied, totals_from_item(item)
+        return applied, totals_from_item(day, item)
 
     def _transact(self, operation: str, items: list[dict[str, Any]]) -> bool:
         """One transaction (never on TOTAL), re-sent after transient refusals; False if a condition
@@ -231,7 +232,8 @@ class DynamoBudgetStore:
         hold = totals.holds.get(hold_id)  # refused: unless by our own resize, applied once already
         return granted or (hold is not None and hold.amount == new), totals
 
-    def release(self, day: str, hold_id: str, amount: int) -> None:
+    def release(self, day: str, hold_id: str, amount: int) -> bool:
+        """Remove hold ``hold_id`` if it has ``amount``; False if it is gone or has another amount."""
         try:
             self._update_total(
                 "UpdateItem budget release",
@@ -244,6 +246,8 @@ class DynamoBudgetStore:
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
+            return False
+        return True
 
     def settle(
         self,
@@ -412,7 +416,7 @@ class DynamoBudgetStore:
             )
         except ClientError:
             return self.read_totals(day)
-        return totals_from_item(response["Attributes"])
+        return totals_from_item(day, response["Attributes"])
 
     # --- the user's ledger and the charge markers ---------------------------------------------
 
@@ -534,7 +538,7 @@ class DynamoBudgetStore:
         return item
 
     def read_totals(self, day: str) -> BudgetTotals:
-        return totals_from_item(self._total_item(day))
+        return totals_from_item(day, self._total_item(day))
 
     def model_rows(self, day: str) -> list[LedgerRow]:
         fields: dict[str, dict[str, int]] = {}

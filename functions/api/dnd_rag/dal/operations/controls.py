@@ -42,16 +42,22 @@ def controls_from_item(item: dict[str, Any] | None) -> Controls:
     if "paused" in item:
         fields = item["paused"]["M"]
         paused = Pause(fields["reason"]["S"], fields["by"]["S"], float(fields["at"]["N"]))
-    override = None
-    if "budget_day" in item:
-        override = BudgetOverride(item["budget_day"]["S"], int(item["budget_nanos"]["N"]))
+    override = _override(item, "budget")
+    earlier = _override(item, "earlier_budget")
     return Controls(
         version=int(item["version"]["N"]),
         paused=paused,
         budget_override=override,
+        earlier_override=earlier,
         blocked=frozenset(item.get("blocked", {}).get("SS", [])),
         last_audit_id=item.get("last_audit", {}).get("S", ""),
     )
+
+
+def _override(item: dict[str, Any], prefix: str) -> BudgetOverride | None:
+    if f"{prefix}_day" not in item:
+        return None
+    return BudgetOverride(item[f"{prefix}_day"]["S"], int(item[f"{prefix}_nanos"]["N"]))
 
 
 def _control_item(controls: Controls) -> dict[str, Any]:
@@ -63,9 +69,10 @@ def _control_item(controls: Controls) -> dict[str, Any]:
     if controls.paused is not None:
         pause = controls.paused
         item["paused"] = {"M": {"reason": {"S": pause.reason}, "by": {"S": pause.by}, "at": number(pause.at)}}
-    if controls.budget_override is not None:
-        item["budget_day"] = {"S": controls.budget_override.day}
-        item["budget_nanos"] = number(controls.budget_override.nanos)
+    for prefix, override in (("budget", controls.budget_override), ("earlier_budget", controls.earlier_override)):
+        if override is not None:
+            item[f"{prefix}_day"] = {"S": override.day}
+            item[f"{prefix}_nanos"] = number(override.nanos)
     if controls.blocked:  # DynamoDB has no empty sets: absent means nobody is blocked
         item["blocked"] = {"SS": sorted(controls.blocked)}
     return item

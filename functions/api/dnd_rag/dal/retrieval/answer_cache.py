@@ -91,7 +91,7 @@ class DynamoAnswerCache:
         versions = {c: items.get(_id(version_key(c)), {}).get("version", {}).get("S", UNSTAMPED) for c in collections}
         total = items.get(_id(_total_key(day)))
         user = user_totals_from_item(items.get(_id(user_key)))
-        return CacheRead(_entry(entry_item) if entry_item else None, versions, totals_from_item(total), user)
+        return CacheRead(_entry(entry_item) if entry_item else None, versions, totals_from_item(day, total), user)
 
     def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}

@@ -34,26 +34,24 @@ class BudgetAlerts:
         store: AlertStore,
         ledgers: LedgerReader,
         notifier: Notifier,
-        limit: int | Callable[[], int],
+        limit: int | Callable[[str], int],
         clock: Callable[[], float],
     ) -> None:
         self._store = store
         self._ledgers = ledgers
         self._notifier = notifier
-        self._limit_of = limit if callable(limit) else (lambda: limit)  # today's effective budget
+        self._limit_of = limit if callable(limit) else (lambda _day: limit)  # a day's effective budget
         self._clock = clock
         self._marked: set[tuple[str, int, int]] = set()  # (day, threshold, budget) noted on the total
 
-    @property
-    def _limit(self) -> int:
-        return self._limit_of()
-
-    def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
-        """Called with every budget state seen; delivers what is due. Never raises."""
+    def observe(self, totals: BudgetTotals, smallest_query: int | None) -> None:
+        """Called with every budget state seen; delivers what is due for the totals' own day
+        (a late settle of yesterday is judged against yesterday's budget). Never raises."""
         # the least spend at which each threshold counts as crossed
         # Once per threshold and day for each budget in force: an operator who raises (or lowers)
         # today's budget is told again when the new one reaches 80 % and runs out.
-        limit = self._limit
+        day = totals.day
+        limit = self._limit_of(day)
         exhausted_at = limit if smallest_query is None else limit - smallest_query + 1
         thresholds = {WARNING: -(-limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
         due = [

@@ -17,6 +17,17 @@ def next_midnight(now: float) -> float:
     return (today + timedelta(days=1)).timestamp()
 
 
+def day_start(now: float) -> float:
+    """Epoch seconds of the UTC midnight that began ``now``'s day."""
+    return next_midnight(now) - 86_400
+
+
+def day_end(day: str) -> float:
+    """Epoch seconds of the UTC midnight that ends ``day`` (YYYY-MM-DD)."""
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    return (start + timedelta(days=1)).timestamp()
+
+
 def iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from dnd_rag.errors import BudgetExceededError
-from dnd_rag.logic.common.clock import next_midnight, utc_day
+from dnd_rag.errors import BudgetExceededError, ServiceError
+from dnd_rag.logic.common.clock import day_end, day_start, next_midnight, utc_day
+from dnd_rag.logic.common.concurrently import together
 from dnd_rag.logic.operations.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
 from dnd_rag.models.limits import UserLimits
@@ -33,6 +34,7 @@ LEASE_SECONDS = 60  # twice the Lambda timeout (29 s): a live request always set
 ORPHAN_GRACE_SECONDS = 600  # how long a late settle may still correct an orphan charge down
 IN_FLIGHT_RETRY_AFTER = 5  # seconds: running queries settle within the request deadline
 SWEEP_PER_REQUEST = 3  # expired holds one request reclaims at most (bounds its extra latency)
+SWEEP_PER_RUN = 200  # expired holds one run of the scheduled sweeper reclaims at most
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,9 @@ class Hold:
 
 
 class BudgetObserver(Protocol):
-    def observe(self, day: str, totals: BudgetTotals, smallest_query: int | None) -> None:
-        """Sees every state of the day's totals; ``smallest_query`` is the cheapest admissible
-        query known (what "exhausted" means). Never raises."""
+    def observe(self, totals: BudgetTotals, smallest_query: int | None) -> None:
+        """Sees every state of a day's totals (``totals.day``); ``smallest_query`` is the cheapest
+        admissible query known (what "exhausted" means). Never raises."""
         ...
 
 
@@ -75,7 +77,7 @@ class Budget:
         clock: Callable[[], float],
         observer: BudgetObserver | None = None,
         lease_seconds: float = LEASE_SECONDS,
-        effective_limit: Callable[[int], int] | None = None,
+        effective_limit: Callable[[str, int], int] | None = None,
     ) -> None:
         self._store = store
         self._configured_limit = limit
@@ -85,49 +87,65 @@ class Budget:
         self._lease_seconds = lease_seconds
         self._smallest_query: int | None = None  # cheapest admissible query seen by this container
         self._expired_orphans: tuple[str, ...] = ()  # orphans past their grace, dropped by the next hold
+        self._clean_days: set[str] = set()  # past days this container saw holding no hold
 
     @property
     def limit(self) -> int:
-        """Today's budget: ``effective_limit(configured)`` (an operator's override for today) when
-        given, else the configured one."""
+        """Today's budget (what reports show)."""
+        return self.limit_for(utc_day(self._clock()))
+
+    def limit_for(self, day: str) -> int:
+        """``day``'s budget: ``effective_limit(day, configured)`` (an operator's override for that
+        day) when given, else the configured one. Every decision about a hold uses its own day's."""
         if self._effective_limit is None:
             return self._configured_limit
-        return self._effective_limit(self._configured_limit)
+        return self._effective_limit(day, self._configured_limit)
 
     def open(
         self, user_id: str, model: str, amount: int, hold_id: str | None = None, now: float | None = None
     ) -> tuple[Hold | None, BudgetTotals]:
-        """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals)."""
+        """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals).
+
+        A store error never leaves the hold behind: whatever raised after the write may have been
+        applied (a lost response), so the hold is given back before the error goes on."""
         now = self._clock() if now is None else now
         day = utc_day(now)
         hold_id = hold_id or uuid.uuid4().hex
         entry = HoldEntry(amount, now + self._lease_seconds, user_id, model)
+        limit = self.limit_for(day)
 
         def attempt() -> tuple[bool, BudgetTotals]:
             return self._store.try_reserve(
-                day, hold_id, entry, self.limit - amount, next_midnight(now), self._expired_orphans
+                day, hold_id, entry, limit - amount, next_midnight(now), self._expired_orphans
             )
 
-        granted, totals = attempt()
-        if self._sweep(day, totals, now):  # dead requests' holds were settled: the state moved
-            if granted:
-                totals = self._store.read_totals(day)
+        try:
+            if self._yesterday_unswept(now):  # at the same time: no sequential round trip added
+                (granted, totals), _ = together(attempt, lambda: self.sweep_yesterday(now))
             else:
                 granted, totals = attempt()
+            if self._sweep(day, totals, now):  # dead requests' holds were settled: the state moved
+                if granted:
+                    totals = self._store.read_totals(day)
+                else:
+                    granted, totals = attempt()
+        except BaseException:
+            self._give_back(day, hold_id, amount)
+            raise
         self._remember_orphans(totals, now)
-        self._observe(day, totals)
+        self._observe(totals)
         return (Hold(day, hold_id, amount, user_id, model) if granted else None), totals
 
     def resize(self, hold: Hold, amount: int) -> tuple[Hold | None, BudgetTotals]:
         """Grow (or shrink) an open hold to ``amount``: (the new hold or None if refused, totals)."""
         granted, totals = self._store.try_resize(
-            hold.day, hold.id, hold.amount, amount, self.limit - (amount - hold.amount)
+            hold.day, hold.id, hold.amount, amount, self.limit_for(hold.day) - (amount - hold.amount)
         )
         return (replace(hold, amount=amount) if granted else None), totals
 
     def available_to(self, hold: Hold, totals: BudgetTotals) -> int:
-        """The most ``hold`` could grow to, as of ``totals``."""
-        return self.limit - totals.committed + hold.amount
+        """The most ``hold`` could grow to, as of ``totals`` (its own day's)."""
+        return self.limit_for(hold.day) - totals.committed + hold.amount
 
     def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
         """Replace the hold by what the request was really charged (ledgers included)."""
@@ -141,16 +159,30 @@ class Budget:
                 unit="None",
                 value=self.forecast(totals, now).hours_before_midnight,
             )
-        self._observe(hold.day, totals)
+        self._observe(totals)
         return totals
 
     def forecast(self, totals: BudgetTotals, now: float) -> Forecast:
-        """When today's budget runs out at the current burn rate (logic/operations/forecast.py)."""
-        return forecast(totals.spend_curve, now, self.limit, totals.spent)
+        """When the budget of ``totals``' day runs out at the current burn rate (logic/operations/forecast.py)."""
+        return forecast(totals.spend_curve, now, self.limit_for(totals.day), totals.spent)
 
     def release(self, hold: Hold) -> None:
-        """Give back a hold that paid for nothing (the request failed before any billable call)."""
-        self._store.release(hold.day, hold.id, hold.amount)
+        """Give back a hold that paid for nothing (the request failed before any billable call).
+
+        The hold is released at whatever amount it has: a resize whose answer was lost may have
+        grown it although the caller saw an error."""
+        if self._store.release(hold.day, hold.id, hold.amount):
+            return
+        entry = self._store.read_totals(hold.day).holds.get(hold.id)
+        if entry is not None and entry.amount != hold.amount:
+            self._store.release(hold.day, hold.id, entry.amount)
+
+    def _give_back(self, day: str, hold_id: str, amount: int) -> None:
+        """Release a hold that may or may not exist, after a store error; never raises."""
+        try:
+            self._store.release(day, hold_id, amount)
+        except Exception as exc:  # its lease ends; the reclaim then charges it in full
+            logger.error("could not give back a hold after a store error", extra={"hold": hold_id, "reason": str(exc)})
 
     def note_smallest_query(self, cost: int) -> None:
         """Record the cost of the cheapest query that could still be admitted (degradation floors)."""
@@ -162,14 +194,15 @@ class Budget:
         even if every running query released its hold, otherwise ``in_flight``."""
         now = self._clock()
         self.note_smallest_query(smallest_query)
-        info = budget_info(totals.spent, self.limit)
+        limit = self.limit_for(totals.day)
+        info = budget_info(totals.spent, limit)
         metrics.add_metric(name="BudgetRefused", unit="Count", value=1)
-        if totals.spent + smallest_query > self.limit:
-            self._observe(utc_day(now), totals)
+        if totals.spent + smallest_query > limit:
+            self._observe(totals)  # the totals' own day: never recorded under the day it is now
             return BudgetExceededError(
                 "The service has reached its daily budget and is paused until midnight UTC.",
                 cause="spent",
-                retry_after=max(1, math.ceil(next_midnight(now) - now)),
+                retry_after=max(1, math.ceil(day_end(totals.day) - now)),  # 1 s once that day has ended
                 budget_info=info,
             )
         return BudgetExceededError(
@@ -195,17 +228,59 @@ class Budget:
                 self._reclaim(day, hold_id, entry, now)
         return missing
 
+    def sweep(self, day: str, now: float, most: int = SWEEP_PER_RUN) -> int:
+        """Reclaim every hold of ``day`` whose lease ended (at most ``most``): the scheduled
+        sweeper's work, so an orphan of a quiet day is charged to its own day, model and user even
+        when no query comes after it. Returns how many holds ``day`` still has."""
+        totals = self._store.read_totals(day)
+        expired = [(hold_id, entry) for hold_id, entry in totals.holds.items() if entry.lease_until < now]
+        for hold_id, entry in expired[:most]:
+            self._reclaim(day, hold_id, entry, now)
+        remaining = self._store.read_totals(day) if expired else totals
+        if expired:
+            self._observe(remaining)
+        return len(remaining.holds)
+
+    def sweep_recent(self, now: float) -> dict[str, int]:
+        """The scheduled sweep: yesterday's holds, then today's; how many holds each still has."""
+        days = (utc_day(now - 86_400), utc_day(now))
+        left = {day: self.sweep(day, now) for day in days}
+        if left[days[0]] == 0:
+            self._clean_days = {days[0]}
+        return left
+
+    def sweep_yesterday(self, now: float) -> None:
+        """On the query path: once every hold of yesterday's has outlived its lease, reclaim a few
+        per request until yesterday holds none (then this container stops looking). Never raises."""
+        if not self._yesterday_unswept(now):
+            return
+        yesterday = utc_day(now - 86_400)
+        try:
+            if self.sweep(yesterday, now, most=SWEEP_PER_REQUEST) == 0:
+                self._clean_days = {yesterday}
+        except ServiceError as exc:
+            logger.warning("could not sweep yesterday's holds", extra={"reason": str(exc)})
+
+    def _yesterday_unswept(self, now: float) -> bool:
+        """True once yesterday's leases have all ended, until this container saw it hold no hold."""
+        return utc_day(now - 86_400) not in self._clean_days and now - day_start(now) > self._lease_seconds
+
     def _sweep(self, day: str, totals: BudgetTotals, now: float) -> bool:
-        """Reclaim a few holds whose lease ended; True if any money changed hands."""
+        """Reclaim a few holds whose lease ended; True if any money changed hands. Best effort: a
+        store error here is housekeeping that failed, never the request's own failure."""
         expired = [(hold_id, entry) for hold_id, entry in totals.holds.items() if entry.lease_until < now]
         reclaimed = False
         for hold_id, entry in expired[:SWEEP_PER_REQUEST]:
-            reclaimed = self._reclaim(day, hold_id, entry, now) or reclaimed
+            try:
+                reclaimed = self._reclaim(day, hold_id, entry, now) or reclaimed
+            except ServiceError as exc:
+                logger.warning("could not reclaim an expired hold", extra={"hold": hold_id, "reason": str(exc)})
+                break
         return reclaimed
 
     def _reclaim(self, day: str, hold_id: str, entry: HoldEntry, now: float) -> bool:
         """Charge one expired hold (and the user's hold of the same id) in both books."""
-        booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, next_midnight(now))
+        booked = self._store.reclaim(day, hold_id, entry, now, now + ORPHAN_GRACE_SECONDS, day_end(day))
         if booked:
             metrics.add_metric(name="HoldReclaimed", unit="Count", value=1)
             metrics.add_metric(name="QueryCostMicroUsd", unit="Count", value=booked / 1000)
@@ -215,6 +290,6 @@ class Budget:
     def _remember_orphans(self, totals: BudgetTotals, now: float) -> None:
         self._expired_orphans = tuple(sorted(o for o, grace_end in totals.orphans.items() if grace_end < now))[:10]
 
-    def _observe(self, day: str, totals: BudgetTotals) -> None:
+    def _observe(self, totals: BudgetTotals) -> None:
         if self._observer is not None:
-            self._observer.observe(day, totals, self._smallest_query)
+            self._observer.observe(totals, self._smallest_query)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from dnd_rag.errors import TooManyInFlightError, UserBudgetExceededError
 from dnd_rag.logic.alerts.events import QuotaEvents
 from dnd_rag.logic.common.bounded_map import BoundedMap
-from dnd_rag.logic.common.clock import iso, next_midnight, utc_day
+from dnd_rag.logic.common.clock import day_start, iso, next_midnight, utc_day
+from dnd_rag.logic.common.concurrently import together
 from dnd_rag.logic.money.budget import LEASE_SECONDS, Budget
 from dnd_rag.logic.ports import UserBudgetStore
 from dnd_rag.models.limits import UserLimits
@@ -61,11 +63,23 @@ class UserBudget:
                 day, user_id, hold_id, entry, limits.max_in_flight, headroom, next_midnight(now)
             )
 
-        granted, totals = attempt()
+        if now - day_start(now) <= self._lease_seconds:  # yesterday's queries may still be running
+            (granted, totals), carried = together(attempt, lambda: self._running_since_yesterday(user_id, now))
+        else:
+            (granted, totals), carried = attempt(), 0
         # dead requests' holds are freed on the normal path too, not only when they refuse one
         if self._reclaim(day, user_id, totals, now) and not granted:
             granted, totals = attempt()
+        if granted and carried and totals.in_flight + carried > limits.max_in_flight:
+            # the in-flight limit counts the user's queries, not the day's: give the slot back
+            self._store.release(day, user_id, hold_id, amount)
+            return False, replace(totals, in_flight=totals.in_flight - 1 + carried)
         return granted, totals
+
+    def _running_since_yesterday(self, user_id: str, now: float) -> int:
+        """How many of the user's holds of yesterday are still leased (right after midnight only)."""
+        holds = self._store.read(utc_day(now - 86_400), user_id).holds.values()
+        return sum(1 for hold in holds if hold.lease_until >= now)
 
     def resize(
         self, day: str, user_id: str, hold_id: str, old: int, new: int, limits: UserLimits
@@ -74,7 +88,13 @@ class UserBudget:
         return self._store.try_resize(day, user_id, hold_id, old, new, headroom)
 
     def release(self, day: str, user_id: str, hold_id: str, amount: int) -> None:
-        self._store.release(day, user_id, hold_id, amount)
+        """Close the user's hold at whatever amount it has (a resize whose answer was lost may have
+        grown it although the caller saw an error); a hold that is not there is left alone."""
+        if self._store.release(day, user_id, hold_id, amount):
+            return
+        entry = self._store.read(day, user_id).holds.get(hold_id)
+        if entry is not None and entry.amount != amount:
+            self._store.release(day, user_id, hold_id, entry.amount)
 
     def totals(self, user_id: str) -> UserTotals:
         return self._store.read(utc_day(self._clock()), user_id)

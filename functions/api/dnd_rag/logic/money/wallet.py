@@ -116,7 +116,7 @@ class Wallet:
     def spent_out(self, seen: Seen, limits: UserLimits, smallest_query: int) -> bool:
         """True when no wait can help: ``smallest_query`` fits neither in what the day has left
         unspent nor in what the user's cap has left."""
-        return seen.budget.spent + smallest_query > self.limit or self.users.spent_out(
+        return seen.budget.spent + smallest_query > self.budget.limit_for(seen.budget.day) or self.users.spent_out(
             seen.user, limits, smallest_query
         )
 
@@ -127,7 +127,8 @@ class Wallet:
             return self.users.too_many_in_flight(limits)
         if self.users.spent_out(seen.user, limits, smallest_query):
             return self.users.refusal(seen.user_id, seen.user, limits, smallest_query)
-        if seen.budget.spent + smallest_query > self.limit or seen.refused_by != BY_USER_CAP:
+        spent_out = seen.budget.spent + smallest_query > self.budget.limit_for(seen.budget.day)
+        if spent_out or seen.refused_by != BY_USER_CAP:
             return self.budget.refusal(seen.budget, smallest_query)
         return self.users.refusal(seen.user_id, seen.user, limits, smallest_query)
 
@@ -146,21 +147,25 @@ def _both[A, B](
     first_granted: Callable[[A], bool],
     second_granted: Callable[[B], bool],
 ) -> tuple[A, B]:
-    """``together(first, second)``; when one of them raised (a store error), what the other was
-    granted is undone before the error goes on: a hold nobody will settle would otherwise be
-    charged in full when its lease ends."""
+    """``together(first, second)``; when one of them raised (a store error), both are undone before
+    the error goes on: the one that was granted, and the one that raised too, since a write whose
+    answer was lost may have been applied. A hold nobody will settle would otherwise be charged in
+    full when its lease ends. Undoing is idempotent (a hold that is not there is left alone)."""
     outcome_first, outcome_second = together(lambda: _outcome(first), lambda: _outcome(second))
     failure = outcome_first[1] or outcome_second[1]
     if failure is None:
         return cast("A", outcome_first[0]), cast("B", outcome_second[0])
+    _undo_if(outcome_first[1] is not None or first_granted(cast("A", outcome_first[0])), undo_first)
+    _undo_if(outcome_second[1] is not None or second_granted(cast("B", outcome_second[0])), undo_second)
+    raise failure
+
+
+def _undo_if(needed: bool, undo: Callable[[], object]) -> None:
     try:
-        if outcome_first[1] is None and first_granted(cast("A", outcome_first[0])):
-            undo_first()
-        if outcome_second[1] is None and second_granted(cast("B", outcome_second[0])):
-            undo_second()
+        if needed:
+            undo()
     except Exception as undo_failure:
         logger.error("could not give back a hold after a store error", extra={"reason": str(undo_failure)})
-    raise failure
 
 
 def _outcome[T](call: Callable[[], T]) -> tuple[T | None, Exception | None]:

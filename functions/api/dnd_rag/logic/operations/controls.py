@@ -38,18 +38,29 @@ def check(controls: Controls, user_id: str) -> None:
         raise UserBlockedError("Your access to this service has been blocked by an operator.")
 
 
+def override_for(controls: Controls, day: str) -> int | None:
+    """The budget an operator set for ``day``, in nano-dollars; None if there is none for it."""
+    for override in (controls.budget_override, controls.earlier_override):
+        if override is not None and override.day == day:
+            return override.nanos
+    return None
+
+
 def budget_override(controls: Controls, now: float) -> int | None:
     """Today's budget set by an operator, in nano-dollars; None if there is none for today."""
-    override = controls.budget_override
-    if override is not None and override.day == utc_day(now):
-        return override.nanos
-    return None
+    return override_for(controls, utc_day(now))
+
+
+def budget_for_day(controls: Controls, day: str, configured: int) -> int:
+    """``day``'s global budget: the operator's override for that day, else ``configured``. A hold
+    is always judged against its own day's budget, also after midnight (SPEC §4 "Days end")."""
+    override = override_for(controls, day)
+    return configured if override is None else override
 
 
 def effective_budget(controls: Controls, now: float, configured: int) -> int:
     """Today's global budget: the operator's override for today, else ``configured``."""
-    override = budget_override(controls, now)
-    return configured if override is None else override
+    return budget_for_day(controls, utc_day(now), configured)
 
 
 class ControlsCache:
@@ -82,9 +93,9 @@ class ControlsCache:
         if controls.version >= self._copy.version or not self.fresh(now):
             self._copy, self._read_at = controls, now
 
-    def budget_limit(self, configured: int) -> int:
-        """Today's effective global budget: the operator's override for today, else ``configured``."""
-        return effective_budget(self._copy, self._clock(), configured)
+    def budget_limit(self, day: str, configured: int) -> int:
+        """``day``'s effective global budget: the operator's override for that day, else ``configured``."""
+        return budget_for_day(self._copy, day, configured)
 
     def guard[T](self, user_id: str, admit: Callable[[], T], undo: Callable[[T], None]) -> T:
         """``admit()`` unless the service is paused or ``user_id`` blocked (then nothing is consumed).

@@ -73,7 +73,11 @@ class OperatorService:
         def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
             before = {"daily_budget_usd": usd_for_display(self.effective_budget(current, now))}
             after = {"daily_budget_usd": usd_for_display(nanos), "until": iso(next_midnight(now))}
-            return replace(current, budget_override=BudgetOverride(utc_day(now), nanos)), before, after
+            today, previous = utc_day(now), current.budget_override
+            # the previous day's override outlives midnight while that day's late holds settle
+            earlier = previous if previous is not None and previous.day != today else current.earlier_override
+            changed = replace(current, budget_override=BudgetOverride(today, nanos), earlier_override=earlier)
+            return changed, before, after
 
         return self._change(who, "budget", "budget", request_id, edit)
 

@@ -1,0 +1,29 @@
+"""Scheduled tasks: events EventBridge Scheduler sends to the function instead of an HTTP request.
+
+``{"dnd_rag_task": "sweep"}`` (template.yaml ``SweeperSchedule``, every 5 minutes; ``make dev``'s
+gateway sends the same event on a timer): reclaim the holds of dead requests on yesterday's and
+today's budget, so an orphan of a quiet day is charged to its own day, model and user even when no
+query comes after it (SPEC §4 "Days end").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dnd_rag.container import Container
+
+TASK_FIELD = "dnd_rag_task"
+SWEEP = "sweep"
+
+
+def is_scheduled_task(event: dict[str, Any]) -> bool:
+    return TASK_FIELD in event
+
+
+def run_task(container: Container, event: dict[str, Any]) -> dict[str, Any]:
+    """Run the task the event names; an unknown task is an error (it fails the invocation, so the
+    scheduler's failure metrics and the function's Errors alarm see it)."""
+    task = event.get(TASK_FIELD)
+    if task != SWEEP:
+        raise ValueError(f"unknown scheduled task {task!r}")
+    return {"task": SWEEP, "holds_left": container.budget.sweep_recent(container.clock())}
