@@ -22,7 +22,7 @@ import pytest
 from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError, StoreUnavailableError
-from dnd_rag.logic.limits.rate_limit import ID_LIFETIME_MS, Admission, Policy, RateLimiter
+from dnd_rag.logic.limits.rate_limit import Admission, Policy, RateLimiter
 from tests.support.clock import Clock
 from tests.support.servers import REPO_ROOT, python_env
 
@@ -221,6 +221,8 @@ def test_a_refund_whose_answers_never_come_back_is_applied_once(limiter, key, dy
 
 
 def test_the_ids_map_stays_bounded_over_many_admissions(client, key, dynamodb, table_name, emulator_faults):
+    from dnd_rag.logic.limits.rate_limit import ID_LIFETIME_MS  # here: the module imports as before the ids
+
     policy = Policy(capacity=5, refill_rate=1, daily_limit=100_000)
     store = DynamoLimitStore(client, table_name)
     containers = [RateLimiter(store), RateLimiter(store)]  # two warm containers taking turns
