@@ -34,6 +34,9 @@ LOSSES = [
     pytest.param(0.5, None, 3, id="half-lost-seed3"),
 ]
 THREADS = 20
+# One at a time, a resent write meets the state its first attempt left (a second "tat + interval"
+# would still fit); twenty at once, it mostly meets a bucket the others already filled.
+WORKERS = [pytest.param(1, id="one-at-a-time"), pytest.param(THREADS, id="20-at-once")]
 
 
 @pytest.fixture
@@ -69,8 +72,10 @@ def count_and_tat(dynamodb: Any, table: str, key: str) -> tuple[int, int]:
     return int(item["daily_count"]["N"]), int(item["tat"]["N"])
 
 
-def admit_all(limiter: RateLimiter, key: str, policy: Policy, now: float, n: int = THREADS) -> list[Any]:
-    """``n`` admissions at once: each an Admission, or the error it ended with."""
+def admit_all(
+    limiter: RateLimiter, key: str, policy: Policy, now: float, n: int = THREADS, workers: int = THREADS
+) -> list[Any]:
+    """``n`` admissions, ``workers`` at a time: each an Admission, or the error it ended with."""
 
     def attempt(_: int) -> Any:
         try:
@@ -78,7 +83,7 @@ def admit_all(limiter: RateLimiter, key: str, policy: Policy, now: float, n: int
         except (RateLimitedError, DailyLimitExceededError, ServiceError) as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=n) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(attempt, range(n)))
 
 
@@ -89,15 +94,16 @@ def admissions(results: list[Any]) -> list[Admission]:
 # --- admissions --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize(("probability", "max_count", "seed"), LOSSES)
 def test_a_burst_of_5_admits_exactly_5_and_stores_exactly_that(
-    limiter, key, dynamodb, table_name, emulator_faults, probability, max_count, seed
+    limiter, key, dynamodb, table_name, emulator_faults, probability, max_count, seed, workers
 ):
     policy = Policy(capacity=5, refill_rate=1e-6, daily_limit=1000)
     now = time.time()
     lose_answers(emulator_faults, key, probability, max_count, seed)
 
-    results = admit_all(limiter, key, policy, now)
+    results = admit_all(limiter, key, policy, now, workers=workers)
 
     lost = emulator_faults.injected().get("lost_response", {}).get("UpdateItem", 0)
     emulator_faults.clear()
@@ -110,15 +116,16 @@ def test_a_burst_of_5_admits_exactly_5_and_stores_exactly_that(
     assert limiter.peek(key, policy, now).remaining_burst == 0
 
 
+@pytest.mark.parametrize("workers", WORKERS)
 @pytest.mark.parametrize(("probability", "max_count", "seed"), LOSSES)
 def test_a_daily_limit_of_4_admits_exactly_4(
-    limiter, key, dynamodb, table_name, emulator_faults, probability, max_count, seed
+    limiter, key, dynamodb, table_name, emulator_faults, probability, max_count, seed, workers
 ):
     policy = Policy(capacity=100, refill_rate=1e-6, daily_limit=4)
     now = time.time()
     lose_answers(emulator_faults, key, probability, max_count, seed)
 
-    results = admit_all(limiter, key, policy, now)
+    results = admit_all(limiter, key, policy, now, workers=workers)
 
     lost = emulator_faults.injected().get("lost_response", {}).get("UpdateItem", 0)
     emulator_faults.clear()
