@@ -9,7 +9,7 @@ import time
 
 from dnd_rag.dal.dynamo import dynamodb_client
 from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
-from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
+from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError
 from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
 
 
@@ -25,7 +25,7 @@ def main() -> None:
         time.sleep(max(0.0, float(start_at) - time.time()))
         try:
             limiter.admit(key, policy, time.time())
-        except (RateLimitedError, DailyLimitExceededError):
+        except (RateLimitedError, DailyLimitExceededError, ServiceError):  # 429, or 503: not admitted
             return
         with lock:
             admitted += 1

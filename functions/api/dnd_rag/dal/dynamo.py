@@ -2,8 +2,8 @@
 
 Keys (pk / sk):
   TOKEN#<sha256(token)> / AUTH          validation cache (expires_at = TTL)
-  USER#<user_id>        / LIMITS        token bucket + daily count (rate-limit issue)
-  IP#<ip>               / AUTHFAIL      failed-auth bucket per client IP
+  USER#<user_id>        / LIMITS        token bucket + daily count + recent request ids (dal/limits/rate_limit.py)
+  IP#<ip or /64>        / LIMITS        the same, counting failed sign-ins per client network
   BUDGET#<yyyy-mm-dd>   / TOTAL         the day's money: spent, open holds, per-model ledger (dal/money/budget.py)
   LEDGER#<yyyy-mm-dd>   / USER#<id>     a user's daily usage ledger
   LEDGER#<yyyy-mm-dd>   / CHARGE#<id>   what one request was charged (makes the ledger write exactly-once)

@@ -63,13 +63,27 @@ class SharedTokenCache(Protocol):
 
 
 class LimitStore(Protocol):
-    """Rate-limit state per key; every consuming write is one conditional update."""
+    """Rate-limit state per key; every consuming write is one conditional update naming its
+    request, so a write re-sent after a lost answer is never counted twice."""
 
-    def try_consume(self, key: str, shape: Shape, policy: Policy, now: float) -> tuple[bool, BucketState | None]:
-        """Attempt the write ``shape`` describes: (True, new state) or (False, state as found)."""
+    def try_consume(
+        self,
+        key: str,
+        shape: Shape,
+        policy: Policy,
+        now: float,
+        request_id: str,
+        drop: tuple[str, ...] = (),
+        first_id: bool = False,
+    ) -> tuple[bool, BucketState | None]:
+        """Attempt the write ``shape`` describes, recording ``request_id`` (refused if already
+        recorded) and removing the ids ``drop``; ``first_id`` when the item has no ids yet.
+        (True, new state) or (False, state as found)."""
         ...
 
-    def refund(self, key: str, day: str, interval_ms: int) -> None: ...
+    def refund(self, key: str, day: str, interval_ms: int, request_id: str) -> None:
+        """Undo admission ``request_id`` of ``day``, once; a no-op if it is not recorded."""
+        ...
 
     def read(self, key: str) -> BucketState | None: ...
 

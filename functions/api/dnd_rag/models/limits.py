@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -32,6 +33,9 @@ class BucketState:
     tat_ms: int
     day: str
     count: int
+    # request id -> admission time (ms) of the recent admissions; None for an item written before
+    # admissions were named (it has no map yet: the next admission starts it)
+    ids: Mapping[str, int] | None = field(default_factory=dict)
 
 
 class Shape(Enum):

@@ -27,7 +27,10 @@ class FailedAuthGuard:
             raise _blocked(exc.retry_after) from None
 
     def record_failure(self, ip: str) -> None:
-        """Count one failed sign-in; the failure that exhausts the budget is already answered 429."""
+        """Count one failed sign-in; the failure that exhausts the budget is already answered 429.
+
+        Each failure is its own admission, named by a fresh request id (``admit`` makes one), so a
+        write the SDK resends after a lost answer counts it once."""
         try:
             self._limiter.admit(_key(ip), self._policy, self._clock())
         except (RateLimitedError, DailyLimitExceededError) as exc:

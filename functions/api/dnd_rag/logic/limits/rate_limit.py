@@ -14,11 +14,28 @@ it is (ALL_OLD), which either proves the request must be rejected (and why, with
 names the right shape for one more attempt. A refusal without the item is followed by one
 consistent read instead. So an admission costs one round trip in the common
 case, and no interleaving of writers can admit more than the policy allows.
+
+Resent writes (SPEC §4 "DynamoDB throttles and resends"). The SDK resends a write whose answer
+was lost although DynamoDB applied it; ``count + 1`` applied twice would charge one request two
+tokens. So every admission is named by its request id (a fresh uuid unless the caller gives one):
+the write records the id in the item's ``ids`` map and its condition refuses a write whose id is
+already there, the way the budget's holds are named by their hold id. A refusal whose item
+already carries our id is our own earlier attempt, applied once: the request is admitted. A refund
+removes the id with the decrements, on condition that the id is still there, so a resent refund
+is refused instead of giving back twice.
+
+The map stays small: NEW_DAY replaces it whole, and every admission removes, in the same write,
+the ids older than ``ID_LIFETIME_MS`` among those this container saw on the item last time
+(removing an id that is already gone is a no-op in DynamoDB). An id is only needed while its
+request may still resend its admission or refund it, i.e. within the request's 30 s; so the map
+holds the admissions of the last two minutes plus, at worst, those since this container's last
+view of the item, and never more than the day's admissions.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 
 from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError
@@ -30,6 +47,8 @@ from dnd_rag.models.limits import BucketState, Policy, Shape
 __all__ = ["Admission", "BucketState", "Policy", "RateLimiter", "Shape", "Standing"]
 
 MAX_ATTEMPTS = 6  # each refused attempt re-reads the state for free; contention converges fast
+ID_LIFETIME_MS = 120_000  # longer than any request lives (the gateway's 30 s): its id is no longer needed
+MAX_DROPPED_IDS = 32  # ids removed by one admission: keeps the expression small; the next one goes on
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,7 @@ class Admission:
     day: str
     interval_ms: int
     standing: Standing
+    request_id: str  # the id the admission is recorded under on the item (its refund names it too)
 
 
 def standing(state: BucketState | None, policy: Policy, now: float) -> Standing:
@@ -70,6 +90,15 @@ def shape_for(state: BucketState | None, now: float) -> Shape:
     if state is None or state.day < utc_day(now):
         return Shape.NEW_DAY
     return Shape.FULL if state.tat_ms <= int(now * 1000) else Shape.DRAINING
+
+
+def stale_ids(state: BucketState | None, now: float) -> tuple[str, ...]:
+    """The ids of ``state`` no request needs any more (oldest first, at most MAX_DROPPED_IDS)."""
+    if state is None or not state.ids:
+        return ()
+    cutoff = int(now * 1000) - ID_LIFETIME_MS
+    old = sorted((at, request_id) for request_id, at in state.ids.items() if at < cutoff)
+    return tuple(request_id for _, request_id in old[:MAX_DROPPED_IDS])
 
 
 def rejection(state: BucketState | None, policy: Policy, now: float) -> ServiceError | None:
@@ -102,21 +131,30 @@ class RateLimiter:
         self._store = store
         self._last_seen: BoundedMap[str, BucketState] = BoundedMap(max_remembered)
 
-    def admit(self, key: str, policy: Policy, now: float) -> Admission:
-        """Consume one request for ``key`` or raise RateLimitedError / DailyLimitExceededError."""
+    def admit(self, key: str, policy: Policy, now: float, request_id: str | None = None) -> Admission:
+        """Consume one request for ``key`` or raise RateLimitedError / DailyLimitExceededError.
+
+        ``request_id`` names the admission on the item (a fresh uuid when not given): give each
+        admission its own, as a second admission under the same id is taken for a resend."""
+        request_id = request_id or uuid.uuid4().hex
         state = self._last_seen.get(key)
         reread = False
         for _ in range(MAX_ATTEMPTS):
-            admitted, observed = self._store.try_consume(key, shape_for(state, now), policy, now)
+            shape = shape_for(state, now)
+            unnamed = shape is not Shape.NEW_DAY and state is not None and state.ids is None
+            admitted, observed = self._store.try_consume(
+                key, shape, policy, now, request_id, drop=stale_ids(state, now), first_id=unnamed
+            )
             if not admitted and observed is None and not reread:
                 # A refusal that carries no item (TTL removed it between the attempts, or an engine
                 # that does not return it) says nothing: one consistent read, not blind retries
                 # that would end in a spurious 429.
                 observed, reread = self._store.read(key), True
             self._remember(key, observed)
-            if admitted:
+            if admitted or (observed is not None and observed.ids is not None and request_id in observed.ids):
+                # refused, but by our own write: applied once already, its answer lost and resent
                 assert observed is not None
-                return Admission(key, observed.day, policy.interval_ms, standing(observed, policy, now))
+                return Admission(key, observed.day, policy.interval_ms, standing(observed, policy, now), request_id)
             error = rejection(observed, policy, now)
             if error is not None:
                 raise error
@@ -147,8 +185,8 @@ class RateLimiter:
         self._last_seen.pop(key)
 
     def refund(self, admission: Admission) -> None:
-        """Give back an admitted request (its token and its daily count), same day only."""
-        self._store.refund(admission.key, admission.day, admission.interval_ms)
+        """Give back an admitted request (its token and its daily count), same day only, once."""
+        self._store.refund(admission.key, admission.day, admission.interval_ms, admission.request_id)
         self._last_seen.pop(admission.key)
 
     def _remember(self, key: str, state: BucketState | None) -> None:
