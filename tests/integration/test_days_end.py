@@ -53,9 +53,9 @@ def test_a_hold_grown_after_midnight_is_judged_against_its_own_days_budget(store
     assert budget.resize(hold, 1_000)[0] is not None
 
 
-def test_an_operator_override_for_the_new_day_keeps_yesterdays_for_its_late_holds(make_app, call, base_env):
+def test_an_operator_override_for_the_new_day_keeps_yesterdays_for_its_late_holds(make_app, call, table):
     clock = Clock(BEFORE_MIDNIGHT)
-    app, container = make_app({"DAILY_BUDGET_USD": "5"}, clock=clock)
+    app, container = make_app({"DAILY_BUDGET_USD": "5", "TABLE_NAME": table}, clock=clock)
 
     def set_budget(usd):
         event = http_event("PUT", "/api/admin/budget", token="dev-admin", body={"daily_budget_usd": usd})
@@ -212,9 +212,9 @@ def test_a_hold_whose_every_answer_was_lost_is_given_back_on_both_books(
     limits = UserLimits(daily_nanos=5_000, max_in_flight=2)
 
     # When a request's hold raises although it was written (answered 503: OpenAI never called)
-    with emulator_faults.injecting([{"fault": "lost_response", "key_prefix": prefix}]):
-        with pytest.raises(StoreUnavailableError):
-            wallet.open("unlucky", limits, MODEL, 400)
+    lost = [{"fault": "lost_response", "key_prefix": prefix}]
+    with emulator_faults.injecting(lost), pytest.raises(StoreUnavailableError):
+        wallet.open("unlucky", limits, MODEL, 400)
 
     # Then neither book keeps a hold of it: nothing is charged in full when its lease ends
     totals = store.read_totals(D)

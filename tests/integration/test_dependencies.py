@@ -79,3 +79,21 @@ def test_slow_openai_is_cut_off_before_the_lambda_times_out(make_app, openai_env
     status, body, _ = parse(response)
     assert (status, body["error"]) == (502, "upstream_error")
     assert elapsed < lambda_has  # retries were shortened to fit, not abandoned by a Lambda timeout
+
+
+def test_a_request_that_arrived_long_ago_is_cut_off_before_the_gateway_gives_up(make_app, openai_env, openai_state):
+    # Given a request API Gateway received 22 s ago (a cold start's init ate the time), a Lambda
+    # that still has its whole 29 s, and an OpenAI that takes 3 s per attempt
+    app, container = make_app({**openai_env, "OPENAI_TIMEOUT_SECONDS": "8"})
+    openai_state.delay_seconds = 3.0
+    event = http_event("POST", "/api/query", token="dev-alice", body=FIGHTER)
+    event["requestContext"]["timeEpoch"] = int((container.clock() - 22) * 1000)
+
+    started = time.monotonic()
+    status, body, _ = parse(app.resolve(event, LambdaContext("test", timeout_seconds=29)))
+    elapsed = time.monotonic() - started
+
+    # Then it answers before the gateway's 30 s (8 s left here), never the gateway's own 503
+    assert (status, body["error"]) == (502, "upstream_error")
+    assert elapsed < 8
+    assert len([r for r in openai_state.requests if r["path"].endswith("/chat/completions")]) <= 2

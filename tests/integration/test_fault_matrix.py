@@ -11,9 +11,14 @@ import threading
 import time
 import uuid
 
+import boto3
 import pytest
 
 from dnd_rag.container import Container
+from dnd_rag.dal.dynamo import CLIENT_CONFIG
+from dnd_rag.dal.money.budget import DynamoBudgetStore
+from dnd_rag.errors import StoreUnavailableError
+from dnd_rag.models.money import HoldEntry
 from dnd_rag.pricing import PriceBook, TokenUsage
 from infra.local.bootstrap import ensure_table
 from tests.support.events import http_event, parse
@@ -163,21 +168,41 @@ def test_a_hung_chroma_is_502_within_its_timeouts_not_a_lambda_timeout(
     assert (usage["bucket"]["remaining_burst"], usage["today"]["requests"]) == (15, 0)
 
 
-@pytest.mark.parametrize("fault", ["internal_error", "throttle"])
+# One retry budget per request (dal/dynamo.py): a throttled write is sent twice (the SDK's one
+# retry, none of ours: the item is hot), a 500 at most 2 x 5 times (a lost answer is worth resending).
+@pytest.mark.parametrize(("fault", "most_sends", "retry_after"), [("internal_error", 10, "5"), ("throttle", 2, "2")])
 def test_a_store_error_after_admission_gives_the_token_and_the_daily_count_back(
-    make_app, call, env, token, dynamodb, emulator_faults, fault
+    make_app, call, env, token, dynamodb, emulator_faults, fault, most_sends, retry_after
 ):
     app, _ = make_app(env)
     # the budget's writes keep failing after the admission succeeded
     emulator_faults.set([{"fault": fault, "key_prefix": "BUDGET#", "operations": ["UpdateItem"]}])
 
     status, body, headers = parse(call(app, http_event("POST", "/api/query", token=token, body=QUESTION)))
+    sends = emulator_faults.injected()[fault]["UpdateItem"]
     emulator_faults.clear()
 
     assert (status, body["error"]) == (503, "service_unavailable")
-    assert "Retry-After" in headers
+    assert headers["Retry-After"] == retry_after
+    # three writes on the total, each within the bound: the hold, then giving it back twice (the
+    # budget's own give-back and the wallet's undo; a hold that is not there is left alone)
+    assert 2 <= sends <= 3 * most_sends
     usage = parse(call(app, http_event("GET", "/api/usage", token=token)))[1]
     assert (usage["bucket"]["remaining_burst"], usage["daily_remaining"], usage["today"]["requests"]) == (15, 30, 0)
+
+
+@pytest.mark.parametrize(("fault", "most_sends"), [("internal_error", 10), ("throttle", 2)])
+def test_one_write_is_sent_within_the_retry_budget(env, emulator_faults, fault, most_sends):
+    store = DynamoBudgetStore(boto3.client("dynamodb", config=CLIENT_CONFIG), env["TABLE_NAME"])  # the function's
+    entry = HoldEntry(100, 0.0, "u", "gpt-4o-mini")
+    emulator_faults.set([{"fault": fault, "key_prefix": "BUDGET#"}])
+
+    with pytest.raises(StoreUnavailableError):
+        store.try_reserve("2026-11-22", "h1", entry, 1_000, 0.0)
+    sends = emulator_faults.injected()[fault]["UpdateItem"]
+    emulator_faults.clear()
+
+    assert sends == most_sends
 
 
 def test_auth_api_down_is_503_and_consumes_nothing(make_app, call, env, token, dynamodb):

@@ -25,27 +25,28 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dnd_rag.errors import StoreUnavailableError
 
-# Fail fast: a limiter that hangs is worse than one that says 503. An endpoint that refuses costs
-# ~0.5 s in all (measured through sam local); one that never answers at most 3 x (1 s connect + 3 s
-# read) plus backoff per operation, and the first failed operation ends the request: well inside the
-# function's 29 s, so the caller gets our 503, never API Gateway's own 502/504. A connect in the
-# same region takes milliseconds; the read keeps room for a loaded (serialized) local emulator.
-CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard", "max_attempts": 3})
+# One retry budget per request (SPEC §4), so that every wait fits the request's deadline:
+# - the SDK sends each call at most twice (``total_max_attempts``: the first send and one retry,
+#   botocore's standard mode: throttles back off rand() * 1 s, 5xx rand() * 50 ms);
+# - ``with_retries`` re-sends only what the SDK cannot judge: a transaction conflict (never retried
+#   by botocore) and a 500 on an idempotent write (a lost answer), at most RETRY_ATTEMPTS times with
+#   waits capped at RETRY_CAP_SECONDS; never a throttle: a throttled item is hot, more sends make it
+#   hotter, and the caller gets 503 ``service_unavailable`` + Retry-After at once.
+# Worst case per operation: a throttle 2 sends, ~1 s; a 5xx 2 x 5 = 10 fast sends, < 2 s of waits; an
+# endpoint that never answers 2 x (1 s connect + 3 s read) = 8 s, and that failure ends the request:
+# inside the 27 s a request may work, so the caller gets our 503, never API Gateway's own. A connect in
+# the same region takes milliseconds; the read keeps room for a loaded (serialized) local emulator.
+CLIENT_CONFIG = Config(connect_timeout=1, read_timeout=3, retries={"mode": "standard", "total_max_attempts": 2})
 
 
-# Answers DynamoDB gives when a write could not run *now*; the write was not applied and is safe
-# to send again. botocore retries the throttling and 5xx ones itself (standard mode) but never
-# TransactionConflictException, nor a transaction cancelled because of a conflict.
-TRANSIENT_CODES = frozenset(
-    {
-        "TransactionConflictException",
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-    }
-)
-TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+# Answers after which an idempotent write is sent again by ``with_retries``: a conflict (the item was
+# in another transaction; botocore never retries it) and a 500 (maybe applied, answer lost: the
+# write's condition names the request, so a second application is refused, not counted).
+TRANSIENT_CODES = frozenset({"TransactionConflictException", "InternalServerError"})
+TRANSIENT_CANCELLATIONS = frozenset({"TransactionConflict"})
+# Throttling: answered 503 with a short Retry-After (DynamoDB's per-item ceiling is per second).
+THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
+THROTTLED_RETRY_AFTER = 2
 RETRY_ATTEMPTS = 5
 RETRY_BASE_SECONDS = 0.025
 RETRY_CAP_SECONDS = 0.4  # all waits together stay under a second: far inside the request deadline
@@ -143,6 +144,6 @@ def store_errors(operation: str, expected: tuple[str, ...] = ("ConditionalCheckF
 def _unavailable(operation: str, code: str) -> StoreUnavailableError:
     return StoreUnavailableError(
         "The service is temporarily unavailable. Please retry shortly.",
-        retry_after=5,
+        retry_after=THROTTLED_RETRY_AFTER if code in THROTTLE_CODES else 5,
         reason=f"dynamodb {operation}: {code}",
     )

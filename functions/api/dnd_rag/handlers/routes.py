@@ -17,7 +17,7 @@ from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors
 from dnd_rag.handlers.openapi import BEARER, document, responses
 from dnd_rag.handlers.presenters import query_response, record_query_metrics, usage_response
 from dnd_rag.handlers.request_body import strict_json
-from dnd_rag.logic.common.clock import Deadline
+from dnd_rag.logic.common.clock import Deadline, seconds_to_answer
 from dnd_rag.models.api import HealthResponse, QueryRequest, QueryResponse, UsageResponse
 
 ROUTE_METHODS: dict[str, set[str]] = {
@@ -34,9 +34,13 @@ ROUTE_METHODS: dict[str, set[str]] = {
 RESPONSE_MARGIN_SECONDS = 3.0
 
 
-def request_deadline(app: APIGatewayHttpResolver) -> Deadline:
+def request_deadline(app: APIGatewayHttpResolver, now: float) -> Deadline:
+    """min(Lambda remaining, timeEpoch + 30 s) - margin (SPEC §4): API Gateway stops waiting 30 s
+    after the request arrived, init included, whatever the function's own timeout."""
     remaining = app.lambda_context.get_remaining_time_in_millis() / 1000
-    return Deadline(remaining - RESPONSE_MARGIN_SECONDS)
+    epoch_ms = app.current_event.request_context.time_epoch
+    arrived_at = epoch_ms / 1000 if epoch_ms else None
+    return Deadline(seconds_to_answer(remaining, arrived_at, now, RESPONSE_MARGIN_SECONDS))
 
 
 def create_app(container: Container) -> APIGatewayHttpResolver:
@@ -69,7 +73,9 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         user = app.context["user"]
 
         def answer() -> dict:
-            outcome = container.queries.ask(user, request.question, request.k, request.debug, request_deadline(app))
+            outcome = container.queries.ask(
+                user, request.question, request.k, request.debug, request_deadline(app, container.clock())
+            )
             record_query_metrics(outcome, container.budget.limit)
             return query_response(user, outcome, container.budget.limit).model_dump(mode="json")
 

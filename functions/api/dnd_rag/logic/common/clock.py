@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +31,17 @@ def day_end(day: str) -> float:
 
 def iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+GATEWAY_TIMEOUT_SECONDS = 30.0  # HTTP API's integration timeout, counted from the request's arrival
+
+
+def seconds_to_answer(lambda_remaining: float, arrived_at: float | None, now: float, margin: float) -> float:
+    """How long a request may still work: the smaller of what the Lambda has left and what API
+    Gateway still waits (30 s from ``arrived_at``, its ``requestContext.timeEpoch``: a cold start's
+    init phase is already spent from it), less ``margin`` to settle and answer."""
+    gateway_remaining = math.inf if arrived_at is None else arrived_at + GATEWAY_TIMEOUT_SECONDS - now
+    return min(lambda_remaining, gateway_remaining) - margin
 
 
 class Deadline:
