@@ -6,8 +6,10 @@ import json
 import sys
 import uuid
 
+import boto3
 import pytest
 
+from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.observability import metrics
 from dnd_rag.pricing import NANOS_PER_USD
 from infra.local.bootstrap import ensure_table
@@ -353,3 +355,34 @@ def test_every_change_emits_the_operator_action_metric_and_notifies_the_hook(env
     assert [(entry.action, entry.who, entry.after) for entry in notified] == [
         ("pause", ADMIN, {"paused": True, "reason": "metric check"})
     ]
+
+
+def test_what_a_user_or_operator_reads_right_after_a_write_is_read_consistently(make_app, call, env):
+    # DynamoDB's default reads may miss a write made a moment before; moto's never do, so the
+    # harness cannot show the staleness: the reads the routes send are checked instead.
+    client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+    reads: list[tuple[str, dict]] = []
+
+    def record(params, model, **_):
+        if model.name in ("GetItem", "Query", "BatchGetItem"):
+            reads.append((model.name, params))
+
+    client.meta.events.register("provide-client-params.dynamodb", record)
+    app, _ = make_app(env, dynamodb_client=client)
+    assert ask(call, app)[0] == 200
+    admin(call, app, "POST", "/api/admin/pause", {"reason": "maintenance"})
+    reads.clear()
+
+    assert parse(call(app, http_event("GET", "/api/usage", token="dev-alice")))[0] == 200
+    assert admin(call, app, "GET", "/api/admin/usage")[0] == 200
+    audit(call, app)
+
+    def consistent(operation, params):
+        if operation == "BatchGetItem":
+            return all(request.get("ConsistentRead") for request in params["RequestItems"].values())
+        return params.get("ConsistentRead") is True
+
+    # the shared token cache (sk AUTH) may be stale: a validation result, not a write of the caller's
+    others = [(op, p) for op, p in reads if p.get("Key", {}).get("sk", {}).get("S") != "AUTH"]
+    assert {op for op, _ in others} >= {"GetItem", "Query"}
+    assert [(op, p) for op, p in others if not consistent(op, p)] == []

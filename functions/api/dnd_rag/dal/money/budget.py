@@ -593,6 +593,7 @@ class DynamoLedgers:
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
             "ExpressionAttributeValues": {":pk": {"S": f"LEDGER#{day}"}, ":prefix": {"S": "USER#"}},
+            "ConsistentRead": True,  # read right after a settle (usage, the alert's top users)
         }
         while True:
             with store_errors("Query ledgers"):
@@ -613,5 +614,7 @@ class DynamoLedgers:
 
     def user(self, day: str, user_id: str) -> LedgerRow | None:
         with store_errors("GetItem ledger"):
-            item = self._client.get_item(TableName=self._table, Key=user_ledger_key(day, user_id)).get("Item")
+            item = self._client.get_item(
+                TableName=self._table, Key=user_ledger_key(day, user_id), ConsistentRead=True
+            ).get("Item")
         return _row(item) if item else None

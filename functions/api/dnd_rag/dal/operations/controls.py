@@ -166,5 +166,6 @@ class DynamoControlStore:
                 ExpressionAttributeValues={":audit": {"S": AUDIT_PK}},
                 ScanIndexForward=False,
                 Limit=limit,
+                ConsistentRead=True,  # an operator reads the trail right after a change
             )
         return [_entry(item) for item in response.get("Items", [])]
