@@ -2,6 +2,7 @@
 an injected clock: every decision about a hold is made against its own day, yesterday's orphans
 are charged to yesterday, and a store error after a grant never leaks the caller's hold."""
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -18,7 +19,7 @@ from dnd_rag.models.controls import BudgetOverride, Controls
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import TokenUsage
 from tests.support.clock import Clock
-from tests.support.events import http_event, parse
+from tests.support.events import http_event, lambda_context, parse
 
 D, NEXT = "2026-11-22", "2026-11-23"
 BEFORE_MIDNIGHT = datetime(2026, 11, 22, 23, 59, 50, tzinfo=UTC).timestamp()
@@ -221,3 +222,24 @@ def test_a_hold_whose_every_answer_was_lost_is_given_back_on_both_books(
     user = user_store.read(D, "unlucky")
     assert (totals.committed, totals.holds) == (0, {})
     assert (user.committed, user.in_flight, user.holds) == (0, 0, {})
+
+
+def test_the_scheduled_sweep_event_reaches_the_sweep_through_the_lambda_entry_point(lambda_module, dynamodb):
+    # Given a hold opened two minutes ago by a request that died (on the function's own table)
+    table = lambda_module.container.settings.table_name
+    store = DynamoBudgetStore(dynamodb, table)
+    opened_at = time.time() - 120
+    dead, _ = Budget(store, limit=10**12, clock=lambda: opened_at).open("sweep-ghost", MODEL, 321)
+    assert dead is not None
+
+    # When EventBridge Scheduler invokes the function with the sweep event
+    result = lambda_module.lambda_handler({"dnd_rag_task": "sweep"}, lambda_context())
+
+    # Then the dead request's hold is charged in full to its own day, and none is left
+    assert result["task"] == "sweep"
+    assert dead.day in result["holds_left"]
+    totals = store.read_totals(dead.day)
+    assert dead.id not in totals.holds
+    assert dead.id in totals.orphans
+    with pytest.raises(ValueError, match="unknown scheduled task"):
+        lambda_module.lambda_handler({"dnd_rag_task": "compact"}, lambda_context())
