@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 
 from dnd_rag.container import Container
-from dnd_rag.dal.dynamo import CLIENT_CONFIG
+from dnd_rag.dal.dynamo import CLIENT_CONFIG, RETRY_ATTEMPTS
 from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
 from dnd_rag.dal.money.budget import DynamoBudgetStore
 from dnd_rag.errors import RateLimitedError
@@ -250,14 +251,36 @@ def bench_round_trips(env: dict[str, str]) -> None:
 
             client.meta.events.register("before-send.dynamodb", record)
             trips = RoundTripRecorder(client, recording=True)
+            capacity(env, "DELETE")
             with contextlib.redirect_stdout(io.StringIO()):
                 status, body = _ask(app, "dev-alice")
+            used = capacity(env, "GET")
             client.meta.events.unregister("before-send.dynamodb", record)
             trips.close()
             assert (status, body["meta"]["cache"]) == (200, expected), (status, body)
             steps = trips.sequential()
             verdict = "ok" if steps <= 4 else "OVER 4"
             print(f"  {label:20s} warm, cached token: {steps} sequential ({verdict}), {len(sent)} calls: {sent}")
+            items = ", ".join(f"{key.split('|')[0]} {v['wcu']:g}" for key, v in used["items"].items() if v["wcu"])
+            print(f"  {'':20s} WCU {used['total']['wcu']:g}, RCU {used['total']['rcu']:g} (written: {items})")
+
+
+def capacity(env: dict[str, str], method: str) -> dict[str, Any]:
+    """The emulator's capacity meter (infra/local/aws_emulator.py): GET reads it, DELETE zeroes it."""
+    response = httpx.request(method, f"{env['AWS_ENDPOINT_URL']}/_emulator/capacity", timeout=10)
+    response.raise_for_status()
+    return response.json() if response.content else {}
+
+
+def report_retry_budget() -> None:
+    """What one DynamoDB operation may cost at most under each failure (dal/dynamo.py)."""
+    sdk = CLIENT_CONFIG.retries["total_max_attempts"]
+    send = CLIENT_CONFIG.connect_timeout + CLIENT_CONFIG.read_timeout
+    print(
+        f"retry budget per DynamoDB operation: throttled {sdk} sends (~1 s of backoff), then 503 + Retry-After; "
+        f"5xx/conflict {sdk} x {RETRY_ATTEMPTS} = {sdk * RETRY_ATTEMPTS} sends (waits < 2 s); "
+        f"unreachable {sdk} x {send:g} s = {sdk * send:g} s, then 503"
+    )
 
 
 def bench_user_cap_round_trips(env: dict[str, str]) -> None:
@@ -457,6 +480,7 @@ def main() -> None:
             print("round trips (same emulator):")
             bench_round_trips(env)
             bench_user_cap_round_trips(env)
+            report_retry_budget()
             bench_controls(env, p(baseline, 0.50), min(args.samples, 100))
             print("correctness under contention (same emulator):")
             ensure_table(client, "dnd-rag-bench-race")

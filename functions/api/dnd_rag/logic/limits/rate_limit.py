@@ -38,11 +38,12 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError
+from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError, StoreUnavailableError
 from dnd_rag.logic.common.bounded_map import BoundedMap
 from dnd_rag.logic.common.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.ports import LimitStore
 from dnd_rag.models.limits import BucketState, Policy, Shape
+from dnd_rag.observability import logger
 
 __all__ = ["Admission", "BucketState", "Policy", "RateLimiter", "Shape", "Standing"]
 
@@ -142,9 +143,15 @@ class RateLimiter:
         for _ in range(MAX_ATTEMPTS):
             shape = shape_for(state, now)
             unnamed = shape is not Shape.NEW_DAY and state is not None and state.ids is None
-            admitted, observed = self._store.try_consume(
-                key, shape, policy, now, request_id, drop=stale_ids(state, now), first_id=unnamed
-            )
+            try:
+                admitted, observed = self._store.try_consume(
+                    key, shape, policy, now, request_id, drop=stale_ids(state, now), first_id=unnamed
+                )
+            except StoreUnavailableError:
+                # the write may have been applied although every answer was lost: a request
+                # answered 503 consumes nothing, so its admission (if there is one) is given back
+                self._give_back(key, utc_day(now), policy.interval_ms, request_id)
+                raise
             if not admitted and observed is None and not reread:
                 # A refusal that carries no item (TTL removed it between the attempts, or an engine
                 # that does not return it) says nothing: one consistent read, not blind retries
@@ -164,6 +171,14 @@ class RateLimiter:
             retry_after=1,
             rate_info={"remaining_burst": 0, "retry_after": 1},
         )
+
+    def _give_back(self, key: str, day: str, interval_ms: int, request_id: str) -> None:
+        """Refund admission ``request_id`` if it was written; never raises (the refund names it)."""
+        try:
+            self._store.refund(key, day, interval_ms, request_id)
+        except ServiceError:
+            logger.error("could not give back an admission after a store error", extra={"key_kind": key.split("#")[0]})
+        self._last_seen.pop(key)
 
     def peek(self, key: str, policy: Policy, now: float) -> Standing:
         """The key's standing without consuming anything (one read)."""
