@@ -20,6 +20,7 @@ from dnd_rag.logic.money.budget import LEASE_SECONDS, Budget, Charge
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
 from infra.scripts.round_trips import RoundTripRecorder
+from tests.support.budget_items import day_total, shard_items
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
@@ -40,8 +41,7 @@ def today():
 
 
 def total_item(dynamodb, table):
-    key = {"pk": {"S": f"BUDGET#{today()}"}, "sk": {"S": "TOTAL"}}
-    return dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
+    return day_total(dynamodb, table, today())
 
 
 def ask(call, app, token, k=K, question=QUESTION):
@@ -73,13 +73,17 @@ def one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipi
     return round(body["meta"]["cost"]["query_cost"] * NANOS_PER_USD)
 
 
+# One shard (small budgets), and the day split over 4 shards with 6 queries in flight at most per
+# shard and none smaller than 0: each shard then holds about 10 queries of the 40.
+@pytest.mark.parametrize("shards", [1, 4])
 def test_concurrent_queries_spend_nearly_all_the_budget_never_more_and_alert_once_per_threshold(
-    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, aws_endpoint
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb, aws_endpoint, shards
 ):
     # Given a budget of about 40 queries
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
     limit = 40 * cost
     env = budget_env(base_env, any_user_auth_url, table, recipient, usd(limit))
+    env |= {"BUDGET_SHARDS": str(shards), "BUDGET_MIN_SHARD_USD": "0", "BUDGET_HOLDS_PER_SHARD": "6"}
     containers = [make_app(env)[0] for _ in range(6)]
     users = [f"u-{uuid.uuid4().hex[:10]}" for _ in range(4)]
 
@@ -106,6 +110,7 @@ def test_concurrent_queries_spend_nearly_all_the_budget_never_more_and_alert_onc
     assert spent >= 0.95 * limit  # the whole budget is usable (SPEC §7)
     assert committed == spent  # no hold left open
     assert not [name for name in total if name.startswith("h_")]
+    assert len(shard_items(dynamodb, table, today())) == shards  # every shard was used
     # and the answers' own costs add up to the books (refused requests spent their embedding)
     reported = sum(round(b["meta"]["cost"]["query_cost"] * NANOS_PER_USD) for st, b, _ in results if st == 200)
     assert reported <= spent + 500 * statuses.count(200)  # query_cost is rounded to 1e-6 USD

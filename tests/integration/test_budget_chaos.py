@@ -50,11 +50,13 @@ import pytest
 from dnd_rag.pricing import NANOS_PER_USD
 from infra.local.bootstrap import ensure_table
 from tests.support.billing import billed_nanos
+from tests.support.budget_items import day_total
 from tests.support.events import http_event, parse
 from tests.support.servers import python_env
 
 SEED = int(os.environ.get("CHAOS_SEED", "8"))
 CONTAINERS = 6
+SHARDS = 4
 USERS = 4
 BUDGET_IN_QUERIES = 40  # the budget covers about this many standard queries at their real cost
 MAX_REQUESTS_PER_CONTAINER = 40  # a bound on the run if the budget somehow never ran out
@@ -299,6 +301,9 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
         "TABLE_NAME": chaos_table,
         "DAILY_BUDGET_USD": str(Decimal(limit) / NANOS_PER_USD),
         "MAX_IN_FLIGHT_PER_USER": str(MAX_IN_FLIGHT_PER_USER),
+        # the day's budget over shards (each holding about 10 of the 40 queries), no size floor
+        "BUDGET_SHARDS": str(SHARDS),
+        "BUDGET_MIN_SHARD_USD": "0",
         "PLAN_LIMITS": json.dumps({CAPPED_PLAN: {"daily_usd": str(Decimal(user_cap) / NANOS_PER_USD)}}),
     }
     # a token is its user's id, and the capped user's ends in its plan (tests/fakes/auth_faults.py)
@@ -357,7 +362,6 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
             if outcome.reason == "in_flight" or outcome.error == "too_many_in_flight":
                 time.sleep(0.2)  # running queries hold the rest: they settle shortly
 
-    total_key = {"pk": {"S": f"BUDGET#{today()}"}, "sk": {"S": "TOTAL"}}
     try:
         with ThreadPoolExecutor(CONTAINERS) as pool:
             list(pool.map(serve, range(CONTAINERS)))
@@ -367,7 +371,7 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
         openai_state.control({"rules": []})
 
         # And the dead requests' leases run out; the next requests reclaim what they left behind
-        total = dynamodb.get_item(TableName=chaos_table, Key=total_key, ConsistentRead=True)["Item"]
+        total = day_total(dynamodb, chaos_table, today())
         leases = [float(value["M"]["l"]["N"]) for name, value in total.items() if name.startswith("h_")]
         open_after_chaos = len(leases)
         if leases:
@@ -380,7 +384,7 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
             answer = sweeper.ask(users[0], {"question": "What is a beholder?"}, kill_after=None)
             assert answer is not None
             assert (answer["status"], (answer["body"] or {}).get("error")) in ALLOWED
-            total = dynamodb.get_item(TableName=chaos_table, Key=total_key, ConsistentRead=True)["Item"]
+            total = day_total(dynamodb, chaos_table, today())
         # A user's hold whose request died before its hold on the total was written (or after that
         # one was refused) is no money on the total: the user's own next request frees it, once its
         # lease has ended
@@ -397,7 +401,7 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
                 answer = sweeper.ask(row["sk"]["S"].removeprefix("USER#"), {"question": "What is a beholder?"})
                 assert answer is not None
                 assert (answer["status"], (answer["body"] or {}).get("error")) in ALLOWED
-        total = dynamodb.get_item(TableName=chaos_table, Key=total_key, ConsistentRead=True)["Item"]
+        total = day_total(dynamodb, chaos_table, today())
     finally:
         emulator_faults.clear()
         openai_state.control({"rules": []})

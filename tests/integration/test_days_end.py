@@ -170,6 +170,9 @@ class ReadFails(DynamoBudgetStore):
     def read_totals(self, day):
         raise StoreUnavailableError("unavailable", retry_after=5, reason="injected: read")
 
+    def read_shard(self, day, shard):
+        raise StoreUnavailableError("unavailable", retry_after=5, reason="injected: read")
+
 
 def leave_an_expired_hold(store, clock):
     assert Budget(store, limit=10_000, clock=clock).open("dead", MODEL, 300)[0] is not None

@@ -24,6 +24,7 @@ from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
 from infra.scripts.round_trips import RoundTripRecorder
 from tests.support.billing import billed_nanos
+from tests.support.budget_items import day_total
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 
@@ -41,8 +42,7 @@ def user_item(dynamodb, table, user, day=None):
 
 
 def total_item(dynamodb, table, day=None):
-    key = {"pk": {"S": f"BUDGET#{day or today()}"}, "sk": {"S": "TOTAL"}}
-    return dynamodb.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item", {})
+    return day_total(dynamodb, table, day or today())
 
 
 def n(item, name):

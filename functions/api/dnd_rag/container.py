@@ -171,6 +171,7 @@ class Container:
             self.clock,
             spend_reset=self.user_budget if self.spend_reset is None else self.spend_reset,
             on_action=self.operator_events.on_audit if self.on_operator_action is None else self.on_operator_action,
+            shard_split=self.budget.override_split,
         )
 
     @property
@@ -235,6 +236,10 @@ class Container:
             observer=alerts,
             lease_seconds=s.budget_lease_seconds,
             effective_limit=controls.budget_limit,
+            shards=s.budget_shards,
+            holds_per_shard=s.budget_holds_per_shard,
+            min_shard=usd_to_nanos(s.budget_min_shard_usd),
+            override_shards=controls.shard_limits,
         )
 
     @property

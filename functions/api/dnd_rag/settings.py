@@ -110,6 +110,12 @@ class Settings(BaseModel):
     # how long a budget hold outlives its request before it is reclaimed as an orphan; keep it
     # above the Lambda timeout (29 s), or live requests get charged in full and corrected later
     budget_lease_seconds: int = Field(default=60, alias="BUDGET_LEASE_SECONDS", ge=1, le=3600)
+    # the day's budget split over this many items (logic/money/shards.py): the ceiling of queries
+    # per second grows with it; each shard holds at least BUDGET_MIN_SHARD_USD (a small budget uses
+    # fewer shards) and at most BUDGET_HOLDS_PER_SHARD queries in flight (its item stays ~1 KB)
+    budget_shards: int = Field(default=16, alias="BUDGET_SHARDS", ge=1, le=256)
+    budget_holds_per_shard: int = Field(default=8, alias="BUDGET_HOLDS_PER_SHARD", ge=1, le=100)
+    budget_min_shard_usd: Decimal = Field(default=Decimal("0.05"), alias="BUDGET_MIN_SHARD_USD", ge=0)
     # how old a container's copy of the operator controls (pause, blocks, budget override) may get
     # before a query re-reads it: every container sees an operator's change within this time
     controls_refresh_seconds: float = Field(default=4.0, alias="CONTROLS_REFRESH_SECONDS", ge=0, le=5)

@@ -93,8 +93,9 @@ class LimitStore(Protocol):
 
 
 class BudgetStore(Protocol):
-    """The day's money (nano-dollars). Every write is one conditional write naming its hold, so a
-    write re-sent after a lost answer is never counted twice."""
+    """The day's money (nano-dollars), split over shards (logic/money/shards.py). Every write is one
+    conditional write on one shard naming its hold, so a write re-sent after a lost answer is never
+    counted twice."""
 
     def try_reserve(
         self,
@@ -104,11 +105,16 @@ class BudgetStore(Protocol):
         headroom: int,
         expires_at: float,
         drop_orphans: tuple[str, ...] = (),
+        shard: int = 0,
+        max_holds: int | None = None,
     ) -> tuple[bool, BudgetTotals]:
-        """Open a hold if ``committed <= headroom``: (granted, totals after or as found)."""
+        """Open a hold on ``shard`` if its ``committed <= headroom`` and it has fewer than
+        ``max_holds`` holds: (granted, the shard's totals after or as found)."""
         ...
 
-    def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]: ...
+    def try_resize(
+        self, day: str, hold_id: str, old: int, new: int, headroom: int, shard: int = 0
+    ) -> tuple[bool, BudgetTotals]: ...
 
     def settle(
         self,
@@ -119,12 +125,13 @@ class BudgetStore(Protocol):
         now: float,
         expires_at: float,
         user_hold: int | None = None,
+        shard: int = 0,
     ) -> BudgetTotals:
         """Replace the hold by ``charge`` in the user's ledger (closing the user's hold of the same
-        id, of amount ``user_hold``, in the same write) and then in the total."""
+        id, of amount ``user_hold``, in the same write) and then on its shard."""
         ...
 
-    def release(self, day: str, hold_id: str, amount: int) -> bool:
+    def release(self, day: str, hold_id: str, amount: int, shard: int = 0) -> bool:
         """Remove a hold that paid for nothing if it has ``amount``; False (a no-op) if it is gone
         or has another amount."""
         ...
@@ -132,10 +139,19 @@ class BudgetStore(Protocol):
     def reclaim(
         self, day: str, hold_id: str, entry: HoldEntry, now: float, grace_until: float, expires_at: float
     ) -> int:
-        """Settle a hold whose lease ended (at its recorded cost, else in full); what this call booked."""
+        """Settle a hold whose lease ended (at its recorded cost, else in full) on its shard
+        (``entry.shard``); what this call booked."""
         ...
 
-    def read_totals(self, day: str) -> BudgetTotals: ...
+    def read_shard(self, day: str, shard: int) -> BudgetTotals: ...
+
+    def read_shards(self, day: str) -> dict[int, BudgetTotals]:
+        """Each shard of the day that has an item, by number."""
+        ...
+
+    def read_totals(self, day: str) -> BudgetTotals:
+        """The day as a whole: every shard summed."""
+        ...
 
 
 class AnswerCacheStore(Protocol):

@@ -24,6 +24,8 @@ class BudgetOverride:
 
     day: str  # YYYY-MM-DD
     nanos: int
+    # each shard's share of ``nanos`` (logic/money/shards.py ``split_override``); empty: an even split
+    shard_limits: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

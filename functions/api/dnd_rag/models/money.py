@@ -30,6 +30,7 @@ class HoldEntry:
     lease_until: float
     user_id: str
     model: str
+    shard: int = 0  # the shard of the day's budget it holds money on
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,15 @@ class BudgetTotals:
     ``committed`` = ``spent`` + every open hold. ``holds`` are the open reservations by id and
     ``orphans`` the ids of reservations charged in full after their lease ended (kept for a grace
     period so that a late settle can still correct them down). ``day`` is the UTC day they belong
-    to: every decision made from them is made against that day's budget and alerts."""
+    to: every decision made from them is made against that day's budget and alerts. ``shard`` is
+    the one shard of the day's budget they describe, or None for the whole day (every shard summed).
+    ``open_holds`` counts the holds (a shard carries at most a configured number)."""
 
     day: str
     spent: int
     committed: int
+    shard: int | None = None
+    open_holds: int = 0
     alerts_sent: dict[int, int] = field(default_factory=dict)  # threshold -> the budget it was sent for
     holds: dict[str, HoldEntry] = field(default_factory=dict)
     orphans: dict[str, float] = field(default_factory=dict)  # id -> end of grace (epoch seconds)

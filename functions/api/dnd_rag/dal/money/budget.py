@@ -50,8 +50,26 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
 
 
-def _total_key(day: str) -> dict[str, Any]:
-    return {"pk": {"S": f"BUDGET#{day}"}, "sk": {"S": "TOTAL"}}
+def _day_pk(day: str) -> str:
+    return f"BUDGET#{day}"
+
+
+def _shard_sk(shard: int) -> str:
+    """Shard 0 keeps the name of the day's one item before sharding (``TOTAL``): with one shard the
+    layout is what it always was, and it also carries the day's alert marks."""
+    return "TOTAL" if shard == 0 else f"SHARD#{shard}"
+
+
+def _shard_key(day: str, shard: int = 0) -> dict[str, Any]:
+    return {"pk": {"S": _day_pk(day)}, "sk": {"S": _shard_sk(shard)}}
+
+
+def _shard_of(sort_key: str) -> int | None:
+    if sort_key == "TOTAL":
+        return 0
+    if sort_key.startswith("SHARD#"):
+        return int(sort_key.removeprefix("SHARD#"))
+    return None
 
 
 def _ledger_key(day: str, sort_key: str) -> dict[str, Any]:
@@ -63,13 +81,14 @@ def user_ledger_key(day: str, user_id: str) -> dict[str, Any]:
     return _ledger_key(day, f"USER#{user_id}")
 
 
-def _hold(value: dict[str, Any]) -> HoldEntry:
+def _hold(value: dict[str, Any], shard: int) -> HoldEntry:
     fields = value["M"]
     return HoldEntry(
         amount=int(fields["a"]["N"]),
         lease_until=float(fields["l"]["N"]),
         user_id=fields["u"]["S"],
         model=fields["m"]["S"],
+        shard=shard,
     )
 
 
@@ -83,7 +102,8 @@ def _curve(item: dict[str, Any]) -> dict[int, int]:
     return curve
 
 
-def totals_from_item(day: str, item: dict[str, Any] | None) -> BudgetTotals:
+def totals_from_item(day: str, item: dict[str, Any] | None, shard: int = 0) -> BudgetTotals:
+    """One shard's totals, from its item (None: the shard has no item yet)."""
     item = item or {}
     sent = {
         int(name.split("_")[1]): int(value["N"])
@@ -94,9 +114,13 @@ def totals_from_item(day: str, item: dict[str, Any] | None) -> BudgetTotals:
         day=day,
         spent=int_value(item, "spent"),
         committed=int_value(item, "committed"),
+        shard=shard,
+        open_holds=int_value(item, "nholds"),
         alerts_sent=sent,
         holds={
-            name.removeprefix(HOLD_PREFIX): _hold(value) for name, value in item.items() if name.startswith(HOLD_PREFIX)
+            name.removeprefix(HOLD_PREFIX): _hold(value, shard)
+            for name, value in item.items()
+            if name.startswith(HOLD_PREFIX)
         },
         orphans={
             name.removeprefix(ORPHAN_PREFIX): float(value["N"])
@@ -157,14 +181,14 @@ class DynamoBudgetStore:
         self._client = client
         self._table = table_name
 
-    def _update_total(self, operation: str, day: str, **kwargs: Any) -> dict[str, Any]:
-        """One conditional UpdateItem on the day's TOTAL item; a refused condition is re-raised."""
-        return update_item(self._client, self._table, _total_key(day), operation, **kwargs)
+    def _update_total(self, operation: str, day: str, shard: int, **kwargs: Any) -> dict[str, Any]:
+        """One conditional UpdateItem on a shard of the day's budget; a refused condition is re-raised."""
+        return update_item(self._client, self._table, _shard_key(day, shard), operation, **kwargs)
 
-    def _try_update_total(self, operation: str, day: str, **kwargs: Any) -> tuple[bool, BudgetTotals]:
-        """A conditional UpdateItem on TOTAL: (applied, the item after it or, if refused, as found)."""
-        applied, item = try_update_item(self._client, self._table, _total_key(day), operation, **kwargs)
-        return applied, totals_from_item(day, item)
+    def _try_update_total(self, operation: str, day: str, shard: int, **kwargs: Any) -> tuple[bool, BudgetTotals]:
+        """A conditional UpdateItem on a shard: (applied, its item after it or, if refused, as found)."""
+        applied, item = try_update_item(self._client, self._table, _shard_key(day, shard), operation, **kwargs)
+        return applied, totals_from_item(day, item, shard)
 
     def _transact(self, operation: str, items: list[dict[str, Any]]) -> bool:
         """One transaction (never on TOTAL), re-sent after transient refusals; False if a condition
@@ -186,35 +210,47 @@ class DynamoBudgetStore:
         headroom: int,
         expires_at: float,
         drop_orphans: tuple[str, ...] = (),
+        shard: int = 0,
+        max_holds: int | None = None,
     ) -> tuple[bool, BudgetTotals]:
-        """Open hold ``hold_id`` if ``committed <= headroom``; also drops orphans past their grace."""
-        if headroom < 0:  # larger than the whole budget: nothing to ask the store
-            return False, self.read_totals(day)
+        """Open hold ``hold_id`` on ``shard`` if its ``committed <= headroom`` and it carries fewer
+        than ``max_holds`` holds (so its item, written by every query, never grows with traffic);
+        also drops orphans past their grace."""
+        if headroom < 0:  # larger than the shard's whole budget: nothing to ask the store
+            return False, self.read_shard(day, shard)
         names = {"#hold": HOLD_PREFIX + hold_id}
         remove = ""
         if drop_orphans:
             names |= {f"#drop{n}": ORPHAN_PREFIX + orphan for n, orphan in enumerate(drop_orphans)}
             remove = " REMOVE " + ", ".join(f"#drop{n}" for n in range(len(drop_orphans)))
+        condition = "attribute_not_exists(#hold) AND (attribute_not_exists(committed) OR committed <= :headroom)"
+        values = {
+            ":entry": _hold_value(entry),
+            ":amount": number(entry.amount),
+            ":zero": number(0),
+            ":one": number(1),
+            ":headroom": number(headroom),
+            ":expires": number(expires_at + KEEP_SECONDS),
+        }
+        if max_holds is not None:
+            condition += " AND (attribute_not_exists(nholds) OR nholds < :max_holds)"
+            values[":max_holds"] = number(max_holds)
         granted, totals = self._try_update_total(
             "UpdateItem budget reserve",
             day,
+            shard,
             UpdateExpression="SET #hold = :entry, expires_at = :expires "
-            "ADD committed :amount, spent :zero, requests :zero" + remove,
-            ConditionExpression="attribute_not_exists(#hold) AND "
-            "(attribute_not_exists(committed) OR committed <= :headroom)",
+            "ADD committed :amount, spent :zero, requests :zero, nholds :one" + remove,
+            ConditionExpression=condition,
             ExpressionAttributeNames=names,
-            ExpressionAttributeValues={
-                ":entry": _hold_value(entry),
-                ":amount": number(entry.amount),
-                ":zero": number(0),
-                ":headroom": number(headroom),
-                ":expires": number(expires_at + KEEP_SECONDS),
-            },
+            ExpressionAttributeValues=values,
         )
         # refused: unless by our own write, applied once already, whose answer was lost
         return granted or hold_id in totals.holds, totals
 
-    def try_resize(self, day: str, hold_id: str, old: int, new: int, headroom: int) -> tuple[bool, BudgetTotals]:
+    def try_resize(
+        self, day: str, hold_id: str, old: int, new: int, headroom: int, shard: int = 0
+    ) -> tuple[bool, BudgetTotals]:
         """Change an open hold from ``old`` to ``new`` if ``committed <= headroom`` (growing only)."""
         condition = "#hold.a = :old"
         values = {":old": number(old), ":new": number(new), ":delta": number(new - old)}
@@ -224,6 +260,7 @@ class DynamoBudgetStore:
         granted, totals = self._try_update_total(
             "UpdateItem budget resize",
             day,
+            shard,
             UpdateExpression="SET #hold.a = :new ADD committed :delta",
             ConditionExpression=condition,
             ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id},
@@ -232,16 +269,21 @@ class DynamoBudgetStore:
         hold = totals.holds.get(hold_id)  # refused: unless by our own resize, applied once already
         return granted or (hold is not None and hold.amount == new), totals
 
-    def release(self, day: str, hold_id: str, amount: int) -> bool:
+    def release(self, day: str, hold_id: str, amount: int, shard: int = 0) -> bool:
         """Remove hold ``hold_id`` if it has ``amount``; False if it is gone or has another amount."""
         try:
             self._update_total(
                 "UpdateItem budget release",
                 day,
-                UpdateExpression="REMOVE #hold ADD committed :minus",
+                shard,
+                UpdateExpression="REMOVE #hold ADD committed :minus, nholds :one_less",
                 ConditionExpression="#hold.a = :amount",
                 ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id},
-                ExpressionAttributeValues={":minus": number(-amount), ":amount": number(amount)},
+                ExpressionAttributeValues={
+                    ":minus": number(-amount),
+                    ":amount": number(amount),
+                    ":one_less": number(-1),
+                },
             )
         except ClientError as exc:
             if not _condition_failed(exc):
@@ -258,16 +300,24 @@ class DynamoBudgetStore:
         now: float,
         expires_at: float,
         user_hold: int | None = None,
+        shard: int = 0,
     ) -> BudgetTotals:
-        """Replace hold ``hold_id`` (``reserved``) by ``charge``: the user's ledger (closing the
-        user's hold ``user_hold`` of the same id, if any), then the total."""
+        """Replace hold ``hold_id`` (``reserved``, on ``shard``) by ``charge``: the user's ledger
+        (closing the user's hold ``user_hold`` of the same id, if any), then the shard."""
         marker = self._write_ledger(day, hold_id, charge, orphan=False, expires_at=expires_at, user_hold=user_hold)
         if marker is not None and marker.get("orphan", {}).get("BOOL"):
-            return self._correct_orphan(day, hold_id, charge, marker, now, expires_at)
-        return self._settle_total(day, hold_id, reserved, charge, now, lease_check=None)
+            return self._correct_orphan(day, hold_id, charge, marker, now, expires_at, shard)
+        return self._settle_total(day, hold_id, reserved, charge, now, lease_check=None, shard=shard)
 
     def _settle_total(
-        self, day: str, hold_id: str, reserved: int, charge: Charge, now: float, lease_check: float | None
+        self,
+        day: str,
+        hold_id: str,
+        reserved: int,
+        charge: Charge,
+        now: float,
+        lease_check: float | None,
+        shard: int = 0,
     ) -> BudgetTotals:
         clauses, stale, names, values = _model_ledger_update(charge.model, charge.usage, charge.cost, 1, day, now)
         condition = "#hold.a = :reserved"  # exactly the hold this settle is for
@@ -279,7 +329,9 @@ class DynamoBudgetStore:
         _, totals = self._try_update_total(
             "UpdateItem budget settle",
             day,
+            shard,
             UpdateExpression=f"REMOVE #hold{stale} ADD committed :delta, spent :cost, requests :one, "
+            + "nholds :one_less, "
             + ", ".join(clauses),
             ConditionExpression=condition,
             ExpressionAttributeNames={"#hold": HOLD_PREFIX + hold_id, **names},
@@ -287,6 +339,7 @@ class DynamoBudgetStore:
                 ":delta": number(charge.cost - reserved),
                 ":cost": number(charge.cost),
                 ":one": number(1),
+                ":one_less": number(-1),
                 **values,
             },
         )
@@ -311,7 +364,7 @@ class DynamoBudgetStore:
             if charge.cost != entry.amount:  # the owner grew the hold after an earlier reclaim read it
                 self._restate_orphan_marker(day, hold_id, entry, charge.cost, expires_at)
             return self._charge_orphan(day, hold_id, entry, now, grace_until)
-        totals = self._settle_total(day, hold_id, entry.amount, charge, now, lease_check=now)
+        totals = self._settle_total(day, hold_id, entry.amount, charge, now, lease_check=now, shard=entry.shard)
         return charge.cost if hold_id not in totals.holds else 0
 
     def _write_orphan_ledger(
@@ -336,7 +389,9 @@ class DynamoBudgetStore:
             self._update_total(
                 "UpdateItem budget orphan",
                 day,
+                entry.shard,
                 UpdateExpression=f"REMOVE #hold{stale} SET #orphan = :grace ADD spent :amount, requests :one, "
+                + "nholds :one_less, "
                 + ", ".join(clauses),
                 # pinned to the amount charged: a hold its owner grew since it was read is left alone
                 ConditionExpression="#hold.a = :amount AND #hold.l < :now",
@@ -345,6 +400,7 @@ class DynamoBudgetStore:
                     ":grace": number(grace_until),
                     ":amount": number(entry.amount),
                     ":one": number(1),
+                    ":one_less": number(-1),
                     ":now": number(now),
                     **values,
                 },
@@ -379,7 +435,14 @@ class DynamoBudgetStore:
         self._transact("TransactWriteItems orphan restate", items)  # cancelled: restated by another reclaimer
 
     def _correct_orphan(
-        self, day: str, hold_id: str, charge: Charge, marker: dict[str, Any], now: float, expires_at: float
+        self,
+        day: str,
+        hold_id: str,
+        charge: Charge,
+        marker: dict[str, Any],
+        now: float,
+        expires_at: float,
+        shard: int = 0,
     ) -> BudgetTotals:
         """A late settle: the hold was charged in full as an orphan; bring both books down to ``charge``."""
         charged = int(marker["cost"]["N"])
@@ -402,12 +465,13 @@ class DynamoBudgetStore:
             self._user_ledger_update(day, correction, requests=0, expires_at=expires_at),
         ]
         if not self._transact("TransactWriteItems ledger correction", items):
-            return self.read_totals(day)  # corrected already
+            return self.read_shard(day, shard)  # corrected already
         clauses, stale, names, values = _model_ledger_update(charge.model, charge.usage, -refund, 0, day, now)
         try:
             response = self._update_total(
                 "UpdateItem budget late settle",
                 day,
+                shard,
                 UpdateExpression=f"REMOVE #orphan{stale} ADD committed :minus, spent :minus, " + ", ".join(clauses),
                 ConditionExpression="attribute_exists(#orphan)",
                 ExpressionAttributeNames={"#orphan": ORPHAN_PREFIX + hold_id, **names},
@@ -415,8 +479,8 @@ class DynamoBudgetStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError:
-            return self.read_totals(day)
-        return totals_from_item(day, response["Attributes"])
+            return self.read_shard(day, shard)
+        return totals_from_item(day, response["Attributes"], shard)
 
     # --- the user's ledger and the charge markers ---------------------------------------------
 
@@ -530,35 +594,82 @@ class DynamoBudgetStore:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def _total_item(self, day: str) -> dict[str, Any]:
-        with store_errors("GetItem budget"):
-            item: dict[str, Any] = self._client.get_item(
-                TableName=self._table, Key=_total_key(day), ConsistentRead=True
-            ).get("Item", {})
-        return item
+    def _shard_items(self, day: str) -> dict[int, dict[str, Any]]:
+        """Every shard item of the day (one Query: they share the partition key)."""
+        items: dict[int, dict[str, Any]] = {}
+        request: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": _day_pk(day)}},
+            "ConsistentRead": True,
+        }
+        while True:
+            with store_errors("Query budget shards"):
+                page = self._client.query(**request)
+            for item in page["Items"]:
+                shard = _shard_of(item["sk"]["S"])
+                if shard is not None:
+                    items[shard] = item
+            if "LastEvaluatedKey" not in page:
+                return items
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def read_shard(self, day: str, shard: int) -> BudgetTotals:
+        with store_errors("GetItem budget shard"):
+            item = self._client.get_item(TableName=self._table, Key=_shard_key(day, shard), ConsistentRead=True).get(
+                "Item"
+            )
+        return totals_from_item(day, item, shard)
+
+    def read_shards(self, day: str) -> dict[int, BudgetTotals]:
+        """Each shard of the day that has an item, by number."""
+        return {shard: totals_from_item(day, item, shard) for shard, item in self._shard_items(day).items()}
 
     def read_totals(self, day: str) -> BudgetTotals:
-        return totals_from_item(day, self._total_item(day))
+        """The whole day: every shard summed (their holds, orphans and spend curves merged)."""
+        return merge_shards(day, list(self.read_shards(day).values()))
 
     def model_rows(self, day: str) -> list[LedgerRow]:
         fields: dict[str, dict[str, int]] = {}
-        for name, value in self._total_item(day).items():
-            match = _MODEL_ATTRIBUTE.match(name)
-            if match:
-                fields.setdefault(match.group(2), {})[match.group(1)] = int(value["N"])
+        for item in self._shard_items(day).values():
+            for name, value in item.items():
+                match = _MODEL_ATTRIBUTE.match(name)
+                if match:
+                    row = fields.setdefault(match.group(2), {})
+                    row[match.group(1)] = row.get(match.group(1), 0) + int(value["N"])
         return [LedgerRow(model, *(row.get(field, 0) for field in LEDGER_FIELDS)) for model, row in fields.items()]
 
     # --- alerts ---------------------------------------------------------------------------------
 
     def mark_alert_sent(self, day: str, threshold: int, budget: int) -> None:
-        """Note on the total that every channel has the ``threshold`` event for ``budget``."""
+        """Note on the day's first shard that every channel has the ``threshold`` event for ``budget``."""
         self._update_total(
             "UpdateItem alert sent",
             day,
+            0,
             UpdateExpression="SET #sent = :budget",
             ExpressionAttributeNames={"#sent": f"alert_{threshold}_sent"},
             ExpressionAttributeValues={":budget": number(budget)},
         )
+
+
+def merge_shards(day: str, shards: list[BudgetTotals]) -> BudgetTotals:
+    """The day as a whole from its shards' totals (alert marks live on shard 0)."""
+    curve: dict[int, int] = {}
+    for totals in shards:
+        for minute, nanos in totals.spend_curve.items():
+            curve[minute] = curve.get(minute, 0) + nanos
+    return BudgetTotals(
+        day=day,
+        spent=sum(t.spent for t in shards),
+        committed=sum(t.committed for t in shards),
+        shard=None,
+        open_holds=sum(t.open_holds for t in shards),
+        alerts_sent=next((t.alerts_sent for t in shards if t.shard == 0), {}),
+        holds={hold_id: entry for t in shards for hold_id, entry in t.holds.items()},
+        orphans={orphan: grace for t in shards for orphan, grace in t.orphans.items()},
+        spend_curve=curve,
+    )
 
 
 def _charge_from_marker(marker: dict[str, Any], entry: HoldEntry) -> Charge:

@@ -57,7 +57,8 @@ def controls_from_item(item: dict[str, Any] | None) -> Controls:
 def _override(item: dict[str, Any], prefix: str) -> BudgetOverride | None:
     if f"{prefix}_day" not in item:
         return None
-    return BudgetOverride(item[f"{prefix}_day"]["S"], int(item[f"{prefix}_nanos"]["N"]))
+    shards = tuple(int(value["N"]) for value in item.get(f"{prefix}_shards", {}).get("L", []))
+    return BudgetOverride(item[f"{prefix}_day"]["S"], int(item[f"{prefix}_nanos"]["N"]), shards)
 
 
 def _control_item(controls: Controls) -> dict[str, Any]:
@@ -73,6 +74,8 @@ def _control_item(controls: Controls) -> dict[str, Any]:
         if override is not None:
             item[f"{prefix}_day"] = {"S": override.day}
             item[f"{prefix}_nanos"] = number(override.nanos)
+            if override.shard_limits:
+                item[f"{prefix}_shards"] = {"L": [number(limit) for limit in override.shard_limits]}
     if controls.blocked:  # DynamoDB has no empty sets: absent means nobody is blocked
         item["blocked"] = {"SS": sorted(controls.blocked)}
     return item

@@ -5,8 +5,9 @@ Items:
                                 corpus version it was computed against), ``stored_at``, ``expires_at`` (TTL)
   CORPUS#<collection> / VERSION ``version`` (random, new at every ingest), ``stamped_at``; never expires
 
-A lookup is one BatchGetItem of the entry, every searched collection's version and the day's
-budget TOTAL (for ``daily_total`` on a hit: exact, and unchanged by the hit). An entry is written
+A lookup is one BatchGetItem of the entry, every searched collection's version and the user's
+ledger, sent together with one Query of the day's budget shards (for ``daily_total`` on a hit:
+exact, and unchanged by the hit): one sequential round trip. An entry is written
 whole by one PutItem, so concurrent writers of the same key cannot mix their entries: the last
 complete one wins.
 """
@@ -20,9 +21,10 @@ import uuid
 from typing import Any
 
 from dnd_rag.dal.dynamo import number, store_errors
-from dnd_rag.dal.money.budget import totals_from_item, user_ledger_key
+from dnd_rag.dal.money.budget import DynamoBudgetStore, user_ledger_key
 from dnd_rag.dal.money.user_budget import user_totals_from_item
 from dnd_rag.errors import StoreUnavailableError
+from dnd_rag.logic.common.concurrently import together
 from dnd_rag.models.cache import UNSTAMPED, CachedAnswer, CacheRead
 from dnd_rag.models.domain import Passage
 from dnd_rag.observability import logger
@@ -37,10 +39,6 @@ def entry_key(key: str) -> dict[str, Any]:
 
 def version_key(collection: str) -> dict[str, Any]:
     return {"pk": {"S": f"CORPUS#{collection}"}, "sk": {"S": "VERSION"}}
-
-
-def _total_key(day: str) -> dict[str, Any]:
-    return {"pk": {"S": f"BUDGET#{day}"}, "sk": {"S": "TOTAL"}}
 
 
 def _id(item_key: dict[str, Any]) -> tuple[str, str]:
@@ -82,16 +80,16 @@ class DynamoAnswerCache:
         self._client = client
         self._table = table_name
         self._sleep = sleep
+        self._budget = DynamoBudgetStore(client, table_name)
 
     def read(self, key: str, collections: list[str], day: str, user_id: str) -> CacheRead:
         user_key = user_ledger_key(day, user_id)
-        keys = [entry_key(key), *(version_key(c) for c in collections), _total_key(day), user_key]
-        items = self._batch_get(keys)
+        keys = [entry_key(key), *(version_key(c) for c in collections), user_key]
+        items, totals = together(lambda: self._batch_get(keys), lambda: self._budget.read_totals(day))
         entry_item = items.get(_id(entry_key(key)))
         versions = {c: items.get(_id(version_key(c)), {}).get("version", {}).get("S", UNSTAMPED) for c in collections}
-        total = items.get(_id(_total_key(day)))
         user = user_totals_from_item(items.get(_id(user_key)))
-        return CacheRead(_entry(entry_item) if entry_item else None, versions, totals_from_item(day, total), user)
+        return CacheRead(_entry(entry_item) if entry_item else None, versions, totals, user)
 
     def _batch_get(self, keys: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         found: dict[tuple[str, str], dict[str, Any]] = {}

@@ -1,9 +1,10 @@
 """The global daily budget: hold money before every paid call, settle to what could be billed.
 
-All amounts are integer nano-dollars. The store keeps, per UTC day, ``committed`` = spent + every
-open hold; a hold is opened or grown only by a conditional write that keeps
-``committed <= budget``, so no interleaving of requests can commit more than the budget, and what
-OpenAI can bill never exceeds what was committed (SPEC §4).
+All amounts are integer nano-dollars. The day's budget is split over shards (logic/money/shards.py)
+whose limits add up to it; each shard keeps ``committed`` = spent + its open holds, and a hold is
+opened or grown only by a conditional write that keeps the shard's ``committed <= limit``, so no
+interleaving of requests can commit more than the budget, and what OpenAI can bill never exceeds
+what was committed (SPEC §4).
 
 A hold carries a lease longer than any request can live. A hold whose lease has ended belongs to
 a dead request: the next request that sees it reclaims it, at the cost its owner recorded if it
@@ -16,11 +17,13 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol
 
 from dnd_rag.errors import BudgetExceededError, ServiceError
 from dnd_rag.logic.common.clock import day_end, day_start, next_midnight, utc_day
 from dnd_rag.logic.common.concurrently import together
+from dnd_rag.logic.money.shards import ShardPicker, even_split, shard_count, split_override
 from dnd_rag.logic.operations.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
 from dnd_rag.models.limits import UserLimits
@@ -35,6 +38,7 @@ ORPHAN_GRACE_SECONDS = 600  # how long a late settle may still correct an orphan
 IN_FLIGHT_RETRY_AFTER = 5  # seconds: running queries settle within the request deadline
 SWEEP_PER_REQUEST = 3  # expired holds one request reclaims at most (bounds its extra latency)
 SWEEP_PER_RUN = 200  # expired holds one run of the scheduled sweeper reclaims at most
+SHARD_TRIES = 3  # shards one hold tries before the request waits or is refused (each a round trip)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Hold:
     amount: int
     user_id: str
     model: str
+    shard: int = 0  # the shard of the day's budget it holds money on
     user_amount: int | None = None  # the user's hold of the same id (logic/money/wallet.py), if any
     user_limits: UserLimits | None = None  # the limits it was opened under
 
@@ -78,6 +83,10 @@ class Budget:
         observer: BudgetObserver | None = None,
         lease_seconds: float = LEASE_SECONDS,
         effective_limit: Callable[[str, int], int] | None = None,
+        shards: int = 1,
+        holds_per_shard: int | None = None,
+        min_shard: int = 0,
+        override_shards: Callable[[str], tuple[int, ...]] | None = None,
     ) -> None:
         self._store = store
         self._configured_limit = limit
@@ -85,14 +94,23 @@ class Budget:
         self._clock = clock
         self._observer = observer
         self._lease_seconds = lease_seconds
+        self._shards = shard_count(limit, shards, min_shard)
+        self._holds_per_shard = holds_per_shard
+        self._override_shards = override_shards
+        self._picker = ShardPicker()
         self._smallest_query: int | None = None  # cheapest admissible query seen by this container
-        self._expired_orphans: tuple[str, ...] = ()  # orphans past their grace, dropped by the next hold
+        self._expired_orphans: dict[tuple[str, int], tuple[str, ...]] = {}  # dropped by the next hold there
         self._clean_days: set[str] = set()  # past days this container saw holding no hold
+        self._alerts_seen: dict[str, dict[int, int]] = {}  # day -> threshold -> budget it went out for
 
     @property
     def limit(self) -> int:
         """Today's budget (what reports show)."""
         return self.limit_for(utc_day(self._clock()))
+
+    @property
+    def shard_count(self) -> int:
+        return self._shards
 
     def limit_for(self, day: str) -> int:
         """``day``'s budget: ``effective_limit(day, configured)`` (an operator's override for that
@@ -101,64 +119,107 @@ class Budget:
             return self._configured_limit
         return self._effective_limit(day, self._configured_limit)
 
+    def shard_limits(self, day: str) -> tuple[int, ...]:
+        """Each shard's share of ``day``'s budget; they add up to it. An operator's override for the
+        day carries its own split (what each shard had committed when it was set)."""
+        explicit = self._override_shards(day) if self._override_shards is not None else ()
+        if len(explicit) == self._shards:
+            return explicit
+        return even_split(self.limit_for(day), self._shards)
+
+    def override_split(self, day: str, budget: int) -> tuple[int, ...]:
+        """The shard limits for ``budget`` set by an operator now (empty with one shard)."""
+        if self._shards == 1:
+            return ()
+        states = self._store.read_shards(day)
+        return split_override(budget, [states[n].committed if n in states else 0 for n in range(self._shards)])
+
     def open(
         self, user_id: str, model: str, amount: int, hold_id: str | None = None, now: float | None = None
     ) -> tuple[Hold | None, BudgetTotals]:
-        """Hold ``amount`` of today's budget for a new request: (hold or None if refused, totals).
+        """Hold ``amount`` of today's budget for a new request, on the first of a few shards that
+        can cover it: (hold or None if refused, the shard's totals, or the day's when refused).
 
         A store error never leaves the hold behind: whatever raised after the write may have been
         applied (a lost response), so the hold is given back before the error goes on."""
         now = self._clock() if now is None else now
         day = utc_day(now)
         hold_id = hold_id or uuid.uuid4().hex
-        entry = HoldEntry(amount, now + self._lease_seconds, user_id, model)
-        limit = self.limit_for(day)
+        limits = self.shard_limits(day)
+        tried: list[int] = []
 
-        def attempt() -> tuple[bool, BudgetTotals]:
+        def attempt(shard: int) -> tuple[bool, BudgetTotals]:
+            entry = HoldEntry(amount, now + self._lease_seconds, user_id, model, shard)
             return self._store.try_reserve(
-                day, hold_id, entry, limit - amount, next_midnight(now), self._expired_orphans
+                day,
+                hold_id,
+                entry,
+                limits[shard] - amount,
+                next_midnight(now),
+                self._expired_orphans.get((day, shard), ()),
+                shard=shard,
+                max_holds=self._holds_per_shard,
             )
 
+        granted, totals, shard = False, BudgetTotals(day, 0, 0), 0
         try:
-            if self._yesterday_unswept(now):  # at the same time: no sequential round trip added
-                (granted, totals), _ = together(attempt, lambda: self.sweep_yesterday(now))
-            else:
-                granted, totals = attempt()
-            if self._sweep(day, totals, now):  # dead requests' holds were settled: the state moved
-                if granted:
-                    totals = self._store.read_totals(day)
+            for shard in self._picker.order(day, limits, amount, self._holds_per_shard or 10**9)[:SHARD_TRIES]:
+                tried.append(shard)
+                if len(tried) == 1 and self._yesterday_unswept(now):  # alongside: no round trip added
+                    (granted, totals), _ = together(partial(attempt, shard), partial(self.sweep_yesterday, now))
                 else:
-                    granted, totals = attempt()
+                    granted, totals = attempt(shard)
+                self._picker.note(totals)
+                if self._sweep(day, totals, now):  # dead requests' holds were settled: the state moved
+                    if granted:
+                        totals = self._store.read_shard(day, shard)
+                    else:
+                        granted, totals = attempt(shard)
+                    self._picker.note(totals)
+                self._remember_orphans(totals, now)
+                if granted:
+                    break
+            if not granted and self._shards > 1:  # the refusal is judged on the whole day
+                totals = self._store.read_totals(day)
         except BaseException:
-            self._give_back(day, hold_id, amount)
+            for shard_tried in tried:
+                self._give_back(day, hold_id, amount, shard_tried)
             raise
-        self._remember_orphans(totals, now)
         self._observe(totals)
-        return (Hold(day, hold_id, amount, user_id, model) if granted else None), totals
+        return (Hold(day, hold_id, amount, user_id, model, shard) if granted else None), totals
 
     def resize(self, hold: Hold, amount: int) -> tuple[Hold | None, BudgetTotals]:
-        """Grow (or shrink) an open hold to ``amount``: (the new hold or None if refused, totals)."""
+        """Grow (or shrink) an open hold to ``amount`` on its shard: (the new hold or None if
+        refused, the shard's totals)."""
+        limit = self.shard_limits(hold.day)[hold.shard]
         granted, totals = self._store.try_resize(
-            hold.day, hold.id, hold.amount, amount, self.limit_for(hold.day) - (amount - hold.amount)
+            hold.day, hold.id, hold.amount, amount, limit - (amount - hold.amount), shard=hold.shard
         )
+        self._picker.note(totals)
         return (replace(hold, amount=amount) if granted else None), totals
 
     def available_to(self, hold: Hold, totals: BudgetTotals) -> int:
-        """The most ``hold`` could grow to, as of ``totals`` (its own day's)."""
-        return self.limit_for(hold.day) - totals.committed + hold.amount
+        """The most ``hold`` could grow to on its shard, as of ``totals`` (that shard's)."""
+        if totals.shard != hold.shard:
+            totals = self._store.read_shard(hold.day, hold.shard)
+        return self.shard_limits(hold.day)[hold.shard] - totals.committed + hold.amount
 
     def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
         """Replace the hold by what the request was really charged (ledgers included)."""
         now = self._clock()
         totals = self._store.settle(
-            hold.day, hold.id, hold.amount, charge, now, next_midnight(now), user_hold=hold.user_amount
+            hold.day,
+            hold.id,
+            hold.amount,
+            charge,
+            now,
+            next_midnight(now),
+            user_hold=hold.user_amount,
+            shard=hold.shard,
         )
-        if hold.day == utc_day(now):  # the spend moved: the run-out forecast with it (alarm metric)
-            metrics.add_metric(
-                name="BudgetRunOutHoursBeforeMidnight",
-                unit="None",
-                value=self.forecast(totals, now).hours_before_midnight,
-            )
+        self._picker.note(totals)
+        if self._is_day(totals):
+            self._forecast_metric(totals, now)
         self._observe(totals)
         return totals
 
@@ -171,16 +232,16 @@ class Budget:
 
         The hold is released at whatever amount it has: a resize whose answer was lost may have
         grown it although the caller saw an error."""
-        if self._store.release(hold.day, hold.id, hold.amount):
+        if self._store.release(hold.day, hold.id, hold.amount, shard=hold.shard):
             return
-        entry = self._store.read_totals(hold.day).holds.get(hold.id)
+        entry = self._store.read_shard(hold.day, hold.shard).holds.get(hold.id)
         if entry is not None and entry.amount != hold.amount:
-            self._store.release(hold.day, hold.id, entry.amount)
+            self._store.release(hold.day, hold.id, entry.amount, shard=hold.shard)
 
-    def _give_back(self, day: str, hold_id: str, amount: int) -> None:
+    def _give_back(self, day: str, hold_id: str, amount: int, shard: int) -> None:
         """Release a hold that may or may not exist, after a store error; never raises."""
         try:
-            self._store.release(day, hold_id, amount)
+            self._store.release(day, hold_id, amount, shard=shard)
         except Exception as exc:  # its lease ends; the reclaim then charges it in full
             logger.error("could not give back a hold after a store error", extra={"hold": hold_id, "reason": str(exc)})
 
@@ -189,15 +250,27 @@ class Budget:
         if self._smallest_query is None or cost < self._smallest_query:
             self._smallest_query = cost
 
+    def spent_out(self, totals: BudgetTotals, smallest_query: int) -> bool:
+        """True when no wait can help: no shard of ``totals``' day could fit ``smallest_query`` even
+        if every running query released its hold (a shard's crumbs cannot be pooled)."""
+        if self._is_day(totals) and self._shards == 1:
+            return totals.spent + smallest_query > self.limit_for(totals.day)
+        shards = self._store.read_shards(totals.day)
+        limits = self.shard_limits(totals.day)
+        return all(limit - (shards[n].spent if n in shards else 0) < smallest_query for n, limit in enumerate(limits))
+
     def refusal(self, totals: BudgetTotals, smallest_query: int) -> BudgetExceededError:
         """The 503 for a request whose cheapest form does not fit: ``spent`` when it could not fit
         even if every running query released its hold, otherwise ``in_flight``."""
         now = self._clock()
         self.note_smallest_query(smallest_query)
+        spent_out = self.spent_out(totals, smallest_query)
+        if not self._is_day(totals):
+            totals = self._store.read_totals(totals.day)
         limit = self.limit_for(totals.day)
         info = budget_info(totals.spent, limit)
         metrics.add_metric(name="BudgetRefused", unit="Count", value=1)
-        if totals.spent + smallest_query > limit:
+        if spent_out:
             self._observe(totals)  # the totals' own day: never recorded under the day it is now
             return BudgetExceededError(
                 "The service has reached its daily budget and is paused until midnight UTC.",
@@ -213,10 +286,11 @@ class Budget:
         )
 
     def totals(self) -> BudgetTotals:
+        """Today as a whole (every shard summed)."""
         return self._store.read_totals(utc_day(self._clock()))
 
     def reclaim_expired(self, day: str, hold_ids: list[str], now: float) -> list[str]:
-        """Reclaim these holds where their lease ended on the day's total (a user's expired holds,
+        """Reclaim these holds where their lease ended on the day's budget (a user's expired holds,
         logic/money/user_budget.py), by the same path as the sweep; the ids that have no hold there."""
         totals = self._store.read_totals(day)
         missing = []
@@ -237,7 +311,9 @@ class Budget:
         for hold_id, entry in expired[:most]:
             self._reclaim(day, hold_id, entry, now)
         remaining = self._store.read_totals(day) if expired else totals
-        if expired:
+        if day == utc_day(now):
+            self._forecast_metric(remaining, now)
+        if remaining.spent:  # a threshold a settle's shard could not show is seen here at the latest
             self._observe(remaining)
         return len(remaining.holds)
 
@@ -288,8 +364,46 @@ class Budget:
         return booked > 0
 
     def _remember_orphans(self, totals: BudgetTotals, now: float) -> None:
-        self._expired_orphans = tuple(sorted(o for o, grace_end in totals.orphans.items() if grace_end < now))[:10]
+        if totals.shard is None:
+            return
+        expired = tuple(sorted(o for o, grace_end in totals.orphans.items() if grace_end < now))[:10]
+        self._expired_orphans[(totals.day, totals.shard)] = expired
+        if len(self._expired_orphans) > 1024:  # old days'
+            self._expired_orphans = {(totals.day, totals.shard): expired}
+
+    def _forecast_metric(self, totals: BudgetTotals, now: float) -> None:
+        """The spend moved: the run-out forecast with it (the alarm's metric)."""
+        metrics.add_metric(
+            name="BudgetRunOutHoursBeforeMidnight", unit="None", value=self.forecast(totals, now).hours_before_midnight
+        )
+
+    def _is_day(self, totals: BudgetTotals) -> bool:
+        """True when ``totals`` describe the whole day: summed, or the only shard."""
+        return totals.shard is None or self._shards == 1
 
     def _observe(self, totals: BudgetTotals) -> None:
-        if self._observer is not None:
-            self._observer.observe(totals, self._smallest_query)
+        """Alerts judge the whole day. A shard's state is enough to know a threshold cannot have
+        been crossed: the day's spend reaches 80 % (or leaves no room for the cheapest query) only
+        if some shard's does. Only then is the whole day read."""
+        if self._observer is None:
+            return
+        if not self._is_day(totals):
+            if not self._may_cross(totals):
+                return
+            try:
+                totals = self._store.read_totals(totals.day)
+            except ServiceError as exc:  # the next settle or the scheduled sweep looks again
+                logger.warning("could not read the day's budget for its alerts", extra={"reason": str(exc)})
+                return
+        self._alerts_seen[totals.day] = dict(totals.alerts_sent)
+        self._observer.observe(totals, self._smallest_query)
+
+    def _may_cross(self, shard: BudgetTotals) -> bool:
+        assert shard.shard is not None
+        limit = self.shard_limits(shard.day)[shard.shard]
+        day_limit = self.limit_for(shard.day)
+        sent = self._alerts_seen.get(shard.day, {})
+        warning = sent.get(80) != day_limit and shard.spent * 100 >= limit * 80
+        smallest = self._smallest_query or 1
+        exhausted = sent.get(100) != day_limit and limit - shard.spent < smallest
+        return warning or exhausted

@@ -116,7 +116,7 @@ class Wallet:
     def spent_out(self, seen: Seen, limits: UserLimits, smallest_query: int) -> bool:
         """True when no wait can help: ``smallest_query`` fits neither in what the day has left
         unspent nor in what the user's cap has left."""
-        return seen.budget.spent + smallest_query > self.budget.limit_for(seen.budget.day) or self.users.spent_out(
+        return self.budget.spent_out(seen.budget, smallest_query) or self.users.spent_out(
             seen.user, limits, smallest_query
         )
 
@@ -127,8 +127,7 @@ class Wallet:
             return self.users.too_many_in_flight(limits)
         if self.users.spent_out(seen.user, limits, smallest_query):
             return self.users.refusal(seen.user_id, seen.user, limits, smallest_query)
-        spent_out = seen.budget.spent + smallest_query > self.budget.limit_for(seen.budget.day)
-        if spent_out or seen.refused_by != BY_USER_CAP:
+        if seen.refused_by != BY_USER_CAP or self.budget.spent_out(seen.budget, smallest_query):
             return self.budget.refusal(seen.budget, smallest_query)
         return self.users.refusal(seen.user_id, seen.user, limits, smallest_query)
 

@@ -46,6 +46,14 @@ def override_for(controls: Controls, day: str) -> int | None:
     return None
 
 
+def override_shard_limits(controls: Controls, day: str) -> tuple[int, ...]:
+    """How the override for ``day`` splits over the shards (empty: evenly, or no override)."""
+    for override in (controls.budget_override, controls.earlier_override):
+        if override is not None and override.day == day:
+            return override.shard_limits
+    return ()
+
+
 def budget_override(controls: Controls, now: float) -> int | None:
     """Today's budget set by an operator, in nano-dollars; None if there is none for today."""
     return override_for(controls, utc_day(now))
@@ -92,6 +100,9 @@ class ControlsCache:
         goes back to an older version."""
         if controls.version >= self._copy.version or not self.fresh(now):
             self._copy, self._read_at = controls, now
+
+    def shard_limits(self, day: str) -> tuple[int, ...]:
+        return override_shard_limits(self._copy, day)
 
     def budget_limit(self, day: str, configured: int) -> int:
         """``day``'s effective global budget: the operator's override for that day, else ``configured``."""

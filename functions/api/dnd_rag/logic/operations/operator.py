@@ -54,7 +54,9 @@ class OperatorService:
         spend_reset: UserSpendReset | None = None,
         on_action: Callable[[AuditEntry], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        shard_split: Callable[[str, int], tuple[int, ...]] | None = None,
     ) -> None:
+        self._shard_split = shard_split  # (day, budget) -> each shard's limit, from what each committed
         self._store = store
         self._cache = cache
         self._limiter = limiter
@@ -76,7 +78,9 @@ class OperatorService:
             today, previous = utc_day(now), current.budget_override
             # the previous day's override outlives midnight while that day's late holds settle
             earlier = previous if previous is not None and previous.day != today else current.earlier_override
-            changed = replace(current, budget_override=BudgetOverride(today, nanos), earlier_override=earlier)
+            shards = self._shard_split(today, nanos) if self._shard_split is not None else ()
+            override = BudgetOverride(today, nanos, shards)
+            changed = replace(current, budget_override=override, earlier_override=earlier)
             return changed, before, after
 
         return self._change(who, "budget", "budget", request_id, edit)
