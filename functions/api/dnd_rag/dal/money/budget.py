@@ -34,6 +34,7 @@ from botocore.exceptions import ClientError
 from dnd_rag.dal.dynamo import int_value, number, store_errors, try_update_item, update_item, with_retries
 from dnd_rag.errors import StoreUnavailableError
 from dnd_rag.logic.common.clock import utc_day
+from dnd_rag.logic.money.shards import merge_shards
 from dnd_rag.logic.operations.forecast import bucket_attribute
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
@@ -651,25 +652,6 @@ class DynamoBudgetStore:
             ExpressionAttributeNames={"#sent": f"alert_{threshold}_sent"},
             ExpressionAttributeValues={":budget": number(budget)},
         )
-
-
-def merge_shards(day: str, shards: list[BudgetTotals]) -> BudgetTotals:
-    """The day as a whole from its shards' totals (alert marks live on shard 0)."""
-    curve: dict[int, int] = {}
-    for totals in shards:
-        for minute, nanos in totals.spend_curve.items():
-            curve[minute] = curve.get(minute, 0) + nanos
-    return BudgetTotals(
-        day=day,
-        spent=sum(t.spent for t in shards),
-        committed=sum(t.committed for t in shards),
-        shard=None,
-        open_holds=sum(t.open_holds for t in shards),
-        alerts_sent=next((t.alerts_sent for t in shards if t.shard == 0), {}),
-        holds={hold_id: entry for t in shards for hold_id, entry in t.holds.items()},
-        orphans={orphan: grace for t in shards for orphan, grace in t.orphans.items()},
-        spend_curve=curve,
-    )
 
 
 def _charge_from_marker(marker: dict[str, Any], entry: HoldEntry) -> Charge:

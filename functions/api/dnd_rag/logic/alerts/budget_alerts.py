@@ -1,12 +1,13 @@
 """Budget alerts: the ``budget_threshold`` event at 80 % of the day's budget and at 100 %, once
 each per UTC day on every alert channel (logic/alerts/notifier.py), and the e-mail text SES sends.
 
-"100 %" means exhausted: what is spent leaves no room for the cheapest admissible query (the
-degradation floors), or reaches the budget. A query is never answered beyond the budget, so
+"100 %" means exhausted: what is spent leaves no shard of the day's budget room for the cheapest
+admissible query (the degradation floors), or reaches the budget (the budget decides, it knows
+its shards). A query is never answered beyond the budget, so
 spending rarely lands on exactly 100 %; and one oversized request that did not fit never counts.
 
-Once every channel has a threshold's event, the day's total notes it (``alert_<T>_sent``), so
-every later request of every container skips it without a round trip.
+Once every channel has a threshold's event, the day's first shard notes it (``alert_<T>_sent``),
+so every later request of every container skips it without a round trip.
 """
 
 from __future__ import annotations
@@ -44,22 +45,18 @@ class BudgetAlerts:
         self._clock = clock
         self._marked: set[tuple[str, int, int]] = set()  # (day, threshold, budget) noted on the total
 
-    def observe(self, totals: BudgetTotals, smallest_query: int | None) -> None:
+    def observe(self, totals: BudgetTotals, exhausted: bool) -> None:
         """Called with every budget state seen; delivers what is due for the totals' own day
         (a late settle of yesterday is judged against yesterday's budget). Never raises."""
-        # the least spend at which each threshold counts as crossed
         # Once per threshold and day for each budget in force: an operator who raises (or lowers)
         # today's budget is told again when the new one reaches 80 % and runs out.
         day = totals.day
         limit = self._limit_of(day)
-        exhausted_at = limit if smallest_query is None else limit - smallest_query + 1
-        thresholds = {WARNING: -(-limit * WARNING // 100), EXHAUSTED: max(exhausted_at, 1)}
+        reached = {WARNING: totals.spent >= -(-limit * WARNING // 100), EXHAUSTED: exhausted and totals.spent > 0}
         due = [
             Due("budget_threshold", day, f"{threshold}@{limit}", partial(self._compose, day, threshold, totals, limit))
-            for threshold, minimum_spent in thresholds.items()
-            if totals.alerts_sent.get(threshold) != limit
-            and (day, threshold, limit) not in self._marked
-            and totals.spent >= minimum_spent
+            for threshold, crossed in reached.items()
+            if crossed and totals.alerts_sent.get(threshold) != limit and (day, threshold, limit) not in self._marked
         ]
         if not due:
             return

@@ -23,7 +23,7 @@ from typing import Protocol
 from dnd_rag.errors import BudgetExceededError, ServiceError
 from dnd_rag.logic.common.clock import day_end, day_start, next_midnight, utc_day
 from dnd_rag.logic.common.concurrently import together
-from dnd_rag.logic.money.shards import ShardPicker, even_split, shard_count, split_override
+from dnd_rag.logic.money.shards import ShardPicker, even_split, merge_shards, shard_count, split_override
 from dnd_rag.logic.operations.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
 from dnd_rag.models.limits import UserLimits
@@ -56,9 +56,10 @@ class Hold:
 
 
 class BudgetObserver(Protocol):
-    def observe(self, totals: BudgetTotals, smallest_query: int | None) -> None:
-        """Sees every state of a day's totals (``totals.day``); ``smallest_query`` is the cheapest
-        admissible query known (what "exhausted" means). Never raises."""
+    def observe(self, totals: BudgetTotals, exhausted: bool) -> None:
+        """Sees states of a whole day's totals (``totals.day``); ``exhausted``: no shard of the day
+        has room left for the cheapest admissible query known (or, before one is known, the day's
+        spend reached its budget). Never raises."""
         ...
 
 
@@ -387,16 +388,28 @@ class Budget:
         if some shard's does. Only then is the whole day read."""
         if self._observer is None:
             return
-        if not self._is_day(totals):
-            if not self._may_cross(totals):
+        if self._shards == 1:
+            shards = {0: totals}
+        else:
+            if totals.shard is not None and not self._may_cross(totals):
                 return
             try:
-                totals = self._store.read_totals(totals.day)
+                shards = self._store.read_shards(totals.day)
             except ServiceError as exc:  # the next settle or the scheduled sweep looks again
                 logger.warning("could not read the day's budget for its alerts", extra={"reason": str(exc)})
                 return
-        self._alerts_seen[totals.day] = dict(totals.alerts_sent)
-        self._observer.observe(totals, self._smallest_query)
+        day = merge_shards(totals.day, list(shards.values()))
+        self._alerts_seen[day.day] = dict(day.alerts_sent)
+        self._observer.observe(day, self._exhausted(day.day, shards))
+
+    def _exhausted(self, day: str, shards: dict[int, BudgetTotals]) -> bool:
+        """No shard has room for the cheapest admissible query (its crumbs cannot be pooled)."""
+        smallest = self._smallest_query
+        limits = self.shard_limits(day)
+        spent = [shards[n].spent if n in shards else 0 for n in range(len(limits))]
+        if smallest is None:
+            return sum(spent) >= sum(limits)
+        return all(limit - used < smallest for limit, used in zip(limits, spent, strict=True))
 
     def _may_cross(self, shard: BudgetTotals) -> bool:
         assert shard.shard is not None

@@ -55,6 +55,25 @@ def split_override(budget: int, committed: list[int]) -> tuple[int, ...]:
     return tuple(limits)
 
 
+def merge_shards(day: str, shards: list[BudgetTotals]) -> BudgetTotals:
+    """The day as a whole from its shards' totals (alert marks live on shard 0)."""
+    curve: dict[int, int] = {}
+    for totals in shards:
+        for minute, nanos in totals.spend_curve.items():
+            curve[minute] = curve.get(minute, 0) + nanos
+    return BudgetTotals(
+        day=day,
+        spent=sum(t.spent for t in shards),
+        committed=sum(t.committed for t in shards),
+        shard=None,
+        open_holds=sum(t.open_holds for t in shards),
+        alerts_sent=next((t.alerts_sent for t in shards if t.shard == 0), {}),
+        holds={hold_id: entry for t in shards for hold_id, entry in t.holds.items()},
+        orphans={orphan: grace for t in shards for orphan, grace in t.orphans.items()},
+        spend_curve=curve,
+    )
+
+
 @dataclass(frozen=True)
 class ShardView:
     committed: int
