@@ -47,13 +47,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from infra.local.clock import local_now
 from infra.local.template import HttpRoute, http_routes
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
@@ -401,11 +402,11 @@ def build_event(
     source_ip: str,
     received_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The v2 event for a request; ``received_at`` (its arrival at the gateway, default now) is its
-    ``requestContext.time``/``timeEpoch``."""
+    """The v2 event for a request; ``received_at`` (its arrival at the gateway, default now on the
+    local stack's clock, LOCAL_CLOCK_START) is its ``requestContext.time``/``timeEpoch``."""
     content_type = headers.get("content-type", "")
     is_text = not body or (content_type.startswith(TEXT_TYPES) and _is_utf8(body))
-    now = received_at or datetime.now(UTC)
+    now = received_at or local_now()
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
@@ -461,7 +462,8 @@ def make_request_handler(
 
         def _dispatch(self) -> None:
             # The integration timeout counts from here, the request's arrival, as HTTP API's does.
-            received_at, deadline = datetime.now(UTC), time.monotonic() + timeout_seconds
+            # On the stack's one clock (LOCAL_CLOCK_START), as the function's: timeEpoch and its clock agree.
+            received_at, deadline = local_now(), time.monotonic() + timeout_seconds
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_PAYLOAD_BYTES:

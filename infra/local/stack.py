@@ -18,6 +18,7 @@ from types import FrameType
 
 from dotenv import dotenv_values
 
+from infra.local.clock import START_VARIABLE, ClockStartError, clock_environment
 from infra.local.processes import StartupError, stop, wait_for_port
 from infra.local.template import REPO_ROOT
 
@@ -121,6 +122,13 @@ class Stack:
 
 def main() -> int:
     env = local_environment(dict(os.environ))
+    try:
+        clock_start = clock_environment(env)  # once, before anything starts: one clock for every child
+    except ClockStartError as exc:
+        print(f"stack: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if clock_start is not None:
+        print(f"stack: the local clock starts at {clock_start:%Y-%m-%dT%H:%M:%SZ} ({START_VARIABLE}), real speed")
     stack = Stack(env)
     stack.data_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable

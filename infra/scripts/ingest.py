@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -144,7 +143,7 @@ def ingest(container: Container, paths: list[Path], collection: str | None = Non
 
 def stamp(container: Container, collections: list[str]) -> dict[str, str]:
     """A new corpus version for each collection: answers cached against the old one go stale."""
-    now = time.time()
+    now = container.clock()  # the local stack's clock under LOCAL_CLOCK_START, as the API's
     return {name: container.corpus_versions.stamp(name, now) for name in collections}
 
 
