@@ -18,6 +18,7 @@ from types import FrameType
 
 from dotenv import dotenv_values
 
+from infra.local.aws_guard import ENDPOINT, RealAwsError, use_local_aws
 from infra.local.clock import START_VARIABLE, ClockStartError, clock_environment
 from infra.local.processes import StartupError, stop, wait_for_port
 from infra.local.template import REPO_ROOT
@@ -25,10 +26,16 @@ from infra.local.template import REPO_ROOT
 READY_TIMEOUT_SECONDS = 90
 
 
-def local_environment(base: dict[str, str]) -> dict[str, str]:
-    """The environment of every child: ``.env`` under the real environment, then local defaults."""
+def configured_environment(base: dict[str, str]) -> dict[str, str]:
+    """What the user configured: ``.env`` under the real environment ``base``, no defaults."""
     env = {k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None}
     env.update(base)
+    return env
+
+
+def local_environment(base: dict[str, str]) -> dict[str, str]:
+    """The environment of every child: ``.env`` under the real environment, then local defaults."""
+    env = configured_environment(base)
     aws_port = env.setdefault("LOCAL_AWS_PORT", "4566")
     auth_port = env.setdefault("LOCAL_AUTH_PORT", "8081")
     env.setdefault("LOCAL_API_PORT", "5000")
@@ -123,9 +130,11 @@ class Stack:
 def main() -> int:
     env = local_environment(dict(os.environ))
     try:
+        # its own emulator only, whatever AWS profile or keys the shell carries
+        use_local_aws(env, "stack", hint=f"; unset {ENDPOINT} (make dev starts its own on LOCAL_AWS_PORT)")
         clock_start = clock_environment(env)  # once, before anything starts: one clock for every child
-    except ClockStartError as exc:
-        print(f"stack: {exc}", file=sys.stderr, flush=True)
+    except (ClockStartError, RealAwsError) as exc:
+        print(f"stack: {exc}" if isinstance(exc, ClockStartError) else exc, file=sys.stderr, flush=True)
         return 2
     if clock_start is not None:
         print(f"stack: the local clock starts at {clock_start:%Y-%m-%dT%H:%M:%SZ} ({START_VARIABLE}), real speed")

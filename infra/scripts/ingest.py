@@ -20,7 +20,9 @@ EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*, TABLE_NAME), over ``.env`` and th
 Every successful run stamps a new corpus version on each collection it wrote to (an item in the
 API's DynamoDB table): answers cached before it are not served again. ``--stamp-only`` stamps
 without ingesting (the served collections, or ``--collection``), for corpora built by another
-pipeline.
+pipeline. The table is ``make dev``'s, in its local emulator (LOCAL_AWS_PORT), unless
+``--allow-aws`` says to stamp a deployed stack's (AWS_PROFILE or keys, AWS_DEFAULT_REGION,
+TABLE_NAME); without the flag nothing reaches AWS (infra/local/aws_guard.py).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
 from dnd_rag.providers.tokenizer import count_text_tokens
 from dnd_rag.settings import load_settings
-from infra.local.stack import local_environment
+from infra.local.aws_guard import ENDPOINT, LOCAL_CREDENTIALS, PROFILE_VARIABLES, RealAwsError, use_local_aws
+from infra.local.stack import configured_environment, local_environment
 from infra.scripts.readers import SUFFIXES, Book, collection_name, read
 
 BATCH = 64
@@ -132,12 +135,15 @@ def run(container: Container, targets: list[Target], out: TextIO | None = None) 
     progress.done()
 
 
-def ingest(container: Container, paths: list[Path], collection: str | None = None) -> dict[str, int]:
-    """Ingest without asking (tests, ``make dev``) and stamp new corpus versions; return the chunk
-    count of every file."""
+def ingest(
+    container: Container, paths: list[Path], collection: str | None = None, stamp_versions: bool = True
+) -> dict[str, int]:
+    """Ingest without asking (tests, ``make dev``) and stamp new corpus versions (unless
+    ``stamp_versions`` is False: a throwaway corpus no API serves); return the chunk count of every file."""
     targets = prepare(container, paths, collection)
     run(container, targets, out=_Quiet())
-    stamp(container, [target.name for target in targets])
+    if stamp_versions:
+        stamp(container, [target.name for target in targets])
     return {book.path.name: len(book.chunks) for target in targets for book in target.books}
 
 
@@ -234,13 +240,29 @@ class _Quiet:
         return False
 
 
-def use_local_aws_unless_configured(env: dict[str, str]) -> None:
-    """With no AWS endpoint, profile or keys in the environment, the corpus version is stamped in
-    the local stack's emulator (``make dev``), as Chroma defaults to the local one: boto3 reads
-    ``os.environ``. Set AWS_PROFILE (or keys) and TABLE_NAME to stamp a deployed table."""
-    if any(os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")):
+def choose_aws(env: dict[str, str], allow_aws: bool) -> None:
+    """Where corpus versions are stamped (boto3 reads ``os.environ``): ``make dev``'s emulator, or
+    with ``--allow-aws`` the account and table the shell's AWS settings and TABLE_NAME name.
+
+    Without ``--allow-aws`` nothing reaches AWS: a non-local AWS_ENDPOINT_URL is refused, and so
+    are a profile or keys with no endpoint (they mean a deployed table: say so with the flag)."""
+    configured = configured_environment(dict(os.environ))  # .env under the shell, no local defaults
+    if allow_aws:
+        if not configured.get("TABLE_NAME"):
+            raise RealAwsError("ingest: --allow-aws needs TABLE_NAME (the deployed stack's table) in the environment")
         return
-    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+    if not configured.get(ENDPOINT):
+        named = [name for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID") if configured.get(name)]
+        if named:
+            raise RealAwsError(
+                f"ingest: refusing to run: {named[0]} is set and {ENDPOINT} is not, so corpus versions would be "
+                f"stamped in a real AWS account. For a deployed stack add --allow-aws (with TABLE_NAME and "
+                f"AWS_DEFAULT_REGION); for make dev's emulator unset {named[0]}."
+            )
+    use_local_aws(env, "ingest", hint="; add --allow-aws to ingest into a deployed stack")
+    for name in PROFILE_VARIABLES:
+        os.environ.pop(name, None)
+    for name in (ENDPOINT, *LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION"):
         os.environ[name] = env[name]
 
 
@@ -263,12 +285,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only stamp a new corpus version (invalidates cached answers) on --collection or the served collections",
     )
+    parser.add_argument(
+        "--allow-aws",
+        action="store_true",
+        help="stamp corpus versions in a real AWS account (a deployed stack: AWS_PROFILE or keys, "
+        "AWS_DEFAULT_REGION, TABLE_NAME); without it only a local emulator is used",
+    )
     args = parser.parse_args(argv)
     if not args.paths and not args.stamp_only:
         parser.error("give files or folders to ingest (or --stamp-only)")
     # the local stack's defaults (and .env) under the real environment: by hand, it finds `make dev`'s Chroma
     env = local_environment(dict(os.environ))
-    use_local_aws_unless_configured(env)
+    choose_aws(env, args.allow_aws)
     container = Container(load_settings(env))
     settings = container.settings
     if args.stamp_only:
