@@ -20,22 +20,52 @@ from dotenv import dotenv_values
 
 from infra.local.aws_guard import ENDPOINT, RealAwsError, use_local_aws
 from infra.local.clock import START_VARIABLE, ClockStartError, clock_environment
-from infra.local.processes import StartupError, stop, wait_for_port
+from infra.local.processes import StartupError, owns_listener, port_in_use, stop, wait_for_port
 from infra.local.template import REPO_ROOT
 
 READY_TIMEOUT_SECONDS = 90
+# What each part of the stack listens on, and the variable that moves it (environment or .env).
+PORT_VARIABLES = {
+    "api": "LOCAL_API_PORT",
+    "aws-emulator": "LOCAL_AWS_PORT",
+    "chroma": "CHROMA_PORT",
+    "auth": "LOCAL_AUTH_PORT",
+}
 
 
-def configured_environment(base: dict[str, str]) -> dict[str, str]:
+def busy_message(port: int | str, variable: str) -> str:
+    return f"port {port} is in use — set {variable} (or put it in .env)"
+
+
+def port_problems(env: dict[str, str], host: str = "127.0.0.1") -> list[str]:
+    """Every port the stack would listen on that it cannot have, one line each: checked before
+    anything starts, so a busy port is named at once instead of failing half-way."""
+    problems: list[str] = []
+    owners: dict[int, str] = {}
+    for variable in PORT_VARIABLES.values():
+        value = env[variable]
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            problems.append(f"{variable}={value!r} is not a port (1-65535)")
+        elif int(value) in owners:
+            problems.append(f"{owners[int(value)]} and {variable} are both {value}: give each its own port")
+        else:
+            owners[int(value)] = variable
+    for port, variable in owners.items():
+        if port_in_use(port, host):
+            problems.append(busy_message(port, variable))
+    return problems
+
+
+def configured_environment(base: dict[str, str], dotenv: Path = REPO_ROOT / ".env") -> dict[str, str]:
     """What the user configured: ``.env`` under the real environment ``base``, no defaults."""
-    env = {k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None}
+    env = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
     env.update(base)
     return env
 
 
-def local_environment(base: dict[str, str]) -> dict[str, str]:
+def local_environment(base: dict[str, str], dotenv: Path = REPO_ROOT / ".env") -> dict[str, str]:
     """The environment of every child: ``.env`` under the real environment, then local defaults."""
-    env = configured_environment(base)
+    env = configured_environment(base, dotenv)
     aws_port = env.setdefault("LOCAL_AWS_PORT", "4566")
     auth_port = env.setdefault("LOCAL_AUTH_PORT", "8081")
     env.setdefault("LOCAL_API_PORT", "5000")
@@ -88,6 +118,8 @@ class Stack:
             wait_for_port(port, process, READY_TIMEOUT_SECONDS, log, host=self.host)
         except StartupError as exc:
             raise SystemExit(f"stack: {name} did not start: {exc}") from None
+        if owns_listener(process.pid, port) is False:  # something else took the port since the check
+            raise SystemExit(f"stack: {name} did not start: {busy_message(port, PORT_VARIABLES.get(name, 'its port'))}")
         print(f"stack: {name} ready on http://{self.host}:{port}", flush=True)
 
     def start_services(self) -> None:
@@ -136,9 +168,14 @@ def main() -> int:
     except (ClockStartError, RealAwsError) as exc:
         print(f"stack: {exc}" if isinstance(exc, ClockStartError) else exc, file=sys.stderr, flush=True)
         return 2
+    stack = Stack(env)
+    busy = port_problems(env, stack.host)
+    if busy:
+        for line in busy:
+            print(f"stack: {line}", file=sys.stderr, flush=True)
+        return 2
     if clock_start is not None:
         print(f"stack: the local clock starts at {clock_start:%Y-%m-%dT%H:%M:%SZ} ({START_VARIABLE}), real speed")
-    stack = Stack(env)
     stack.data_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
 
