@@ -112,7 +112,8 @@ class Stack:
     def start(self, name: str, command: list[str], port: int, quiet: bool = False) -> None:
         log = self.data_dir / f"{name}.log" if quiet else None
         output = log.open("ab") if log else None
-        process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output)
+        # Its own process group: Ctrl-C reaches the stack alone, which stops every child quietly.
+        process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output, process_group=0)
         self.children.append(process)
         try:
             wait_for_port(port, process, READY_TIMEOUT_SECONDS, log, host=self.host)
@@ -149,7 +150,7 @@ class Stack:
         )
 
     def run_step(self, command: list[str]) -> None:
-        subprocess.run(command, env=self.env, cwd=REPO_ROOT, check=True)
+        subprocess.run(command, env=self.env, cwd=REPO_ROOT, check=True, process_group=0)
 
     def stop(self) -> None:
         for process in reversed(self.children):
@@ -178,11 +179,18 @@ def main() -> int:
         print(f"stack: the local clock starts at {clock_start:%Y-%m-%dT%H:%M:%SZ} ({START_VARIABLE}), real speed")
     stack.data_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
+    # make dev's terminal is for people: a line per request (LOG_FORMAT=json: the JSON logs and EMF)
+    env.setdefault("LOG_FORMAT", "human")
+    summary = stack.data_dir / "api-summary.txt"
+    summary.unlink(missing_ok=True)
+    env["LOCAL_API_SUMMARY_FILE"] = str(summary)
+    started = time.monotonic()
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGHUP, shutdown)  # a closed terminal: the children are in groups of their own
     try:
         stack.start_services()
         stack.start(
@@ -198,13 +206,24 @@ def main() -> int:
         print("stack: a component stopped; shutting down", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("\nstack: stopping", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+        stack.stop()
+        if sys.stdout.isatty():
+            print()  # past the terminal's ^C
+        answered = summary.read_text(encoding="utf-8") if summary.exists() else "no requests"
+        print(f"stack: stopped after {_duration(time.monotonic() - started)}: {answered}", flush=True)
         return 0
     except subprocess.CalledProcessError as exc:
         print(f"stack: setup step failed ({exc})", file=sys.stderr, flush=True)
         return 1
     finally:
         stack.stop()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 if __name__ == "__main__":
