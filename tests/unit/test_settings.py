@@ -159,3 +159,13 @@ def test_metadata_keys_are_configurable_with_defaults_for_common_pipelines():
     settings = load_settings({**MINIMAL, "CHROMA_SOURCE_KEYS": "doc_name", "CHROMA_PAGE_KEYS": "pg,page"})
 
     assert (settings.chroma_source_keys, settings.chroma_page_keys) == (["doc_name"], ["pg", "page"])
+
+
+def test_log_format_is_json_or_human_and_json_in_prod():
+    assert load_settings(MINIMAL).log_format == "json"
+    assert load_settings({**MINIMAL, "LOG_FORMAT": "human"}).log_format == "human"
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        load_settings({**MINIMAL, "LOG_FORMAT": "pretty"})
+    prod = {**MINIMAL, "STAGE": "prod", "AUTH_API_URL": "https://api.example.com"}
+    with pytest.raises(ConfigError, match="LOG_FORMAT must be json when STAGE is prod"):
+        load_settings({**prod, "LOG_FORMAT": "human"})

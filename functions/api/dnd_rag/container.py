@@ -47,17 +47,25 @@ IP_DAILY_FAILURES = 10_000
 ALERT_STORE_SECONDS = 1.5
 
 
+def shifted_clock(offset_seconds: float) -> Callable[[], float]:
+    """``time.time`` itself, or ``offset_seconds`` ahead of it (the local stack's LOCAL_CLOCK_START)."""
+    if not offset_seconds:
+        return time.time
+    return lambda: time.time() + offset_seconds
+
+
 class Container:
     def __init__(
         self,
         settings: Settings,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         dynamodb_client: Any | None = None,
         ses_client: Any | None = None,
         sns_client: Any | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
+        # the one wall clock of the service: time.time, shifted by the local stack's LOCAL_CLOCK_START
+        self.clock = clock if clock is not None else shifted_clock(settings.local_clock_offset_seconds)
         self._dynamodb_client = dynamodb_client
         self._ses_client = ses_client
         self._sns_client = sns_client

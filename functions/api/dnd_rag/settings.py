@@ -144,6 +144,12 @@ class Settings(BaseModel):
     retrieval_entity_queries: bool = Field(default=True, alias="RETRIEVAL_ENTITY_QUERIES")
     table_name: str = Field(alias="TABLE_NAME", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     llm_provider: Literal["openai", "offline"] = Field(default="offline", alias="LLM_PROVIDER")
+    # The local stack's clock (``make dev`` with LOCAL_CLOCK_START): seconds the stack adds to the
+    # wall clock in every process, computed once when it starts. Local only: refused in prod.
+    local_clock_start: str | None = Field(default=None, alias="LOCAL_CLOCK_START")
+    # json: CloudWatch's JSON logs and EMF metrics; human: make dev's terminal (observability.py)
+    log_format: Literal["json", "human"] = Field(default="json", alias="LOG_FORMAT")
+    local_clock_offset_seconds: float = Field(default=0.0, alias="LOCAL_CLOCK_OFFSET_SECONDS", allow_inf_nan=False)
     embedding_provider: Literal["openai", "offline"] = Field(default="offline", alias="EMBEDDING_PROVIDER")
 
     @field_validator("cors_origins")
@@ -179,6 +185,16 @@ class Settings(BaseModel):
             and not self.alert_webhook_url.lower().startswith("https://")
         ):
             raise ValueError("ALERT_WEBHOOK_URL must be an https:// URL when STAGE is prod")
+        return self
+
+    @model_validator(mode="after")
+    def _local_only_settings_not_in_prod(self) -> Settings:
+        # a shifted clock decides which day a dollar is charged to: never outside the local stack
+        if self.stage == "prod" and (self.local_clock_start is not None or self.local_clock_offset_seconds):
+            variable = "LOCAL_CLOCK_START" if self.local_clock_start is not None else "LOCAL_CLOCK_OFFSET_SECONDS"
+            raise ValueError(f"{variable} is for the local stack only; unset it when STAGE is prod")
+        if self.stage == "prod" and self.log_format != "json":
+            raise ValueError("LOG_FORMAT must be json when STAGE is prod (CloudWatch reads JSON logs and EMF metrics)")
         return self
 
     @model_validator(mode="after")
