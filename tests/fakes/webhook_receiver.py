@@ -54,6 +54,14 @@ class ReceiverState:
         with self.lock:
             return sum(1 for item in self.attempts if item["ended_at"] is None)
 
+    def wait_answered(self, seconds: float = 2.0) -> bool:
+        """Wait until every POST so far is answered and noted (the sender may read the answer a
+        moment before the receiver notes it)."""
+        give_up = time.monotonic() + seconds
+        while self.unfinished() and time.monotonic() < give_up:
+            time.sleep(0.01)
+        return not self.unfinished()
+
 
 def _sender_left(connection: socket.socket) -> bool:
     readable, _, _ = select.select([connection], [], [], 0)
@@ -82,15 +90,15 @@ def _handler(state: ReceiverState) -> type[BaseHTTPRequestHandler]:
                 seen = any(item["header_id"] == record["header_id"] for item in state.attempts)
                 state.attempts.append(record)
                 mode = "ok" if state.first_attempt_only and seen else state.mode
+            complete = False
             try:
                 complete = self._answer(mode)
             finally:
-                with state.lock:
+                with state.lock:  # at once: a request no longer unfinished is in ``delivered`` if it is one
                     record["ended_at"] = time.monotonic()
                     record["sender_left"] = not complete
-            if complete and mode != "fail" and mode != "hang":
-                with state.lock:
-                    state.delivered.append(record)
+                    if complete and mode not in ("fail", "hang"):
+                        state.delivered.append(record)
 
         def _answer(self, mode: str) -> bool:
             """Answer as ``mode`` says; False when the sender was gone before the answer was complete."""

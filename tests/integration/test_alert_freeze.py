@@ -154,6 +154,7 @@ def test_a_slow_answer_is_never_followed_by_a_second_send_within_one_claim(
     later, _ = make_app(env)  # another container: this one waits RETRY_SECONDS before retrying
     assert ask(call, later, token)[0] == 503
     assert sorted(mail_ids(aws_endpoint, recipient, events)) == sorted(events * 2)
+    assert state.wait_answered()
     assert state.delivered_ids() == dict.fromkeys(events, 1)
     assert all("sent_at" in item for item in claim_items(dynamodb, table).values())
     proxy.shutdown()

@@ -41,13 +41,6 @@ def deliver_timed(url: str) -> tuple[float, AlertDeliveryError | None]:
     return time.monotonic() - started, None
 
 
-def wait_until(condition, seconds: float = 2.0) -> bool:
-    give_up = time.monotonic() + seconds
-    while not condition() and time.monotonic() < give_up:
-        time.sleep(0.02)
-    return condition()
-
-
 @pytest.mark.parametrize("mode", ["trickle", "hang"])
 def test_a_receiver_slower_than_the_timeout_is_cut_off_at_the_timeout(receiver, mode):
     url, state = receiver
@@ -61,7 +54,7 @@ def test_a_receiver_slower_than_the_timeout_is_cut_off_at_the_timeout(receiver, 
         assert error.reason == f"webhook: no answer within {TIMEOUT:g} s"
     assert [t for t in threading.enumerate() if isinstance(t, threading.Timer)] == []  # the cut's timer: gone
     # the receiver sees the sender leave (not finish reading 3 s later), and it was tried once
-    assert wait_until(lambda: state.unfinished() == 0)
+    assert state.wait_answered()
     (attempt,) = state.attempts
     assert attempt["sender_left"]
     assert state.delivered_ids() == {}
@@ -81,5 +74,6 @@ def test_one_attempt_per_delivery_and_only_a_2xx_is_a_delivery(receiver):
     took, error = deliver_timed(url)
     assert error is None
     assert took < TIMEOUT
+    assert state.wait_answered()
     assert state.delivered_ids() == {event().id: 1}
     assert len(state.attempts) == 2
