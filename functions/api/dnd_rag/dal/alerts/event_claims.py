@@ -6,9 +6,10 @@ attributes of the day's TOTAL) so that alert traffic never adds writes on the bu
 
 Alert work runs inside the request and must end within the notifier's bound, so it has a client
 of its own (``alert_store_client``): one SDK attempt per call and short timeouts, where the shared
-client may spend 4 attempts x 4 s. Each write here is sent at most ``STORE_WRITE_SENDS`` times, once
-more after an answer that may have been lost (a timeout, a 5xx, a throttle): all three are
-idempotent, so a claim applied whose answer was lost is found ours on the resend.
+client may spend 4 attempts x 4 s. A write here is sent again after an answer that may have been
+lost (a timeout, a 5xx, a throttle) while a whole call still fits in ``STORE_WRITE_SECONDS``, at
+most ``STORE_WRITE_SENDS`` times: all three writes are idempotent, so a claim applied whose answer
+was lost is found ours on the resend.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from botocore.exceptions import ConnectionError as SdkConnectionError
 
 from dnd_rag.dal.dynamo import is_transient, number, store_errors
 from dnd_rag.logic.alerts.timing import (
+    STORE_CALL_SECONDS,
     STORE_CONNECT_SECONDS,
     STORE_READ_TIMEOUT_SECONDS,
     STORE_RESEND_PAUSE_SECONDS,
@@ -69,15 +71,18 @@ class DynamoEventClaims:
 
     def _update(self, operation: str, day: str, event_id: str, channel: str, **kwargs: Any) -> dict[str, Any]:
         key = _key(day, event_id, channel)
+        deadline = time.monotonic() + STORE_WRITE_SECONDS
         with store_errors(operation):
             for send in range(1, STORE_WRITE_SENDS + 1):
                 try:
                     response: dict[str, Any] = self._client.update_item(TableName=self._table, Key=key, **kwargs)
                     return response
                 except (ClientError, SdkConnectionError, HTTPClientError) as exc:
-                    if send == STORE_WRITE_SENDS or not _may_be_lost(exc):
+                    pause = random.random() * min(0.4, STORE_RESEND_PAUSE_SECONDS * 2 ** (send - 1))  # noqa: S311
+                    fits = time.monotonic() + pause + STORE_CALL_SECONDS <= deadline
+                    if send == STORE_WRITE_SENDS or not fits or not _may_be_lost(exc):
                         raise
-                time.sleep(random.random() * STORE_RESEND_PAUSE_SECONDS)  # noqa: S311 - jitter, not a secret
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def claim(self, day: str, event_id: str, channel: str, owner: str, now: float, claim_until: float) -> ClaimOutcome:

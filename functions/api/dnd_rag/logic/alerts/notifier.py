@@ -15,7 +15,7 @@ every job is bounded: each step has a worst case fixed by its client's timeouts 
 The arithmetic, per job (one event on one channel), with the defaults in seconds:
 
     pick-up    ≤ P = a pool thread takes the job (idle threads: at once)            = 0.2
-    claim      ≤ W = 2 sends x (0.25 connect + 0.75 read) + 0.025 pause             = 2.025
+    claim      ≤ W = 2 x (0.25 connect + 0.75 read) + 0.025: resends while one fits  = 2.025
     compose    ≤ R = 1 Query page x (0.25 + 0.75)  (budget events; once per event)  = 1.0
     deliver    ≤ D(channel): SES, SNS: 1 attempt x (0.5 connect + 1.5 read)         = 2.0
                              webhook: ALERT_WEBHOOK_TIMEOUT_SECONDS, a total cut    ≤ 2.0

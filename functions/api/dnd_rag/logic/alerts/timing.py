@@ -12,11 +12,12 @@ from __future__ import annotations
 STORE_CONNECT_SECONDS = 0.25
 STORE_READ_TIMEOUT_SECONDS = 0.75
 STORE_CALL_SECONDS = STORE_CONNECT_SECONDS + STORE_READ_TIMEOUT_SECONDS
-# A claim, mark or drop is sent once more after an answer that may have been lost (a timeout, a
-# 5xx, a throttle): each is idempotent (named by its owner, or unconditional).
-STORE_WRITE_SENDS = 2
-STORE_RESEND_PAUSE_SECONDS = 0.025  # at most, jittered
-STORE_WRITE_SECONDS = STORE_WRITE_SENDS * STORE_CALL_SECONDS + STORE_RESEND_PAUSE_SECONDS
+# A claim, mark or drop is sent again after an answer that may have been lost (a timeout, a 5xx,
+# a throttle; each write is idempotent: named by its owner, or unconditional) while a whole call
+# still fits in its budget: room for a call that timed out and one more, or several quick refusals.
+STORE_WRITE_SENDS = 5  # at most
+STORE_RESEND_PAUSE_SECONDS = 0.025  # the first pause at most (jittered), doubling, 0.4 s at most
+STORE_WRITE_SECONDS = 2 * STORE_CALL_SECONDS + STORE_RESEND_PAUSE_SECONDS
 # Composing a budget event reads the day's user ledgers: one Query page per ~5,000 users of the day.
 COMPOSE_SECONDS = STORE_CALL_SECONDS
 
