@@ -36,6 +36,7 @@ class MemoryClaims:
         self._lock = threading.Lock()
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str, float]] = []  # (operation, channel, ended at)
+        self.lose_answers = 0  # claims applied whose answer is lost (every resend included)
 
     def _slow(self, operation: str, channel: str) -> None:
         time.sleep(self._delays.get(operation, 0.0))
@@ -51,6 +52,9 @@ class MemoryClaims:
             if item.get("claim_until", 0) >= now and item.get("owner") != owner:
                 return "busy"
             item.update(claim_until=claim_until, owner=owner)
+            if self.lose_answers:
+                self.lose_answers -= 1
+                raise TimeoutError("applied, but the answer was lost")
             return "won"
 
     def mark_sent(self, day: str, event_id: str, channel: str, owner: str, now: float) -> None:
@@ -146,6 +150,24 @@ def test_a_job_that_cannot_start_delivering_in_time_drops_its_claim_and_is_never
     time.sleep(1.0)  # BUSY_RETRY_SECONDS: this container retries an abandoned job that soon
     assert notifier.emit(event) == {event.id}
     assert notifier.emit(event) == {event.id}
+    assert [delivered for delivered, _, _ in channel.deliveries] == [event.id]
+
+
+def test_a_claim_applied_whose_answer_was_lost_is_found_ours_by_the_next_try_here():
+    # Given a claim that is applied but whose every answer is lost (the store's resends included)
+    claims = MemoryClaims(0.1)
+    claims.lose_answers = 1
+    channel = TimedChannel("webhook", max_seconds=0.1, takes=0.0)
+    notifier = Notifier(claims, [channel], time.time, claim_seconds=60)
+    event = budget_event()
+    assert notifier.emit(event) == set()
+
+    # When this container's next request tries again (a second later), before the claim expires
+    time.sleep(1.0)
+    settled = notifier.emit(event)
+
+    # Then the claim is ours: delivered now, not a minute later by whoever outlives the claim
+    assert settled == {event.id}
     assert [delivered for delivered, _, _ in channel.deliveries] == [event.id]
 
 

@@ -27,6 +27,7 @@ from dnd_rag.logic.alerts.timing import (
     STORE_CALL_SECONDS,
     STORE_CONNECT_SECONDS,
     STORE_READ_TIMEOUT_SECONDS,
+    STORE_RESEND_PAUSE_MAX_SECONDS,
     STORE_RESEND_PAUSE_SECONDS,
     STORE_WRITE_SECONDS,
     STORE_WRITE_SENDS,
@@ -78,7 +79,8 @@ class DynamoEventClaims:
                     response: dict[str, Any] = self._client.update_item(TableName=self._table, Key=key, **kwargs)
                     return response
                 except (ClientError, SdkConnectionError, HTTPClientError) as exc:
-                    pause = random.random() * min(0.4, STORE_RESEND_PAUSE_SECONDS * 2 ** (send - 1))  # noqa: S311
+                    backoff = min(STORE_RESEND_PAUSE_MAX_SECONDS, STORE_RESEND_PAUSE_SECONDS * 2 ** (send - 1))
+                    pause = random.random() * backoff  # noqa: S311 - jitter, not a secret
                     fits = time.monotonic() + pause + STORE_CALL_SECONDS <= deadline
                     if send == STORE_WRITE_SENDS or not fits or not _may_be_lost(exc):
                         raise

@@ -126,6 +126,10 @@ class Notifier:
         self._settled: BoundedMap[str, bool] = BoundedMap(10_000)  # event ids every channel has
         self._done: BoundedMap[tuple[str, str], bool] = BoundedMap(10_000)  # (event, channel) delivered
         self._not_before: BoundedMap[tuple[str, str], float] = BoundedMap(10_000)  # monotonic retry time
+        # this container's name on its claims: one job per (event, channel) runs here at a time, and
+        # none outlives its request, so a claim applied whose answer was lost is found ours by the
+        # next try here, instead of blocking every container until it expires
+        self._owner = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="alerts")
 
@@ -213,7 +217,7 @@ class Notifier:
         self, due: Due, composed: _Composed, channel: AlertChannel, now: float, deliver_by: float
     ) -> Outcome:
         """Claim, deliver, mark sent (or drop the claim). Never raises."""
-        owner = uuid.uuid4().hex
+        owner = self._owner
         try:
             claimed = self._claims.claim(due.day, due.id, channel.name, owner, now, now + self._claim_seconds)
         except Exception:

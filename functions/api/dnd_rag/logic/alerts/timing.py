@@ -15,8 +15,9 @@ STORE_CALL_SECONDS = STORE_CONNECT_SECONDS + STORE_READ_TIMEOUT_SECONDS
 # A claim, mark or drop is sent again after an answer that may have been lost (a timeout, a 5xx,
 # a throttle; each write is idempotent: named by its owner, or unconditional) while a whole call
 # still fits in its budget: room for a call that timed out and one more, or several quick refusals.
-STORE_WRITE_SENDS = 5  # at most
-STORE_RESEND_PAUSE_SECONDS = 0.025  # the first pause at most (jittered), doubling, 0.4 s at most
+STORE_WRITE_SENDS = 10  # at most
+STORE_RESEND_PAUSE_SECONDS = 0.025  # the first pause at most (jittered), doubling up to STORE_RESEND_PAUSE_MAX_SECONDS
+STORE_RESEND_PAUSE_MAX_SECONDS = 0.1
 STORE_WRITE_SECONDS = 2 * STORE_CALL_SECONDS + STORE_RESEND_PAUSE_SECONDS
 # Composing a budget event reads the day's user ledgers: one Query page per ~5,000 users of the day.
 COMPOSE_SECONDS = STORE_CALL_SECONDS
