@@ -37,6 +37,7 @@ class MemoryClaims:
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str, float]] = []  # (operation, channel, ended at)
         self.lose_answers = 0  # claims applied whose answer is lost (every resend included)
+        self.failing_drops = 0  # drops that fail (not applied)
 
     def _slow(self, operation: str, channel: str) -> None:
         time.sleep(self._delays.get(operation, 0.0))
@@ -65,6 +66,9 @@ class MemoryClaims:
     def drop(self, day: str, event_id: str, channel: str, owner: str) -> None:
         self._slow("drop", channel)
         with self._lock:
+            if self.failing_drops:
+                self.failing_drops -= 1
+                raise TimeoutError("not dropped")
             item = self.items.get((event_id, channel), {})
             if item.get("owner") == owner:
                 item.pop("claim_until", None)
@@ -153,14 +157,29 @@ def test_a_job_that_cannot_start_delivering_in_time_drops_its_claim_and_is_never
     assert [delivered for delivered, _, _ in channel.deliveries] == [event.id]
 
 
-def test_a_claim_applied_whose_answer_was_lost_is_found_ours_by_the_next_try_here():
-    # Given a claim that is applied but whose every answer is lost (the store's resends included)
+def test_a_claim_applied_whose_answers_were_lost_is_given_back():
     claims = MemoryClaims(0.1)
     claims.lose_answers = 1
     channel = TimedChannel("webhook", max_seconds=0.1, takes=0.0)
     notifier = Notifier(claims, [channel], time.time, claim_seconds=60)
     event = budget_event()
+
     assert notifier.emit(event) == set()
+
+    # dropped at once (in case it was applied): any container may deliver it now, not in a minute
+    assert [operation for operation, _, _ in claims.calls] == ["claim", "drop"]
+    assert "owner" not in claims.items[(event.id, "webhook")]
+
+
+def test_a_claim_applied_whose_answers_were_lost_and_not_given_back_is_found_ours_by_the_next_try_here():
+    # Given a claim applied whose answers are all lost, and a drop that fails too
+    claims = MemoryClaims(0.1)
+    claims.lose_answers, claims.failing_drops = 1, 1
+    channel = TimedChannel("webhook", max_seconds=0.1, takes=0.0)
+    notifier = Notifier(claims, [channel], time.time, claim_seconds=60)
+    event = budget_event()
+    assert notifier.emit(event) == set()
+    assert "owner" in claims.items[(event.id, "webhook")]  # held, by this container
 
     # When this container's next request tries again (a second later), before the claim expires
     time.sleep(1.0)

@@ -31,6 +31,9 @@ never started late. Typically every store call takes milliseconds; a hanging rec
 request the channel's timeout, once per RETRY_SECONDS per container. Claims (ALERT_CLAIM_SECONDS)
 outlive the bound, so a live job's claim never expires under it.
 
+A claim whose every answer was lost (it may have been applied) is dropped too, and if even that
+fails, this container's next try finds it its own (a slot's claims carry one owner per container).
+
 The window that stays at-least-once: a delivery whose outcome is unknown (the receiver may have
 got it, but its answer timed out or was lost) drops the claim, and a later request delivers it
 again with the same event id; a delivery accepted whose "sent" mark failed is delivered again
@@ -126,10 +129,11 @@ class Notifier:
         self._settled: BoundedMap[str, bool] = BoundedMap(10_000)  # event ids every channel has
         self._done: BoundedMap[tuple[str, str], bool] = BoundedMap(10_000)  # (event, channel) delivered
         self._not_before: BoundedMap[tuple[str, str], float] = BoundedMap(10_000)  # monotonic retry time
-        # this container's name on its claims: one job per (event, channel) runs here at a time, and
-        # none outlives its request, so a claim applied whose answer was lost is found ours by the
-        # next try here, instead of blocking every container until it expires
-        self._owner = uuid.uuid4().hex
+        # the name this container's claims on a slot carry, made at its first try here (never in an
+        # init that forked or snapshotted containers share): one job per slot runs here at a time
+        # and none outlives its request, so a claim applied whose answer was lost is found ours by
+        # the next try here, instead of holding every container off until it expires
+        self._owners: BoundedMap[tuple[str, str], str] = BoundedMap(10_000)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="alerts")
 
@@ -217,11 +221,18 @@ class Notifier:
         self, due: Due, composed: _Composed, channel: AlertChannel, now: float, deliver_by: float
     ) -> Outcome:
         """Claim, deliver, mark sent (or drop the claim). Never raises."""
-        owner = self._owner
+        slot = (due.id, channel.name)
+        owner = self._owners.get(slot)
+        if owner is None:
+            owner = uuid.uuid4().hex
+            self._owners.put(slot, owner)
         try:
             claimed = self._claims.claim(due.day, due.id, channel.name, owner, now, now + self._claim_seconds)
         except Exception:
             logger.exception("alert claim failed", extra={"event": due.id, "channel": channel.name})
+            # it may have been applied, its answers lost: give it back rather than hold every
+            # container off until it expires (ends by the bound: P + W + W)
+            self._drop(due, channel, owner)
             return "busy"
         if claimed != "won":
             return "already" if claimed == "sent" else "busy"
