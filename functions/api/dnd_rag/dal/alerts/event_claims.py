@@ -61,9 +61,8 @@ def _may_be_lost(exc: Exception) -> bool:
     if isinstance(exc, ClientError):
         # a throttle too: a claim item is no hot item, and the claim has a time budget of its own
         throttled = exc.response["Error"]["Code"] in THROTTLE_CODES
-        return (
-            is_transient(exc) or throttled or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
-        )
+        server_error = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+        return is_transient(exc) or throttled or server_error
     return isinstance(exc, (SdkConnectionError, HTTPClientError))  # no answer: refused, reset, timed out
 
 
