@@ -6,6 +6,10 @@ generated books into one collection each with the offline embeddings, and retrie
 ``RagService.retrieve`` does: one embeddings call for the question and the entities it names,
 one search over every collection, ``entities.choose`` to pick the k passages.
 
+It needs no AWS service and reaches none, whatever the shell's AWS settings: the corpus versions
+the ingester stamps in DynamoDB only invalidate an API's cached answers, and no API serves this
+throwaway corpus, so nothing is stamped, and the container's DynamoDB client refuses every call.
+
     python -m infra.eval.evaluate [--k 3 5 10] [--families N]
 """
 
@@ -17,6 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dnd_rag.container import Container
 from dnd_rag.logic.retrieval.entities import choose, comparison_entities
@@ -70,12 +75,19 @@ def score(retriever: ChromaRetriever, questions: list[Question], k: int, entity_
     return Scores(k, entity_step, recalled / max(1, len(single)), covered / max(1, len(pairs)), len(single), len(pairs))
 
 
+class NoAws:
+    """The DynamoDB client of the evaluation's container: every call is a bug, never a request to AWS."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"the retrieval evaluation uses no AWS service (DynamoDB {name} was called)")
+
+
 def evaluate(container: Container, corpus: Corpus, ks: list[int], folder: Path) -> list[Scores]:
     """Ingest ``corpus`` through ``container``'s Chroma and score it at every k, both ways."""
     for collection, text in corpus.books.items():
         path = folder / f"{collection}.md"
         path.write_text(text, encoding="utf-8")
-        ingest(container, [path], collection=collection)
+        ingest(container, [path], collection=collection, stamp_versions=False)
     retriever = ChromaRetriever(container.chroma_client, list(corpus.books), container.embedder.model)
     return [score(retriever, corpus.questions, k, step) for k in ks for step in (False, True)]
 
@@ -104,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("OPENAI_API_KEY", None)
         env["LLM_PROVIDER"] = "offline"
         with running(chroma_command(env, folder), port, folder / "chroma.log", env):
-            print(report(evaluate(Container(load_settings(env)), corpus, args.k, folder)))
+            container = Container(load_settings(env), dynamodb_client=NoAws())
+            print(report(evaluate(container, corpus, args.k, folder)))
     return 0
 
 

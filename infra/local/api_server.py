@@ -47,13 +47,15 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from infra.local.access_log import Tally, access_line
+from infra.local.clock import local_now
 from infra.local.template import HttpRoute, http_routes
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
@@ -401,11 +403,11 @@ def build_event(
     source_ip: str,
     received_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The v2 event for a request; ``received_at`` (its arrival at the gateway, default now) is its
-    ``requestContext.time``/``timeEpoch``."""
+    """The v2 event for a request; ``received_at`` (its arrival at the gateway, default now on the
+    local stack's clock, LOCAL_CLOCK_START) is its ``requestContext.time``/``timeEpoch``."""
     content_type = headers.get("content-type", "")
     is_text = not body or (content_type.startswith(TEXT_TYPES) and _is_utf8(body))
-    now = received_at or datetime.now(UTC)
+    now = received_at or local_now()
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": route_key,
@@ -453,15 +455,25 @@ def _is_utf8(body: bytes) -> bool:
 
 
 def make_request_handler(
-    routes: list[CompiledRoute], containers: Containers, timeout_seconds: float = INVOKE_TIMEOUT_SECONDS
+    routes: list[CompiledRoute],
+    containers: Containers,
+    timeout_seconds: float = INVOKE_TIMEOUT_SECONDS,
+    human: bool = False,
+    tally: Tally | None = None,
 ) -> type[BaseHTTPRequestHandler]:
+    """``human`` (LOG_FORMAT=human, make dev): one line per request instead of a JSON access line."""
+    answered = tally if tally is not None else Tally()
+
     class ApiGatewayHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "local-apigw/1"
+        _arrived = 0.0
 
         def _dispatch(self) -> None:
+            self._arrived = time.monotonic()
             # The integration timeout counts from here, the request's arrival, as HTTP API's does.
-            received_at, deadline = datetime.now(UTC), time.monotonic() + timeout_seconds
+            # On the stack's one clock (LOCAL_CLOCK_START), as the function's: timeEpoch and its clock agree.
+            received_at, deadline = local_now(), time.monotonic() + timeout_seconds
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             if length > MAX_PAYLOAD_BYTES:
@@ -521,6 +533,12 @@ def make_request_handler(
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
+            millis = (time.monotonic() - self._arrived) * 1000
+            authorization = {"authorization": self.headers.get("Authorization") or ""}
+            line, cost = access_line(self.command, urlsplit(self.path).path, status, millis, authorization, data)
+            answered.add(status, cost)
+            if human:
+                print(line, flush=True)
 
         def __getattr__(self, name: str) -> Any:
             # Every method (GET, TRACE, QUERY, ...) goes to the routes, as the $default route does upstream.
@@ -528,7 +546,14 @@ def make_request_handler(
                 return self._dispatch
             raise AttributeError(name)
 
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            if not human:  # the human line is printed once the answer is written (_reply)
+                super().log_request(code, size)
+
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            if human:
+                print(f"gateway: {format % args}", file=sys.stderr, flush=True)
+                return
             line = {"access": format % args, "client": self.client_address[0]}
             print(json.dumps(line), file=sys.stderr, flush=True)
 
@@ -558,15 +583,20 @@ def integration_timeout() -> float:
     return float(os.environ.get("LOCAL_API_TIMEOUT_SECONDS") or INVOKE_TIMEOUT_SECONDS)
 
 
+def human_logs() -> bool:
+    """LOG_FORMAT=human (make dev's default): one line per request; json: the JSON access line."""
+    return os.environ.get("LOG_FORMAT", "json").strip().lower() == "human"
+
+
 def make_api_server(
-    host: str, port: int, containers: int, routes: list[HttpRoute] | None = None
+    host: str, port: int, containers: int, routes: list[HttpRoute] | None = None, tally: Tally | None = None
 ) -> tuple[ThreadingHTTPServer, Containers]:
     """The gateway (not yet serving) and its containers; ``routes`` default to template.yaml's (tests
-    pass their own). LOCAL_API_FREEZE and LOCAL_API_TIMEOUT_SECONDS are read here."""
+    pass their own). LOCAL_API_FREEZE, LOCAL_API_TIMEOUT_SECONDS and LOG_FORMAT are read here."""
     routes = routes if routes is not None else http_routes()
     pool = start_containers(containers, routes, freeze_enabled())
     try:
-        handler = make_request_handler(compile_routes(routes), pool, integration_timeout())
+        handler = make_request_handler(compile_routes(routes), pool, integration_timeout(), human_logs(), tally)
         server = ThreadingHTTPServer((host, port), handler)
     except BaseException:
         pool.shutdown()
@@ -597,6 +627,7 @@ def schedule_sweeps(pool: Containers, route: HttpRoute, every_seconds: float) ->
 
 
 def _exit(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
     raise SystemExit(0)
 
 
@@ -609,7 +640,8 @@ def main() -> None:
     # Stopped by SIGTERM (the stack, the test tiers): shut the worker processes down with us, or they
     # would outlive the server as orphans, frozen ones forever. Installed first: the warm-up starts one.
     signal.signal(signal.SIGTERM, _exit)
-    server, pool = make_api_server(args.host, args.port, args.containers)
+    tally = Tally()
+    server, pool = make_api_server(args.host, args.port, args.containers, tally=tally)
     routes = http_routes()
     sweeps = schedule_sweeps(pool, routes[0], float(os.environ.get("LOCAL_SWEEP_SECONDS", "60")))
     frozen = "frozen between invocations" if pool.freeze else "never frozen (LOCAL_API_FREEZE=0)"
@@ -626,6 +658,12 @@ def main() -> None:
         sweeps.set()
         server.server_close()
         pool.shutdown()
+        summary = os.environ.get("LOCAL_API_SUMMARY_FILE")  # the stack prints it in its last line
+        if summary:
+            with open(summary, "w", encoding="utf-8") as out:
+                out.write(tally.summary())
+        else:
+            print(f"api: {tally.summary()}", flush=True)
 
 
 if __name__ == "__main__":

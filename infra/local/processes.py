@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -39,6 +40,70 @@ def wait_for_port(
                 return
         time.sleep(0.1)
     raise StartupError(f"nothing listened on {host}:{port} within {timeout:.0f}s{_tail(log)}")
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Something listens on ``host:port`` (it answers), or a server could not bind it there."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        if probe.connect_ex((host, port)) == 0:
+            return True
+    with socket.socket() as candidate:
+        # as our servers bind (SO_REUSEADDR): a closed connection's TIME_WAIT is not "in use"
+        candidate.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            candidate.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def owns_listener(pid: int, port: int) -> bool | None:
+    """Whether the socket listening on TCP ``port`` belongs to process ``pid`` or one of its
+    descendants; None where the system cannot tell (no /proc: macOS)."""
+    inodes: set[str] = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table, encoding="ascii") as lines:
+                for line in list(lines)[1:]:
+                    fields = line.split()
+                    # local_address is HEXIP:HEXPORT; state 0A is LISTEN
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+    except OSError:
+        return None
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    for process in _family(pid):
+        try:
+            descriptors = os.listdir(f"/proc/{process}/fd")
+        except OSError:
+            continue
+        for descriptor in descriptors:
+            try:
+                if os.readlink(f"/proc/{process}/fd/{descriptor}") in sockets:
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _family(pid: int) -> set[int]:
+    """``pid`` and its descendants (from /proc/<pid>/stat's parent ids)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                    parents[int(entry)] = int(stat.read().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    family = {pid}
+    grew = True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in family} - family
+        family |= children
+        grew = bool(children)
+    return family
 
 
 def _tail(log: Path | None) -> str:

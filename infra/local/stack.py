@@ -18,16 +18,54 @@ from types import FrameType
 
 from dotenv import dotenv_values
 
-from infra.local.processes import StartupError, stop, wait_for_port
+from infra.local.aws_guard import ENDPOINT, RealAwsError, use_local_aws
+from infra.local.clock import START_VARIABLE, ClockStartError, clock_environment
+from infra.local.processes import StartupError, owns_listener, port_in_use, stop, wait_for_port
 from infra.local.template import REPO_ROOT
 
 READY_TIMEOUT_SECONDS = 90
+# What each part of the stack listens on, and the variable that moves it (environment or .env).
+PORT_VARIABLES = {
+    "api": "LOCAL_API_PORT",
+    "aws-emulator": "LOCAL_AWS_PORT",
+    "chroma": "CHROMA_PORT",
+    "auth": "LOCAL_AUTH_PORT",
+}
 
 
-def local_environment(base: dict[str, str]) -> dict[str, str]:
-    """The environment of every child: ``.env`` under the real environment, then local defaults."""
-    env = {k: v for k, v in dotenv_values(REPO_ROOT / ".env").items() if v is not None}
+def busy_message(port: int | str, variable: str) -> str:
+    return f"port {port} is in use — set {variable} (or put it in .env)"
+
+
+def port_problems(env: dict[str, str], host: str = "127.0.0.1") -> list[str]:
+    """Every port the stack would listen on that it cannot have, one line each: checked before
+    anything starts, so a busy port is named at once instead of failing half-way."""
+    problems: list[str] = []
+    owners: dict[int, str] = {}
+    for variable in PORT_VARIABLES.values():
+        value = env[variable]
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            problems.append(f"{variable}={value!r} is not a port (1-65535)")
+        elif int(value) in owners:
+            problems.append(f"{owners[int(value)]} and {variable} are both {value}: give each its own port")
+        else:
+            owners[int(value)] = variable
+    for port, variable in owners.items():
+        if port_in_use(port, host):
+            problems.append(busy_message(port, variable))
+    return problems
+
+
+def configured_environment(base: dict[str, str], dotenv: Path = REPO_ROOT / ".env") -> dict[str, str]:
+    """What the user configured: ``.env`` under the real environment ``base``, no defaults."""
+    env = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
     env.update(base)
+    return env
+
+
+def local_environment(base: dict[str, str], dotenv: Path = REPO_ROOT / ".env") -> dict[str, str]:
+    """The environment of every child: ``.env`` under the real environment, then local defaults."""
+    env = configured_environment(base, dotenv)
     aws_port = env.setdefault("LOCAL_AWS_PORT", "4566")
     auth_port = env.setdefault("LOCAL_AUTH_PORT", "8081")
     env.setdefault("LOCAL_API_PORT", "5000")
@@ -74,12 +112,15 @@ class Stack:
     def start(self, name: str, command: list[str], port: int, quiet: bool = False) -> None:
         log = self.data_dir / f"{name}.log" if quiet else None
         output = log.open("ab") if log else None
-        process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output)
+        # Its own process group: Ctrl-C reaches the stack alone, which stops every child quietly.
+        process = subprocess.Popen(command, env=self.env, cwd=REPO_ROOT, stdout=output, stderr=output, process_group=0)
         self.children.append(process)
         try:
             wait_for_port(port, process, READY_TIMEOUT_SECONDS, log, host=self.host)
         except StartupError as exc:
             raise SystemExit(f"stack: {name} did not start: {exc}") from None
+        if owns_listener(process.pid, port) is False:  # something else took the port since the check
+            raise SystemExit(f"stack: {name} did not start: {busy_message(port, PORT_VARIABLES.get(name, 'its port'))}")
         print(f"stack: {name} ready on http://{self.host}:{port}", flush=True)
 
     def start_services(self) -> None:
@@ -109,7 +150,7 @@ class Stack:
         )
 
     def run_step(self, command: list[str]) -> None:
-        subprocess.run(command, env=self.env, cwd=REPO_ROOT, check=True)
+        subprocess.run(command, env=self.env, cwd=REPO_ROOT, check=True, process_group=0)
 
     def stop(self) -> None:
         for process in reversed(self.children):
@@ -121,14 +162,35 @@ class Stack:
 
 def main() -> int:
     env = local_environment(dict(os.environ))
+    try:
+        # its own emulator only, whatever AWS profile or keys the shell carries
+        use_local_aws(env, "stack", hint=f"; unset {ENDPOINT} (make dev starts its own on LOCAL_AWS_PORT)")
+        clock_start = clock_environment(env)  # once, before anything starts: one clock for every child
+    except (ClockStartError, RealAwsError) as exc:
+        print(f"stack: {exc}" if isinstance(exc, ClockStartError) else exc, file=sys.stderr, flush=True)
+        return 2
     stack = Stack(env)
+    busy = port_problems(env, stack.host)
+    if busy:
+        for line in busy:
+            print(f"stack: {line}", file=sys.stderr, flush=True)
+        return 2
+    if clock_start is not None:
+        print(f"stack: the local clock starts at {clock_start:%Y-%m-%dT%H:%M:%SZ} ({START_VARIABLE}), real speed")
     stack.data_dir.mkdir(parents=True, exist_ok=True)
     python = sys.executable
+    # make dev's terminal is for people: a line per request (LOG_FORMAT=json: the JSON logs and EMF)
+    env.setdefault("LOG_FORMAT", "human")
+    summary = stack.data_dir / "api-summary.txt"
+    summary.unlink(missing_ok=True)
+    env["LOCAL_API_SUMMARY_FILE"] = str(summary)
+    started = time.monotonic()
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGHUP, shutdown)  # a closed terminal: the children are in groups of their own
     try:
         stack.start_services()
         stack.start(
@@ -144,13 +206,24 @@ def main() -> int:
         print("stack: a component stopped; shutting down", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        print("\nstack: stopping", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+        stack.stop()
+        if sys.stdout.isatty():
+            print()  # past the terminal's ^C
+        answered = summary.read_text(encoding="utf-8") if summary.exists() else "no requests"
+        print(f"stack: stopped after {_duration(time.monotonic() - started)}: {answered}", flush=True)
         return 0
     except subprocess.CalledProcessError as exc:
         print(f"stack: setup step failed ({exc})", file=sys.stderr, flush=True)
         return 1
     finally:
         stack.stop()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 if __name__ == "__main__":

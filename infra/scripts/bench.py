@@ -54,6 +54,7 @@ from dnd_rag.pricing import TokenUsage, usd_to_nanos
 from dnd_rag.settings import load_settings
 from infra.local.api_server import LambdaContext, build_event
 from infra.local.auth_server import make_auth_server
+from infra.local.aws_guard import use_local_aws
 from infra.local.bootstrap import ensure_table, verify_identities
 from infra.local.processes import free_port, running
 from infra.local.stack import chroma_command, local_environment
@@ -455,6 +456,8 @@ def main() -> None:
                 "EMBEDDING_PROVIDER": "offline",
             }
         )
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{aws_port}"  # its own emulator, whatever the shell says
+        use_local_aws(env, "bench")
         emulator = [sys.executable, "-m", "infra.local.aws_emulator", "--port", str(aws_port)]
         with (
             running(emulator, aws_port, data / "emulator.log", env),

@@ -1,14 +1,17 @@
 """Ingest books into the Chroma collections the API reads: Markdown/text, PDF, JSON chunk exports.
 
-    python -m infra.scripts.ingest infra/corpus              # a folder or files
-    python -m infra.scripts.ingest "Monster Manual.pdf"      # a PDF: its own collection, monster_manual
-    python -m infra.scripts.ingest --collection mm book.pdf  # everything into one named collection
+    python -m infra.scripts.ingest my_book.md                # its own collection: my_book
+    python -m infra.scripts.ingest "Monster Manual.pdf"      # its own collection: monster_manual
+    python -m infra.scripts.ingest --collection mm a.md b.pdf  # everything into one named collection
+    python -m infra.scripts.ingest infra/corpus              # the sample corpus: CHROMA_COLLECTION (dnd_rules)
     python -m infra.scripts.ingest --if-empty infra/corpus   # only when the collection is missing/empty
     python -m infra.scripts.ingest --stamp-only              # a new corpus version, nothing embedded
 
-Where chunks go: a PDF or a JSON export is a book and gets its own collection, named after the
-file; Markdown/text files go to CHROMA_COLLECTION; ``--collection`` overrides both. Serve several
-with CHROMA_COLLECTIONS=a,b,c.
+Where chunks go: every file gets a collection of its own, named after the file (``My Book.md`` ->
+``my_book``), whatever its kind; ``--collection`` puts them all into one. Only the sample corpus
+(``infra/corpus``) goes to CHROMA_COLLECTION, so your documents never land silently in it. The
+API serves CHROMA_COLLECTIONS=a,b,c (read when ``make dev`` starts): after ingesting into a
+collection it does not serve yet, the ingester prints the exact line to restart it with.
 
 Re-runs add nothing and pay for nothing: chunk ids come from the file and position and each chunk
 records its content hash, so only new or changed chunks are embedded (an interrupted run resumes
@@ -20,7 +23,9 @@ EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*, TABLE_NAME), over ``.env`` and th
 Every successful run stamps a new corpus version on each collection it wrote to (an item in the
 API's DynamoDB table): answers cached before it are not served again. ``--stamp-only`` stamps
 without ingesting (the served collections, or ``--collection``), for corpora built by another
-pipeline.
+pipeline. The table is ``make dev``'s, in its local emulator (LOCAL_AWS_PORT), unless
+``--allow-aws`` says to stamp a deployed stack's (AWS_PROFILE or keys, AWS_DEFAULT_REGION,
+TABLE_NAME); without the flag nothing reaches AWS (infra/local/aws_guard.py).
 """
 
 from __future__ import annotations
@@ -28,23 +33,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
+
 from dnd_rag.container import Container
-from dnd_rag.errors import ServiceError
+from dnd_rag.errors import ServiceError, UpstreamError
 from dnd_rag.logic.retrieval.chunking import Chunk
 from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
 from dnd_rag.providers.tokenizer import count_text_tokens
 from dnd_rag.settings import load_settings
-from infra.local.stack import local_environment
+from infra.local.aws_guard import (
+    ENDPOINT,
+    LOCAL_CREDENTIALS,
+    PROFILE_VARIABLES,
+    RealAwsError,
+    is_local_url,
+    use_local_aws,
+)
+from infra.local.stack import configured_environment, local_environment
+from infra.local.template import REPO_ROOT
 from infra.scripts.readers import SUFFIXES, Book, collection_name, read
 
 BATCH = 64
+SAMPLE_CORPUS = (REPO_ROOT / "infra" / "corpus").resolve()  # what make dev serves as CHROMA_COLLECTION
 LOOKUP_BATCH = 500
 # OpenAI's embedding models use the cl100k_base encoding, which is gpt-4's.
 EMBEDDING_TOKENIZER = "gpt-4"
@@ -85,12 +101,19 @@ class Target:
     collection: Any = None
 
 
+def default_collection(path: Path, sample_collection: str) -> str:
+    """A file's own collection, named after it; the sample corpus's files go to ``sample_collection``."""
+    if path.resolve().is_relative_to(SAMPLE_CORPUS):
+        return sample_collection
+    return collection_name(path)
+
+
 def prepare(container: Container, paths: list[Path], collection: str | None = None) -> list[Target]:
     """Read every file and find, per collection, what is new or changed (nothing is embedded yet)."""
     targets: dict[str, Target] = {}
     for path in paths:
         book = read(path)
-        name = collection or (collection_name(path) if book.own_collection else container.settings.chroma_collection)
+        name = collection or default_collection(path, container.settings.chroma_collection)
         targets.setdefault(name, Target(name)).books.append(book)
     client = container.chroma_client()
     for target in targets.values():
@@ -133,18 +156,21 @@ def run(container: Container, targets: list[Target], out: TextIO | None = None) 
     progress.done()
 
 
-def ingest(container: Container, paths: list[Path], collection: str | None = None) -> dict[str, int]:
-    """Ingest without asking (tests, ``make dev``) and stamp new corpus versions; return the chunk
-    count of every file."""
+def ingest(
+    container: Container, paths: list[Path], collection: str | None = None, stamp_versions: bool = True
+) -> dict[str, int]:
+    """Ingest without asking (tests, ``make dev``) and stamp new corpus versions (unless
+    ``stamp_versions`` is False: a throwaway corpus no API serves); return the chunk count of every file."""
     targets = prepare(container, paths, collection)
     run(container, targets, out=_Quiet())
-    stamp(container, [target.name for target in targets])
+    if stamp_versions:
+        stamp(container, [target.name for target in targets])
     return {book.path.name: len(book.chunks) for target in targets for book in target.books}
 
 
 def stamp(container: Container, collections: list[str]) -> dict[str, str]:
     """A new corpus version for each collection: answers cached against the old one go stale."""
-    now = time.time()
+    now = container.clock()  # the local stack's clock under LOCAL_CLOCK_START, as the API's
     return {name: container.corpus_versions.stamp(name, now) for name in collections}
 
 
@@ -152,8 +178,10 @@ def stamp_and_report(container: Container, collections: list[str]) -> int:
     try:
         versions = stamp(container, collections)
     except ServiceError as exc:
+        endpoint = os.environ.get(ENDPOINT, "")
+        where = f" at {endpoint} (is `make dev` running?)" if endpoint and is_local_url(endpoint) else ""
         print(
-            f"ingest: could not stamp a new corpus version in table {container.settings.table_name!r} "
+            f"ingest: could not stamp a new corpus version in table {container.settings.table_name!r}{where} "
             f"({exc.reason}); cached answers may be served until they expire (ANSWER_CACHE_TTL). "
             "Re-run with --stamp-only once the table is reachable.",
             file=sys.stderr,
@@ -235,13 +263,29 @@ class _Quiet:
         return False
 
 
-def use_local_aws_unless_configured(env: dict[str, str]) -> None:
-    """With no AWS endpoint, profile or keys in the environment, the corpus version is stamped in
-    the local stack's emulator (``make dev``), as Chroma defaults to the local one: boto3 reads
-    ``os.environ``. Set AWS_PROFILE (or keys) and TABLE_NAME to stamp a deployed table."""
-    if any(os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_ACCESS_KEY_ID")):
+def choose_aws(env: dict[str, str], allow_aws: bool) -> None:
+    """Where corpus versions are stamped (boto3 reads ``os.environ``): ``make dev``'s emulator, or
+    with ``--allow-aws`` the account and table the shell's AWS settings and TABLE_NAME name.
+
+    Without ``--allow-aws`` nothing reaches AWS: a non-local AWS_ENDPOINT_URL is refused, and so
+    are a profile or keys with no endpoint (they mean a deployed table: say so with the flag)."""
+    configured = configured_environment(dict(os.environ))  # .env under the shell, no local defaults
+    if allow_aws:
+        if not configured.get("TABLE_NAME"):
+            raise RealAwsError("ingest: --allow-aws needs TABLE_NAME (the deployed stack's table) in the environment")
         return
-    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+    if not configured.get(ENDPOINT):
+        named = [name for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID") if configured.get(name)]
+        if named:
+            raise RealAwsError(
+                f"ingest: refusing to run: {named[0]} is set and {ENDPOINT} is not, so corpus versions would be "
+                f"stamped in a real AWS account. For a deployed stack add --allow-aws (with TABLE_NAME and "
+                f"AWS_DEFAULT_REGION); for make dev's emulator unset {named[0]}."
+            )
+    use_local_aws(env, "ingest", hint="; add --allow-aws to ingest into a deployed stack")
+    for name in PROFILE_VARIABLES:
+        os.environ.pop(name, None)
+    for name in (ENDPOINT, *LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION"):
         os.environ[name] = env[name]
 
 
@@ -256,7 +300,11 @@ def _confirmed(yes: bool, question: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path)
-    parser.add_argument("--collection", help="put every file into this collection (default: one per book)")
+    parser.add_argument(
+        "--collection",
+        help="put every file into this collection (default: one per file, named after it; "
+        "the sample corpus infra/corpus: CHROMA_COLLECTION)",
+    )
     parser.add_argument("--yes", action="store_true", help="embed with OpenAI without asking (after the estimate)")
     parser.add_argument("--if-empty", action="store_true", help="skip when the collection already has data")
     parser.add_argument(
@@ -264,16 +312,39 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only stamp a new corpus version (invalidates cached answers) on --collection or the served collections",
     )
+    parser.add_argument(
+        "--allow-aws",
+        action="store_true",
+        help="stamp corpus versions in a real AWS account (a deployed stack: AWS_PROFILE or keys, "
+        "AWS_DEFAULT_REGION, TABLE_NAME); without it only a local emulator is used",
+    )
     args = parser.parse_args(argv)
     if not args.paths and not args.stamp_only:
         parser.error("give files or folders to ingest (or --stamp-only)")
     # the local stack's defaults (and .env) under the real environment: by hand, it finds `make dev`'s Chroma
     env = local_environment(dict(os.environ))
-    use_local_aws_unless_configured(env)
+    choose_aws(env, args.allow_aws)
     container = Container(load_settings(env))
     settings = container.settings
     if args.stamp_only:
         return stamp_and_report(container, [args.collection] if args.collection else settings.collections)
+    try:
+        return ingest_files(container, args)
+    except (UpstreamError, httpx.TransportError, ConnectionError) as exc:
+        if isinstance(exc, UpstreamError) and not exc.reason.startswith("chroma"):
+            raise SystemExit(f"ingest: {exc.reason}") from None  # the embeddings provider (OpenAI)
+        scheme = "https" if settings.chroma_ssl else "http"
+        print(
+            f"ingest: cannot reach Chroma at {scheme}://{settings.chroma_host}:{settings.chroma_port} — "
+            "is `make dev` running? (CHROMA_HOST and CHROMA_PORT say where, in the environment or .env)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def ingest_files(container: Container, args: argparse.Namespace) -> int:
+    """The CLI's ingest: estimate, (confirm,) embed, stamp, and say how to serve what is new."""
+    settings = container.settings
     if args.if_empty and not needs_ingest(container):
         print(f"ingest: collection {settings.chroma_collection!r} is ready; nothing to do")
         return 0
@@ -288,11 +359,19 @@ def main(argv: list[str] | None = None) -> int:
             print("ingest: nothing embedded; re-run with --yes to proceed", file=sys.stderr)
             return 2
     run(container, targets)
-    names = ",".join(target.name for target in targets)
-    served = ",".join(dict.fromkeys([*settings.collections, *(target.name for target in targets)]))
-    print(f"ingest: {chunks} chunks embedded into {names} ({container.embedder.model})")
-    print(f"ingest: to serve them: CHROMA_COLLECTIONS={served}")
-    return stamp_and_report(container, [target.name for target in targets])
+    names = [target.name for target in targets]
+    print(f"ingest: {chunks} chunks embedded into {','.join(names)} ({container.embedder.model})")
+    status = stamp_and_report(container, names)
+    print(serve_line(settings.collections, names))
+    return status
+
+
+def serve_line(served: list[str], ingested: list[str]) -> str:
+    """What to do for the API to search ``ingested``: nothing, or restart with the exact setting."""
+    if all(name in served for name in ingested):
+        return f"ingest: make dev already serves {','.join(ingested)} (CHROMA_COLLECTIONS={','.join(served)})"
+    every = ",".join(dict.fromkeys([*served, *ingested]))
+    return f"ingest: restart make dev with CHROMA_COLLECTIONS={every} to serve them (or put that line in .env)"
 
 
 if __name__ == "__main__":

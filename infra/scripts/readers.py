@@ -25,20 +25,19 @@ TEXT_KEYS = ("text", "page_content", "content", "document", "chunk")
 
 @dataclass(frozen=True)
 class Book:
-    """One file's chunks; ``own_collection`` when it is a whole book (a PDF or an export)."""
+    """One file's chunks."""
 
     path: Path
     chunks: list[Chunk]
-    own_collection: bool
 
 
 def read(path: Path) -> Book:
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
-        return Book(path, chunk_pages(_pdf_pages(path), path.name), own_collection=True)
+        return Book(path, chunk_pages(_pdf_pages(path), path.name))
     if suffix in JSON_SUFFIXES:
-        return Book(path, _json_chunks(path), own_collection=True)
-    return Book(path, chunk_document(path.read_text(encoding="utf-8"), path.name), own_collection=False)
+        return Book(path, _json_chunks(path))
+    return Book(path, chunk_document(path.read_text(encoding="utf-8"), path.name))
 
 
 def collection_name(path: Path) -> str:

@@ -12,7 +12,10 @@ import pytest
 
 from tests.support.servers import free_port, python_env, running
 
-INHERITED = ("AWS_ENDPOINT_URL", "AUTH_API_URL", "OPENAI_API_KEY", "LLM_PROVIDER", "EMBEDDING_PROVIDER", "CORS_ORIGINS")
+INHERITED = (
+    *("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),  # the session's (tests/conftest.py)
+    *("AUTH_API_URL", "OPENAI_API_KEY", "LLM_PROVIDER", "EMBEDDING_PROVIDER", "CORS_ORIGINS"),
+)
 
 
 @contextmanager

@@ -1,9 +1,14 @@
 """A small run of the retrieval evaluation (``make eval`` runs the full one) on the real Chroma."""
 
+import os
+import subprocess
+import sys
+
 from dnd_rag.container import Container
 from dnd_rag.settings import load_settings
 from infra.eval.corpus import generate
 from infra.eval.evaluate import evaluate, report
+from tests.support.servers import REPO_ROOT, python_env
 
 
 def test_the_entity_step_covers_comparisons_the_plain_top_k_misses(base_env, tmp_path):
@@ -21,3 +26,27 @@ def test_the_entity_step_covers_comparisons_the_plain_top_k_misses(base_env, tmp
     assert with_step.coverage == 1.0
     assert with_step.recall == without.recall > 0.9
     assert "comparison coverage" in report([without, with_step])
+
+
+def test_make_eval_runs_on_a_fresh_clone_with_no_aws_settings_and_reaches_no_aws(tmp_path):
+    # Given a shell with no AWS variable at all and a HOME with no ~/.aws (a new user's laptop)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": python_env()["PYTHONPATH"]}
+    if os.environ.get("CHROMA_BIN"):
+        env["CHROMA_BIN"] = os.environ["CHROMA_BIN"]
+
+    # When `make eval`'s module runs (a small corpus)
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.eval.evaluate", "--families", "2", "--k", "3"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    # Then it prints its table (its container's DynamoDB client would have raised on any call)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "comparison coverage" in result.stdout
+    assert "entity step" in result.stdout

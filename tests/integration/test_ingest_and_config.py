@@ -36,10 +36,10 @@ def test_ingesting_twice_does_not_duplicate(container):
 def test_a_shrunken_file_loses_its_stale_chunks(container, tmp_path):
     rules = tmp_path / "rules.md"
     rules.write_text("# A\n\nalpha\n\n# B\n\nbeta\n\n# C\n\ngamma\n")
-    ingest(container, [rules])
+    ingest(container, [rules], collection=container.settings.chroma_collection)
     rules.write_text("# A\n\nalpha\n")
 
-    ingest(container, [rules])
+    ingest(container, [rules], collection=container.settings.chroma_collection)
 
     assert _count(container) == 1
 

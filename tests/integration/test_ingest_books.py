@@ -158,3 +158,29 @@ def test_with_openai_the_cli_estimates_first_needs_yes_and_a_rerun_pays_nothing(
     assert _embedding_tokens_billed(openai_state) == billed
     container = Container(load_settings(openai_env))
     assert _count(container, collection_name(book)) == 3
+
+
+def test_your_own_markdown_gets_its_own_collection_and_the_exact_restart_line(base_env, tmp_path):
+    # Given your own notes in Markdown, ingested by hand with no --collection
+    notes = tmp_path / f"My Notes {uuid.uuid4().hex[:6]}.md"
+    notes.write_text("# Homebrew\n\nA moon elf may cast dancing lights at will.\n")
+    name = collection_name(notes)
+
+    result = _cli(base_env, str(notes))
+
+    # Then they land in a collection named after the file, never in the served sample corpus
+    assert result.returncode == 0, result.stderr
+    assert f"ingest: {name!r} <- {notes.name}: 1 chunks to embed" in result.stdout
+    container = Container(load_settings(base_env))
+    assert _count(container, name) == 1
+    sample = container.chroma_client().get_collection(base_env["CHROMA_COLLECTION"])
+    assert sample.get(where={"file": notes.name}, include=[])["ids"] == []
+    # and the last line says exactly how to serve them
+    assert result.stdout.splitlines()[-1] == (
+        f"ingest: restart make dev with CHROMA_COLLECTIONS={base_env['CHROMA_COLLECTION']},{name} "
+        "to serve them (or put that line in .env)"
+    )
+
+    # Once served, a re-ingest says so instead
+    served = _cli({**base_env, "CHROMA_COLLECTIONS": f"{base_env['CHROMA_COLLECTION']},{name}"}, str(notes))
+    assert served.stdout.splitlines()[-1].startswith(f"ingest: make dev already serves {name} ")

@@ -64,6 +64,9 @@ def test_empty_values_count_as_unset():
         ("ALERT_WEBHOOK_URL", "hooks.example.com/dnd"),
         ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "0"),
         ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "30"),
+        ("ALERT_WEBHOOK_TIMEOUT_SECONDS", "2.5"),  # past the alert bound's delivery step (2 s)
+        ("ALERT_CLAIM_SECONDS", "9"),  # shorter than a delivery job may take, plus a margin
+        ("ALERT_CLAIM_SECONDS", "soon"),
         ("CONTROLS_REFRESH_SECONDS", "6"),  # SPEC §3: every container applies a change within 5 s
         ("CONTROLS_REFRESH_SECONDS", "-1"),
         ("CONTROLS_REFRESH_SECONDS", "often"),
@@ -128,6 +131,7 @@ def test_in_prod_the_alert_webhook_must_be_https_and_the_alert_channels_are_opti
         }
     )
     assert settings.alert_webhook_timeout_seconds == 2.0
+    assert settings.alert_claim_seconds == 60
     assert load_settings(MINIMAL).alert_webhook_url is None
     assert load_settings(MINIMAL).alert_sns_topic_arn is None
 
@@ -159,3 +163,21 @@ def test_metadata_keys_are_configurable_with_defaults_for_common_pipelines():
     settings = load_settings({**MINIMAL, "CHROMA_SOURCE_KEYS": "doc_name", "CHROMA_PAGE_KEYS": "pg,page"})
 
     assert (settings.chroma_source_keys, settings.chroma_page_keys) == (["doc_name"], ["pg", "page"])
+
+
+def test_log_format_is_json_or_human_and_json_in_prod():
+    assert load_settings(MINIMAL).log_format == "json"
+    assert load_settings({**MINIMAL, "LOG_FORMAT": "human"}).log_format == "human"
+    with pytest.raises(ConfigError, match="LOG_FORMAT"):
+        load_settings({**MINIMAL, "LOG_FORMAT": "pretty"})
+    prod = {**MINIMAL, "STAGE": "prod", "AUTH_API_URL": "https://api.example.com"}
+    with pytest.raises(ConfigError, match="LOG_FORMAT must be json when STAGE is prod"):
+        load_settings({**prod, "LOG_FORMAT": "human"})
+
+
+def test_alert_timings_that_break_the_alert_bound_say_why():
+    with pytest.raises(ConfigError, match=r"ALERT_WEBHOOK_TIMEOUT_SECONDS: .*must be at most 2 s: a request waits"):
+        load_settings({**MINIMAL, "ALERT_WEBHOOK_TIMEOUT_SECONDS": "3"})
+    with pytest.raises(ConfigError, match=r"ALERT_CLAIM_SECONDS: .*must be at least 9.25 s: a claim must outlive"):
+        load_settings({**MINIMAL, "ALERT_CLAIM_SECONDS": "5"})
+    assert load_settings({**MINIMAL, "ALERT_CLAIM_SECONDS": "10"}).alert_claim_seconds == 10

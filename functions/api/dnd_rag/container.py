@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from dnd_rag.logic.alerts.budget_alerts import BudgetAlerts, MailChannel
 from dnd_rag.logic.alerts.events import OperatorEvents, QuotaEvents
 from dnd_rag.logic.alerts.notifier import Notifier
+from dnd_rag.logic.alerts.timing import COMPOSE_SECONDS
 from dnd_rag.logic.auth.authenticator import Authenticator
 from dnd_rag.logic.auth.ip_guard import FailedAuthGuard
 from dnd_rag.logic.limits.plans import PlanBook
@@ -43,21 +44,27 @@ if TYPE_CHECKING:
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
 IP_DAILY_FAILURES = 10_000
-# What a request may spend on alert claims and "sent" marks beyond the slowest channel's timeout.
-ALERT_STORE_SECONDS = 1.5
+
+
+def shifted_clock(offset_seconds: float) -> Callable[[], float]:
+    """``time.time`` itself, or ``offset_seconds`` ahead of it (the local stack's LOCAL_CLOCK_START)."""
+    if not offset_seconds:
+        return time.time
+    return lambda: time.time() + offset_seconds
 
 
 class Container:
     def __init__(
         self,
         settings: Settings,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         dynamodb_client: Any | None = None,
         ses_client: Any | None = None,
         sns_client: Any | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
+        # the one wall clock of the service: time.time, shifted by the local stack's LOCAL_CLOCK_START
+        self.clock = clock if clock is not None else shifted_clock(settings.local_clock_offset_seconds)
         self._dynamodb_client = dynamodb_client
         self._ses_client = ses_client
         self._sns_client = sns_client
@@ -226,9 +233,11 @@ class Container:
         notifier = self.notifier
         alerts = None
         if notifier.enabled:
-            alerts = BudgetAlerts(
-                store, self.ledgers, notifier, lambda day: controls.budget_limit(day, limit), self.clock
-            )
+            from dnd_rag.dal.money.budget import DynamoLedgers
+
+            # composing a budget event reads the top users inside the alert's bound: the alert client
+            ledgers = DynamoLedgers(self.alert_dynamodb(), s.table_name)
+            alerts = BudgetAlerts(store, ledgers, notifier, lambda day: controls.budget_limit(day, limit), self.clock)
         return Budget(
             store,
             limit,
@@ -264,10 +273,18 @@ class Container:
             from dnd_rag.providers.webhook import WebhookChannel
 
             channels.append(WebhookChannel(s.alert_webhook_url, s.alert_webhook_timeout_seconds))
-        claims = DynamoEventClaims(self.dynamodb(), s.table_name)
-        # every channel has its own timeout; the request waits for claims and marks a little longer
-        bound = s.alert_webhook_timeout_seconds + ALERT_STORE_SECONDS
-        return Notifier(claims, channels, self.clock, max_seconds=bound)
+        claims = DynamoEventClaims(self.alert_dynamodb(), s.table_name)
+        # each channel, the claims and the compose read declare their worst case: the notifier's bound
+        return Notifier(
+            claims, channels, self.clock, claim_seconds=s.alert_claim_seconds, compose_seconds=COMPOSE_SECONDS
+        )
+
+    def alert_dynamodb(self) -> Any:
+        """The DynamoDB client of alert work (short timeouts, one SDK attempt: it runs inside the
+        notifier's bound), or the injected client."""
+        from dnd_rag.dal.alerts.event_claims import alert_store_client
+
+        return self._dynamodb_client or self._once("alert_dynamodb", alert_store_client)
 
     @property
     def quota_events(self) -> QuotaEvents | None:

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from dnd_rag.logic.alerts import timing
 from dnd_rag.pricing import PriceBook, UnknownModelError
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
@@ -97,7 +98,11 @@ class Settings(BaseModel):
         pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$",
     )
     alert_webhook_url: str | None = Field(default=None, alias="ALERT_WEBHOOK_URL", pattern=r"^https?://\S+$")
-    alert_webhook_timeout_seconds: float = Field(default=2.0, alias="ALERT_WEBHOOK_TIMEOUT_SECONDS", gt=0, le=5)
+    # the whole webhook call, cut when it is up: within the notifier's bound (logic/alerts/timing.py)
+    alert_webhook_timeout_seconds: float = Field(default=2.0, alias="ALERT_WEBHOOK_TIMEOUT_SECONDS", gt=0)
+    # how long a container's claim on delivering an alert lasts: a holder that died (a container
+    # frozen for good) is replaced after it; longer than any delivery job may take
+    alert_claim_seconds: float = Field(default=60.0, alias="ALERT_CLAIM_SECONDS", le=3600)
     openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
@@ -150,6 +155,12 @@ class Settings(BaseModel):
     retrieval_entity_queries: bool = Field(default=True, alias="RETRIEVAL_ENTITY_QUERIES")
     table_name: str = Field(alias="TABLE_NAME", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     llm_provider: Literal["openai", "offline"] = Field(default="offline", alias="LLM_PROVIDER")
+    # The local stack's clock (``make dev`` with LOCAL_CLOCK_START): seconds the stack adds to the
+    # wall clock in every process, computed once when it starts. Local only: refused in prod.
+    local_clock_start: str | None = Field(default=None, alias="LOCAL_CLOCK_START")
+    # json: CloudWatch's JSON logs and EMF metrics; human: make dev's terminal (observability.py)
+    log_format: Literal["json", "human"] = Field(default="json", alias="LOG_FORMAT")
+    local_clock_offset_seconds: float = Field(default=0.0, alias="LOCAL_CLOCK_OFFSET_SECONDS", allow_inf_nan=False)
     embedding_provider: Literal["openai", "offline"] = Field(default="offline", alias="EMBEDDING_PROVIDER")
 
     @field_validator("cors_origins")
@@ -159,6 +170,26 @@ class Settings(BaseModel):
             if not _ORIGIN.match(origin):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com (no path, no slash)")
         return origins
+
+    @field_validator("alert_webhook_timeout_seconds")
+    @classmethod
+    def _webhook_fits_the_alert_bound(cls, seconds: float) -> float:
+        if seconds > timing.DELIVER_SECONDS:
+            raise ValueError(
+                f"must be at most {timing.DELIVER_SECONDS:g} s: a request waits for its alert deliveries "
+                f"before it returns (Lambda freezes the container then), within {timing.MAX_SECONDS:g} s in all"
+            )
+        return seconds
+
+    @field_validator("alert_claim_seconds")
+    @classmethod
+    def _claims_outlive_their_jobs(cls, seconds: float) -> float:
+        if seconds < timing.MIN_CLAIM_SECONDS:
+            raise ValueError(
+                f"must be at least {timing.MIN_CLAIM_SECONDS:g} s: a claim must outlive the delivery job "
+                f"holding it (up to {timing.MAX_SECONDS:g} s), or a second container delivers the event too"
+            )
+        return seconds
 
     @field_validator("chroma_collections")
     @classmethod
@@ -185,6 +216,16 @@ class Settings(BaseModel):
             and not self.alert_webhook_url.lower().startswith("https://")
         ):
             raise ValueError("ALERT_WEBHOOK_URL must be an https:// URL when STAGE is prod")
+        return self
+
+    @model_validator(mode="after")
+    def _local_only_settings_not_in_prod(self) -> Settings:
+        # a shifted clock decides which day a dollar is charged to: never outside the local stack
+        if self.stage == "prod" and (self.local_clock_start is not None or self.local_clock_offset_seconds):
+            variable = "LOCAL_CLOCK_START" if self.local_clock_start is not None else "LOCAL_CLOCK_OFFSET_SECONDS"
+            raise ValueError(f"{variable} is for the local stack only; unset it when STAGE is prod")
+        if self.stage == "prod" and self.log_format != "json":
+            raise ValueError("LOG_FORMAT must be json when STAGE is prod (CloudWatch reads JSON logs and EMF metrics)")
         return self
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from dnd_rag.handlers.middlewares import stamp_headers
 from dnd_rag.handlers.routes import create_app
 from dnd_rag.handlers.scheduled import is_scheduled_task, run_task
 from dnd_rag.init_phase import prepare
-from dnd_rag.observability import logger, metrics
+from dnd_rag.observability import logger, publish_metrics
 from dnd_rag.settings import load_settings
 
 container = Container(load_settings(with_secrets(os.environ)))
@@ -27,10 +27,15 @@ app = create_app(container)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
-@metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if is_scheduled_task(event):  # EventBridge Scheduler, not API Gateway
-        return run_task(container, event)
-    response = app.resolve(event, context)
-    stamp_headers(response, event, cors=bool(container.settings.cors_origins))
-    return response
+        try:
+            return run_task(container, event)
+        finally:
+            publish_metrics()
+    try:
+        response = app.resolve(event, context)
+        stamp_headers(response, event, cors=bool(container.settings.cors_origins))
+        return response
+    finally:
+        publish_metrics()  # what @metrics.log_metrics did, minus its warning when there is nothing

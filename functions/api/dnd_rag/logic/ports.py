@@ -208,6 +208,8 @@ class EventClaims(Protocol):
     """Who delivers an event on a channel: one conditional write per (event, channel) that one
     container wins; the winner delivers, then marks it sent (or drops the claim if delivery failed)."""
 
+    max_seconds: float  # the longest one claim, mark or drop may take (its client's timeouts and attempts)
+
     def claim(self, day: str, event_id: str, channel: str, owner: str, now: float, claim_until: float) -> ClaimOutcome:
         """``won``; ``sent`` (delivered already); ``busy`` (another owner holds a live claim)."""
         ...
@@ -221,11 +223,12 @@ class EventClaims(Protocol):
 
 class AlertChannel(Protocol):
     name: str  # one of notifier.CHANNELS
+    max_seconds: float  # the longest one delivery may take: one attempt, within its timeouts
 
     def accepts(self, event_type: str) -> bool: ...
 
     def deliver(self, event: Event) -> None:
-        """Deliver within the channel's timeout or raise AlertDeliveryError."""
+        """Deliver within ``max_seconds``, in one attempt, or raise AlertDeliveryError."""
         ...
 
 
@@ -254,6 +257,8 @@ class LedgerReader(Protocol):
 
 
 class Mailer(Protocol):
+    max_seconds: float  # the longest one send may take: one attempt, within its timeouts
+
     def send(self, subject: str, body: str) -> None:
         """Deliver or raise AlertDeliveryError."""
         ...

@@ -3,37 +3,96 @@
 One item per (event, channel): ``claim_until`` + ``owner`` while a container delivers it,
 ``sent_at`` once delivered; it expires with TTL a few days after its day. Separate items (not
 attributes of the day's TOTAL) so that alert traffic never adds writes on the budget's hot item.
+
+Alert work runs inside the request and must end within the notifier's bound, so it has a client
+of its own (``alert_store_client``): one SDK attempt per call and short timeouts, where the shared
+client may spend 4 attempts x 4 s. A write here is sent again after an answer that may have been
+lost (a timeout, a 5xx, a throttle) while a whole call still fits in ``STORE_WRITE_SECONDS``, at
+most ``STORE_WRITE_SENDS`` times: all three writes are idempotent, so a claim applied whose answer
+was lost is found ours on the resend.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as SdkConnectionError
 
-from dnd_rag.dal.dynamo import number, update_item
+from dnd_rag.dal.dynamo import THROTTLE_CODES, is_transient, number, store_errors
+from dnd_rag.logic.alerts.timing import (
+    STORE_CALL_SECONDS,
+    STORE_CONNECT_SECONDS,
+    STORE_READ_TIMEOUT_SECONDS,
+    STORE_RESEND_PAUSE_MAX_SECONDS,
+    STORE_RESEND_PAUSE_SECONDS,
+    STORE_WRITE_SECONDS,
+    STORE_WRITE_SENDS,
+)
 from dnd_rag.logic.common.clock import next_midnight
 from dnd_rag.logic.ports import ClaimOutcome
 
 KEEP_SECONDS = 3 * 86_400
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+# ``total_max_attempts`` counts attempts (1: the SDK never resends; ``_send`` decides).
+ALERT_STORE_CONFIG = Config(
+    connect_timeout=STORE_CONNECT_SECONDS,
+    read_timeout=STORE_READ_TIMEOUT_SECONDS,
+    retries={"mode": "standard", "total_max_attempts": 1},
+)
+
+
+def alert_store_client() -> Any:
+    """The DynamoDB client of alert work: claims, marks, drops and the top-users read."""
+    import boto3
+
+    return boto3.client("dynamodb", config=ALERT_STORE_CONFIG)
 
 
 def _key(day: str, event_id: str, channel: str) -> dict[str, Any]:
     return {"pk": {"S": f"EVENT#{day}"}, "sk": {"S": f"{event_id}#{channel}"}}
 
 
+def _may_be_lost(exc: Exception) -> bool:
+    """An answer that says nothing of whether the write was applied, or that it was not, yet."""
+    if isinstance(exc, ClientError):
+        # a throttle too: a claim item is no hot item, and the claim has a time budget of its own
+        throttled = exc.response["Error"]["Code"] in THROTTLE_CODES
+        server_error = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+        return is_transient(exc) or throttled or server_error
+    return isinstance(exc, (SdkConnectionError, HTTPClientError))  # no answer: refused, reset, timed out
+
+
 class DynamoEventClaims:
+    max_seconds = STORE_WRITE_SECONDS
+
     def __init__(self, client: Any, table_name: str) -> None:
         self._client = client
         self._table = table_name
 
     def _update(self, operation: str, day: str, event_id: str, channel: str, **kwargs: Any) -> dict[str, Any]:
-        return update_item(self._client, self._table, _key(day, event_id, channel), operation, **kwargs)
+        key = _key(day, event_id, channel)
+        deadline = time.monotonic() + STORE_WRITE_SECONDS
+        with store_errors(operation):
+            for send in range(1, STORE_WRITE_SENDS + 1):
+                try:
+                    response: dict[str, Any] = self._client.update_item(TableName=self._table, Key=key, **kwargs)
+                    return response
+                except (ClientError, SdkConnectionError, HTTPClientError) as exc:
+                    backoff = min(STORE_RESEND_PAUSE_MAX_SECONDS, STORE_RESEND_PAUSE_SECONDS * 2 ** (send - 1))
+                    pause = random.random() * backoff  # noqa: S311 - jitter, not a secret
+                    fits = time.monotonic() + pause + STORE_CALL_SECONDS <= deadline
+                    if send == STORE_WRITE_SENDS or not fits or not _may_be_lost(exc):
+                        raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
 
     def claim(self, day: str, event_id: str, channel: str, owner: str, now: float, claim_until: float) -> ClaimOutcome:
-        # The claim names its owner, so the SDK re-sending it after a lost response finds our own
-        # claim and succeeds, instead of failing its condition and leaving the event undelivered.
+        # The claim names its owner, so re-sending it after a lost response finds our own claim
+        # and succeeds, instead of failing its condition and leaving the event undelivered.
         try:
             self._update(
                 "UpdateItem event claim",

@@ -1,15 +1,33 @@
-"""Budget alert e-mail through SES (the only SES code)."""
+"""Budget alert e-mail through SES (the only SES code).
+
+One attempt per send: SendEmail is not idempotent, and a resend after a slow answer (the first
+may have been accepted) is a second e-mail within one claim. A retry is the notifier's job, by a
+later request, and names the same event id in the text. Short timeouts: a send ends within
+``SES_SECONDS``, inside the notifier's bound (logic/alerts/timing.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dnd_rag.errors import AlertDeliveryError
+from dnd_rag.logic.alerts.timing import AWS_CONNECT_SECONDS, AWS_READ_TIMEOUT_SECONDS
+
+# ``total_max_attempts`` counts attempts (1: no retry); ``max_attempts`` would count retries.
+SES_CONFIG = Config(
+    connect_timeout=AWS_CONNECT_SECONDS,
+    read_timeout=AWS_READ_TIMEOUT_SECONDS,
+    retries={"mode": "standard", "total_max_attempts": 1},
+)
+SES_SECONDS = AWS_CONNECT_SECONDS + AWS_READ_TIMEOUT_SECONDS
 
 
 class SesMailer:
+    max_seconds = SES_SECONDS
+
     def __init__(self, client: Any, sender: str, recipient: str) -> None:
         self._client = client
         self._sender = sender
@@ -32,6 +50,4 @@ class SesMailer:
 def ses_client() -> Any:
     import boto3
 
-    from dnd_rag.dal.dynamo import CLIENT_CONFIG
-
-    return boto3.client("ses", config=CLIENT_CONFIG)
+    return boto3.client("ses", config=SES_CONFIG)

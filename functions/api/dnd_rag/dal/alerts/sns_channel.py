@@ -16,10 +16,18 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dnd_rag.errors import AlertDeliveryError
+from dnd_rag.logic.alerts.timing import AWS_CONNECT_SECONDS, AWS_READ_TIMEOUT_SECONDS
 from dnd_rag.models.events import Event
 
-# One attempt, short timeouts: a retry is the notifier's job (a later request, same event id).
-SNS_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 1})
+# One attempt, short timeouts: a retry is the notifier's job (a later request, same event id), and
+# a publish ends within SNS_SECONDS, inside the notifier's bound (logic/alerts/timing.py).
+# ``total_max_attempts`` counts attempts (1: no retry); ``max_attempts`` counts retries (1 was 2 attempts).
+SNS_CONFIG = Config(
+    connect_timeout=AWS_CONNECT_SECONDS,
+    read_timeout=AWS_READ_TIMEOUT_SECONDS,
+    retries={"mode": "standard", "total_max_attempts": 1},
+)
+SNS_SECONDS = AWS_CONNECT_SECONDS + AWS_READ_TIMEOUT_SECONDS
 # SNS Publish refuses the whole message unless the Subject is "UTF-8 text with no line breaks or
 # control characters, and less than 100 characters long" (SNS API reference, Publish > Subject).
 # AWS's own SNS sender (Amazon Managed Prometheus, "SNS message validation rules") also replaces
@@ -30,6 +38,7 @@ ELLIPSIS = "..."
 
 class SnsChannel:
     name = "sns"
+    max_seconds = SNS_SECONDS
 
     def __init__(self, client: Any, topic_arn: str) -> None:
         self._client = client

@@ -132,6 +132,7 @@ class MailChannel:
 
     def __init__(self, mailer: Mailer) -> None:
         self._mailer = mailer
+        self.max_seconds = mailer.max_seconds
 
     def accepts(self, event_type: str) -> bool:
         return event_type == "budget_threshold"

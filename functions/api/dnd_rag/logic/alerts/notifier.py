@@ -1,20 +1,45 @@
-"""Delivers alert events to every configured channel, once per event and channel, never failing
-or slowing a query beyond a bound.
+"""Delivers alert events to every configured channel, once per event and channel, and never lets
+a delivery outlive the request that started it.
 
 Exactly once across containers: each (event, channel) delivery is claimed by one conditional
 write (EventClaims) that a single container wins; the winner composes the event (only then: the
 top-users read is paid once), delivers it, then marks it sent. A failed delivery drops the claim,
 so a later request that sees the event due again retries it, with the same event id. A claim
-whose holder died (or timed out) expires after CLAIM_SECONDS and is then retried too.
+whose holder died expires after ``claim_seconds`` (ALERT_CLAIM_SECONDS) and is then retried too.
 
-The window that stays at-least-once: a delivery the channel accepted but whose "sent" mark was
-never written (the container died, or DynamoDB failed, in between) is sent again once the claim
-expires. Receivers dedupe on the event id (webhook ``X-Event-Id``, SNS ``event_id`` attribute
-and, on a FIFO topic, its deduplication id).
+Lambda freezes the execution environment as soon as the handler returns: a thread still running
+then makes no progress until the container's next invocation, maybe never (and its claim expires
+meanwhile, so another container delivers again). So ``emit`` waits for every job it started, and
+every job is bounded: each step has a worst case fixed by its client's timeouts and attempts
+(timing.py), and a job that cannot *start* a step in time gives up instead of starting it late.
+The arithmetic, per job (one event on one channel), with the defaults in seconds:
 
-Bounded time: every job runs on this container's small pool and ``emit`` waits at most
-``max_seconds`` for all of them together; a job still running then (a receiver that hangs past
-its own timeout) finishes in the background and settles its claim itself.
+    pick-up    ≤ P = a pool thread takes the job (idle threads: at once)            = 0.2
+    claim      ≤ W = 2 x (0.25 connect + 0.75 read) + 0.025: resends while one fits  = 2.025
+    compose    ≤ R = 1 Query page x (0.25 + 0.75)  (budget events; once per event)  = 1.0
+    deliver    ≤ D(channel): SES, SNS: 1 attempt x (0.5 connect + 1.5 read)         = 2.0
+                             webhook: ALERT_WEBHOOK_TIMEOUT_SECONDS, a total cut    ≤ 2.0
+    mark/drop  ≤ W                                                                  = 2.025
+
+    max_seconds = P + W + R + max D + W = 7.25 (timing.MAX_SECONDS): the bound of one emit.
+
+Jobs run in parallel, so the bound holds for all of them together. A job claims only if it starts
+by ``emit``'s start + P + (max D - D(channel)), and delivers only if claim and compose ended by
+that + W + R: then deliver and mark end by the bound. A job late for either is abandoned: never
+claimed, or its claim dropped so that a later request retries it within BUSY_RETRY_SECONDS; it is
+never started late. Typically every store call takes milliseconds; a hanging receiver costs a
+request the channel's timeout, once per RETRY_SECONDS per container. Claims (ALERT_CLAIM_SECONDS)
+outlive the bound, so a live job's claim never expires under it.
+
+A claim whose every answer was lost (it may have been applied) is dropped too, and if even that
+fails, this container's next try finds it its own (a slot's claims carry one owner per container).
+
+The window that stays at-least-once: a delivery whose outcome is unknown (the receiver may have
+got it, but its answer timed out or was lost) drops the claim, and a later request delivers it
+again with the same event id; a delivery accepted whose "sent" mark failed is delivered again
+once the claim expires. Receivers dedupe on the event id (webhook ``X-Event-Id``, SNS
+``event_id`` attribute and, on a FIFO topic, its deduplication id; the e-mail names it). Within
+one claim nothing is sent twice: every channel makes exactly one attempt.
 """
 
 from __future__ import annotations
@@ -28,6 +53,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from dnd_rag.errors import AlertDeliveryError
+from dnd_rag.logic.alerts.timing import PICKUP_SECONDS
 from dnd_rag.logic.common.bounded_map import BoundedMap
 from dnd_rag.logic.common.clock import iso
 from dnd_rag.logic.ports import AlertChannel, EventClaims
@@ -35,11 +61,11 @@ from dnd_rag.models.events import Event, EventType, event_id
 from dnd_rag.observability import logger, metrics
 
 CHANNELS: tuple[str, ...] = ("ses", "sns", "webhook")  # the names metrics carry: AlertSent_<channel>
-CLAIM_SECONDS = 60  # longer than any delivery can take (each channel has a timeout of a few seconds)
-MAX_SECONDS = 3.0  # default bound on what one request spends on alerts, all events and channels together
+CLAIM_SECONDS = 60.0  # default ALERT_CLAIM_SECONDS: far longer than a job may take (max_seconds)
 RETRY_SECONDS = 15.0  # a failed delivery is retried by this container's requests no sooner than this
-BUSY_RETRY_SECONDS = 1.0  # another container holds the claim: it is delivering right now
-Outcome = Literal["delivered", "already", "busy", "failed"]
+BUSY_RETRY_SECONDS = 1.0  # another container holds the claim, or ours was given up: try again soon
+POOL_SIZE = 8  # jobs of one emit run in parallel: at most 2 events x 3 channels in practice
+Outcome = Literal["delivered", "already", "busy", "failed", "late"]
 
 
 @dataclass(frozen=True)
@@ -79,22 +105,37 @@ class Notifier:
         claims: EventClaims,
         channels: Iterable[AlertChannel],
         clock: Callable[[], float],
-        max_seconds: float = MAX_SECONDS,
         claim_seconds: float = CLAIM_SECONDS,
+        compose_seconds: float = 0.0,
     ) -> None:
+        """``compose_seconds``: the longest a ``Due.compose`` may take (a store read for budget
+        events). Refuses a claim that could expire while its job still runs."""
         self._claims = claims
         self._channels = list(channels)
         unknown = [c.name for c in self._channels if c.name not in CHANNELS]
         if unknown:
             raise ValueError(f"unknown alert channels {unknown}; add them to CHANNELS (metrics name them)")
         self._clock = clock
-        self.max_seconds = max_seconds
+        self._store_seconds = claims.max_seconds
+        self._compose_seconds = compose_seconds
+        self._slowest = max((c.max_seconds for c in self._channels), default=0.0)
+        # the bound of one emit (module docstring): pick-up, claim, compose, deliver, mark or drop
+        self.max_seconds = PICKUP_SECONDS + self._store_seconds + compose_seconds + self._slowest + self._store_seconds
+        if claim_seconds <= self.max_seconds:
+            raise ValueError(
+                f"a claim of {claim_seconds} s could expire while its job runs (up to {self.max_seconds} s)"
+            )
         self._claim_seconds = claim_seconds
         self._settled: BoundedMap[str, bool] = BoundedMap(10_000)  # event ids every channel has
         self._done: BoundedMap[tuple[str, str], bool] = BoundedMap(10_000)  # (event, channel) delivered
         self._not_before: BoundedMap[tuple[str, str], float] = BoundedMap(10_000)  # monotonic retry time
+        # the name this container's claims on a slot carry, made at its first try here (never in an
+        # init that forked or snapshotted containers share): one job per slot runs here at a time
+        # and none outlives its request, so a claim applied whose answer was lost is found ours by
+        # the next try here, instead of holding every container off until it expires
+        self._owners: BoundedMap[tuple[str, str], str] = BoundedMap(10_000)
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="alerts")
+        self._pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="alerts")
 
     @property
     def enabled(self) -> bool:
@@ -110,13 +151,14 @@ class Notifier:
 
     def emit(self, *due: Due) -> set[str]:
         """Deliver each due event on every channel that takes it, once; the ids now settled
-        everywhere. Never raises; returns within ``max_seconds``.
+        everywhere. Never raises; returns within ``max_seconds``, once every job it started has
+        ended: nothing it started runs after it returns (Lambda freezes the container then).
 
         A request may see an event due several times (its hold, its settle): what this container
-        already knows is skipped without a round trip — a channel that has the event, a delivery
-        running now, a failed or contended one until its retry time — so a dead receiver costs a
-        request its timeout at most once per RETRY_SECONDS, not on every budget state it sees."""
-        deadline = time.monotonic() + self.max_seconds
+        already knows is skipped without a round trip — a channel that has the event, a failed or
+        contended delivery until its retry time — so a dead receiver costs a request its timeout
+        at most once per RETRY_SECONDS, not on every budget state it sees."""
+        started = time.monotonic()
         now = self._clock()
         settled: set[str] = set()
         jobs: dict[Future[Outcome], tuple[str, str]] = {}
@@ -133,11 +175,15 @@ class Notifier:
                 if not self._claim_slot(slot):
                     waiting.add(item.id)
                     continue
-                jobs[self._pool.submit(self._deliver_once, item, composed, channel, now)] = slot
+                # the latest times this job may claim, and deliver, and still end by the bound
+                claim_by = started + PICKUP_SECONDS + self._slowest - channel.max_seconds
+                deliver_by = claim_by + self._store_seconds + self._compose_seconds
+                job = self._pool.submit(self._deliver_once, item, composed, channel, now, (claim_by, deliver_by))
+                jobs[job] = slot
         if jobs:
-            done, _ = wait(jobs, timeout=max(0.0, deadline - time.monotonic()))
+            wait(jobs)  # no timeout: each job is bounded (module docstring), and none may outlive us
             for future, (item_id, _channel) in jobs.items():
-                if future not in done or future.result() not in ("delivered", "already"):
+                if future.exception() is not None or future.result() not in ("delivered", "already"):
                     waiting.add(item_id)
         for item in due:
             if item.id not in waiting:
@@ -157,26 +203,49 @@ class Notifier:
     def _finished(self, slot: tuple[str, str], outcome: Outcome) -> None:
         if outcome in ("delivered", "already"):
             self._done.put(slot, True)
-        wait_seconds = {"failed": RETRY_SECONDS, "busy": BUSY_RETRY_SECONDS}.get(outcome, 0.0)
-        self._not_before.put(slot, time.monotonic() + wait_seconds)
+        wait_seconds = {"failed": RETRY_SECONDS, "busy": BUSY_RETRY_SECONDS, "late": BUSY_RETRY_SECONDS}
+        self._not_before.put(slot, time.monotonic() + wait_seconds.get(outcome, 0.0))
 
-    def _deliver_once(self, due: Due, composed: _Composed, channel: AlertChannel, now: float) -> Outcome:
-        outcome = self._claim_and_deliver(due, composed, channel, now)
-        self._finished((due.id, channel.name), outcome)
+    def _deliver_once(
+        self, due: Due, composed: _Composed, channel: AlertChannel, now: float, by: tuple[float, float]
+    ) -> Outcome:
+        outcome: Outcome = "late"
+        try:
+            if time.monotonic() <= by[0]:  # else it waited too long for a thread: not even claimed
+                outcome = self._claim_and_deliver(due, composed, channel, now, by[1])
+        finally:
+            self._finished((due.id, channel.name), outcome)
         return outcome
 
-    def _claim_and_deliver(self, due: Due, composed: _Composed, channel: AlertChannel, now: float) -> Outcome:
+    def _claim_and_deliver(
+        self, due: Due, composed: _Composed, channel: AlertChannel, now: float, deliver_by: float
+    ) -> Outcome:
         """Claim, deliver, mark sent (or drop the claim). Never raises."""
-        owner = uuid.uuid4().hex
+        slot = (due.id, channel.name)
+        owner = self._owners.get(slot)
+        if owner is None:
+            owner = uuid.uuid4().hex
+            self._owners.put(slot, owner)
         try:
             claimed = self._claims.claim(due.day, due.id, channel.name, owner, now, now + self._claim_seconds)
         except Exception:
             logger.exception("alert claim failed", extra={"event": due.id, "channel": channel.name})
+            # it may have been applied, its answers lost: give it back rather than hold every
+            # container off until it expires (ends by the bound: P + W + W)
+            self._drop(due, channel, owner)
             return "busy"
         if claimed != "won":
             return "already" if claimed == "sent" else "busy"
         try:
             event = composed.get()
+            if time.monotonic() > deliver_by:
+                # delivering now could outlast the request: give the claim back for a later one
+                logger.warning(
+                    "alert not started: no time left in this request; a later request delivers it",
+                    extra={"event": due.id, "type": due.type, "channel": channel.name},
+                )
+                self._drop(due, channel, owner)
+                return "late"
             channel.deliver(event)
         except Exception as exc:  # an alert must never fail the query
             reason = exc.reason if isinstance(exc, AlertDeliveryError) else type(exc).__name__
@@ -185,10 +254,7 @@ class Notifier:
                 "alert not delivered; a later request retries it",
                 extra={"event": due.id, "type": due.type, "channel": channel.name, "reason": reason},
             )
-            try:
-                self._claims.drop(due.day, due.id, channel.name, owner)
-            except Exception:  # the claim then expires after CLAIM_SECONDS
-                logger.exception("alert claim not dropped", extra={"event": due.id, "channel": channel.name})
+            self._drop(due, channel, owner)
             return "failed"
         _count("AlertSent", channel.name)
         logger.info("alert delivered", extra={"event": due.id, "type": due.type, "channel": channel.name})
@@ -198,6 +264,12 @@ class Notifier:
             # delivered, but not marked: once the claim expires it may be delivered again (same id)
             logger.exception("alert delivered but not marked sent", extra={"event": due.id, "channel": channel.name})
         return "delivered"
+
+    def _drop(self, due: Due, channel: AlertChannel, owner: str) -> None:
+        try:
+            self._claims.drop(due.day, due.id, channel.name, owner)
+        except Exception:  # the claim then expires after claim_seconds
+            logger.exception("alert claim not dropped", extra={"event": due.id, "channel": channel.name})
 
 
 def _count(outcome: Literal["AlertSent", "AlertFailed"], channel: str) -> None:
