@@ -116,6 +116,12 @@ def test_the_function_knows_its_stage_so_prod_can_insist_on_an_https_auth_api():
     assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["STAGE"] == {"Ref": "Stage"}
 
 
+def test_the_day_budget_is_split_over_the_configured_shards():
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["BUDGET_SHARDS"] == {"Ref": "BudgetShards"}
+    assert TEMPLATE["Parameters"]["BudgetShards"]["Default"] == 16
+
+
 def test_routes_are_throttled_at_the_gateway():
     api = next(r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
 
