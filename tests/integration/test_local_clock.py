@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from infra.local.clock import OFFSET_VARIABLE, clock_environment
+from tests.support.budget_items import shard_items
 from tests.support.servers import free_port, python_env, running
 
 ALICE = "00000000-0000-4000-a000-00000000a11c"  # dev-alice (infra/local/auth_server.py)
@@ -55,16 +56,16 @@ def test_with_a_clock_start_before_midnight_queries_are_booked_on_that_day_and_t
         assert time.time() + offset < MIDNIGHT, "the first answer came after midnight: a slow machine"
 
         # Then her query is booked on that day, and nothing yet on the next
-        assert get(dynamodb, table, f"BUDGET#{DAY}", "TOTAL")
+        assert shard_items(dynamodb, table, DAY)  # the day's budget items (whichever shard it held on)
         assert get(dynamodb, table, f"LEDGER#{DAY}", f"USER#{ALICE}")
-        assert not get(dynamodb, table, f"BUDGET#{NEXT_DAY}", "TOTAL")
+        assert not shard_items(dynamodb, table, NEXT_DAY)
 
         # When the shifted clock passes midnight (real speed) and she asks again
         time.sleep(max(0.0, MIDNIGHT + 0.5 - (time.time() + offset)))
         after = ask(client)
 
         # Then it is booked on the next day, whose total starts afresh with it
-        assert get(dynamodb, table, f"BUDGET#{NEXT_DAY}", "TOTAL")
+        assert shard_items(dynamodb, table, NEXT_DAY)
         assert get(dynamodb, table, f"LEDGER#{NEXT_DAY}", f"USER#{ALICE}")
         assert after["meta"]["cost"]["daily_total"] == after["meta"]["cost"]["query_cost"]
         assert before["meta"]["cost"]["daily_total"] >= before["meta"]["cost"]["query_cost"] > 0
