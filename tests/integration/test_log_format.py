@@ -8,11 +8,13 @@ import subprocess
 import sys
 import warnings
 
+from dnd_rag.observability import metrics
 from tests.support.events import http_event, lambda_context
 from tests.support.servers import REPO_ROOT, python_env
 
 
 def test_an_invocation_that_records_no_metric_prints_nothing_and_warns_nothing(lambda_module, capfd):
+    metrics.clear_metrics()  # what tests that call the logic directly left in the process's one Metrics
     capfd.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Powertools' "No application metrics to publish" would raise
