@@ -81,8 +81,9 @@ class LimitStore(Protocol):
         (True, new state) or (False, state as found)."""
         ...
 
-    def refund(self, key: str, day: str, interval_ms: int, request_id: str) -> None:
-        """Undo admission ``request_id`` of ``day``, once; a no-op if it is not recorded."""
+    def refund(self, key: str, day: str, interval_ms: int, request_id: str) -> BucketState | None:
+        """Undo admission ``request_id`` of ``day``, once; a no-op if it is not recorded. The state
+        after the refund, or None when unknown (refused)."""
         ...
 
     def read(self, key: str) -> BucketState | None: ...

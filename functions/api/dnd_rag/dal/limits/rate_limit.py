@@ -114,22 +114,24 @@ class DynamoLimitStore:
         )
         return applied, _state(item)
 
-    def refund(self, key: str, day: str, interval_ms: int, request_id: str) -> None:
+    def refund(self, key: str, day: str, interval_ms: int, request_id: str) -> BucketState | None:
         """Undo admission ``request_id`` of ``day``: once (a resent refund finds its id gone and is
         refused), and a no-op once the day has rolled over or the key was reset."""
         try:
-            update_item(
+            response = update_item(
                 self._client,
                 self._table,
                 self._key(key),
                 "UpdateItem limits refund",
+                ReturnValues="ALL_NEW",
                 UpdateExpression="SET tat = tat - :interval, daily_count = daily_count - :one REMOVE ids.#rid",
                 ConditionExpression="attribute_exists(ids.#rid) AND #day = :day",
                 ExpressionAttributeNames={"#day": "day", "#rid": request_id},
                 ExpressionAttributeValues={":interval": number(interval_ms), ":one": number(1), ":day": {"S": day}},
             )
         except ClientError:  # refused: refunded already, another day, or reset (update_item raises nothing else)
-            return
+            return None
+        return _state(response.get("Attributes"))
 
     def read(self, key: str) -> BucketState | None:
         with store_errors("GetItem limits"):

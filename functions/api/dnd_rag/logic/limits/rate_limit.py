@@ -201,8 +201,8 @@ class RateLimiter:
 
     def refund(self, admission: Admission) -> None:
         """Give back an admitted request (its token and its daily count), same day only, once."""
-        self._store.refund(admission.key, admission.day, admission.interval_ms, admission.request_id)
-        self._last_seen.pop(admission.key)
+        after = self._store.refund(admission.key, admission.day, admission.interval_ms, admission.request_id)
+        self._remember(admission.key, after)  # the next admission then guesses its write right
 
     def _remember(self, key: str, state: BucketState | None) -> None:
         if state is None:
