@@ -116,8 +116,9 @@ class Wallet:
     def spent_out(self, seen: Seen, limits: UserLimits, smallest_query: int) -> bool:
         """True when no wait can help: ``smallest_query`` fits neither in what the day has left
         unspent nor in what the user's cap has left."""
-        return self.budget.spent_out(seen.budget, smallest_query) or self.users.spent_out(
-            seen.user, limits, smallest_query
+        # the user's side first: it needs no round trip (the budget's may read the day's shards)
+        return self.users.spent_out(seen.user, limits, smallest_query) or self.budget.spent_out(
+            seen.budget, smallest_query
         )
 
     def refusal(self, seen: Seen, limits: UserLimits, smallest_query: int) -> ServiceError:
