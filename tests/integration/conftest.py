@@ -24,7 +24,7 @@ from dnd_rag.settings import load_settings
 from infra.local.auth_server import make_auth_server
 from infra.local.bootstrap import ensure_table, verify_identities
 from infra.scripts.ingest import document_paths, ingest
-from tests.fakes.auth_faults import start_any_user_auth
+from tests.fakes.auth_faults import AuthScript, start_any_user_auth, start_scripted_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
 from tests.support.aws_calls import RECORDER
 from tests.support.events import lambda_context
@@ -122,6 +122,21 @@ def any_user_auth_url() -> Iterator[str]:
     server = start_any_user_auth()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def _scripted_auth_server() -> Iterator[tuple[str, AuthScript]]:
+    server, script = start_scripted_auth()
+    yield f"http://127.0.0.1:{server.server_address[1]}", script
+    server.shutdown()
+
+
+@pytest.fixture
+def scripted_auth(_scripted_auth_server: tuple[str, AuthScript]) -> Iterator[tuple[str, AuthScript]]:
+    """(URL, script) of an auth API the test scripts as it runs (tests/fakes/auth_faults.py)."""
+    _scripted_auth_server[1].reset()
+    yield _scripted_auth_server
+    _scripted_auth_server[1].reset()
 
 
 @pytest.fixture(scope="session")
