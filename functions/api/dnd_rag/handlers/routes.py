@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 
 from dnd_rag.container import Container
 from dnd_rag.handlers.admin_routes import ROUTE_METHODS as ADMIN_ROUTE_METHODS
-from dnd_rag.handlers.admin_routes import admin_router
+from dnd_rag.handlers.admin_routes import OperatorGuard, admin_router
 from dnd_rag.handlers.error_responses import register_error_handlers
 from dnd_rag.handlers.idempotency import HEADER as IDEMPOTENCY_HEADER
 from dnd_rag.handlers.idempotency import KEY_DESCRIPTION, KEY_PATTERN, answer_once
@@ -47,7 +47,8 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(
         cors=cors_config(container.settings.cors_origins), enable_validation=True, json_body_deserializer=strict_json
     )
-    app._request_validation_middleware = JsonBodyValidation()  # noqa: SLF001 - see JsonBodyValidation
+    operator_guard = OperatorGuard(container)
+    app._request_validation_middleware = JsonBodyValidation(first=operator_guard)  # noqa: SLF001 - see JsonBodyValidation
     register_error_handlers(app, ROUTE_METHODS)
     document(app)
     signed_in = [authenticated(lambda: container.authenticator)]
@@ -102,5 +103,5 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         user = app.context["user"]
         return usage_response(user, container.usage.report(user))
 
-    app.include_router(admin_router(container))
+    app.include_router(admin_router(container, operator_guard))
     return app

@@ -224,9 +224,6 @@ class AdminUsageResponse(BaseModel):
 
 MAX_BUDGET_OVERRIDE_USD = 1000
 MAX_REASON_CHARS = 500
-# User ids as auth APIs issue them (UUIDs, numbers, slugs): characters no client percent-encodes
-# in a URL path (API Gateway hands the path over as sent, still encoded).
-USER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 NANO_USD = 1e-9
 DEFAULT_AUDIT_LIMIT = 20
 MAX_AUDIT_LIMIT = 100
