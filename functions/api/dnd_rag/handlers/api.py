@@ -32,5 +32,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if is_scheduled_task(event):  # EventBridge Scheduler, not API Gateway
         return run_task(container, event)
     response = app.resolve(event, context)
-    stamp_headers(response, event, cors=bool(container.settings.cors_origins))
+    settings = container.settings
+    stamp_headers(response, event, cors=bool(settings.cors_origins), hsts=settings.stage == "prod")
     return response

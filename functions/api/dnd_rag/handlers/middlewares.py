@@ -77,12 +77,28 @@ def cors_config(origins: list[str]) -> CORSConfig | None:
     return config
 
 
-def stamp_headers(response: dict[str, Any], event: dict[str, Any], *, cors: bool) -> None:
-    """Headers every answer carries, whatever produced it: the request id (SPEC §3) and, when CORS
-    is on, ``Vary: Origin``, because then whether Access-Control-Allow-Origin appears depends on
-    the request's Origin (a shared cache must not give one origin's answer to another)."""
+# HSTS in prod (API Gateway serves https only there): a year, subdomains included.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def stamp_headers(response: dict[str, Any], event: dict[str, Any], *, cors: bool, hsts: bool = False) -> None:
+    """Headers every answer carries, whatever produced it (a route, an error handler, a 404):
+
+    - ``X-Request-Id`` (SPEC §3);
+    - ``X-Content-Type-Options: nosniff``: a browser never guesses another type than the declared one;
+    - ``Cache-Control: no-store`` unless the route set its own (API JSON is per caller and per
+      moment: no shared or browser cache may keep it; the OpenAPI document and /docs say otherwise);
+    - ``Strict-Transport-Security`` when ``hsts`` (prod);
+    - when CORS is on, ``Vary: Origin``, because then whether Access-Control-Allow-Origin appears
+      depends on the request's Origin (a shared cache must not give one origin's answer to another).
+    """
     headers = response.setdefault("headers", {})
     headers["X-Request-Id"] = event.get("requestContext", {}).get("requestId", "")
+    headers["X-Content-Type-Options"] = "nosniff"
+    if not any(name.lower() == "cache-control" for name in headers):
+        headers["Cache-Control"] = "no-store"
+    if hsts:
+        headers["Strict-Transport-Security"] = HSTS
     if cors:
         vary = next((name for name in headers if name.lower() == "vary"), None)
         values = [v.strip() for v in str(headers.pop(vary, "")).split(",") if v.strip()] if vary else []

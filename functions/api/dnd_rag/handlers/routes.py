@@ -23,7 +23,7 @@ from dnd_rag.models.api import HealthResponse, QueryRequest, QueryResponse, Usag
 ROUTE_METHODS: dict[str, set[str]] = {
     "/health": {"GET"},
     "/openapi.json": {"GET"},
-    "/docs": {"GET"},
+    "/docs": {"GET"},  # not in prod (see create_app)
     "/api/query": {"POST"},
     "/api/usage": {"GET"},
     **ADMIN_ROUTE_METHODS,
@@ -49,8 +49,11 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     )
     operator_guard = OperatorGuard(container)
     app._request_validation_middleware = JsonBodyValidation(first=operator_guard)  # noqa: SLF001 - see JsonBodyValidation
-    register_error_handlers(app, ROUTE_METHODS)
-    document(app)
+    serve_docs = container.settings.stage != "prod"  # /docs is a developer's page (handlers/openapi.py)
+    register_error_handlers(
+        app, ROUTE_METHODS if serve_docs else {k: v for k, v in ROUTE_METHODS.items() if k != "/docs"}
+    )
+    document(app, serve_docs=serve_docs)
     signed_in = [authenticated(lambda: container.authenticator)]
     signed_in_errors = (401, 429, 500, 503)
 
