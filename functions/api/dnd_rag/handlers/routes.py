@@ -75,8 +75,11 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         ] = None,
     ) -> QueryResponse:
         user = app.context["user"]
+        computed = False
 
         def answer() -> dict:
+            nonlocal computed
+            computed = True
             outcome = container.queries.ask(
                 user, request.question, request.k, request.debug, request_deadline(app, container.clock())
             )
@@ -93,6 +96,8 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
             request.model_dump(mode="json"),
             answer,
         )
+        if not computed:  # a replay of a stored answer: behind the controls and a limit of its own
+            container.replays.admit(user.id)
         return QueryResponse.model_validate(body)
 
     @app.get(
