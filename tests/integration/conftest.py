@@ -176,6 +176,12 @@ def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]
         # Concurrency tests of other limits use one user from many threads; the in-flight limit
         # has tests of its own (test_user_limits.py).
         "MAX_IN_FLIGHT_PER_USER": "1000",
+        # Every user has a dollar cap by default (0.05); the shared dev users ask all day long, and
+        # the cap has tests of its own (test_user_limits.py, test_plans.py).
+        "USER_DAILY_BUDGET_USD": "none",
+        # The money tests ask with k up to 50, which the default plan (max_k 20) refuses; the plan
+        # limit has tests of its own (test_plans.py).
+        "PLAN_LIMITS": '{"default": {"max_k": 50}}',
     }
 
 

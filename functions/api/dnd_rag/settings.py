@@ -49,11 +49,23 @@ class PlanLimits(BaseModel):
     daily_limit: int | None = Field(default=None, ge=1)
     daily_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)  # each user's dollar cap
     max_in_flight: int | None = Field(default=None, ge=1)
+    max_k: int | None = Field(default=None, ge=1, le=50)  # passages a query may ask for (default plan: 20)
 
 
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# Every user has a dollar cap unless told otherwise: 5 % of the default daily budget, so no fewer
+# than 20 accounts can spend a day's budget (with none, ~5 free accounts could, at k=50).
+DEFAULT_USER_DAILY_BUDGET_USD = Decimal("0.05")
+
+
+def _none_is_no_cap(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return None
     return value
 
 
@@ -83,9 +95,10 @@ class Settings(BaseModel):
     ip_auth_failure_capacity: int = Field(default=10, alias="IP_AUTH_FAILURE_CAPACITY", ge=1)
     ip_auth_failure_refill_rate: float = Field(default=0.1, alias="IP_AUTH_FAILURE_REFILL_RATE", gt=0)
     daily_budget_usd: Decimal = Field(default=Decimal("1.0"), alias="DAILY_BUDGET_USD", ge=0)
-    # each user's own daily dollar cap (unset: none) and how many of a user's queries may run at once
-    user_daily_budget_usd: Decimal | None = Field(
-        default=None, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
+    # each user's own daily dollar cap (unset: DEFAULT_USER_DAILY_BUDGET_USD; "none": no cap) and
+    # how many of a user's queries may run at once
+    user_daily_budget_usd: Annotated[Decimal | None, BeforeValidator(_none_is_no_cap)] = Field(
+        default=DEFAULT_USER_DAILY_BUDGET_USD, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
     )
     max_in_flight_per_user: int = Field(default=2, alias="MAX_IN_FLIGHT_PER_USER", ge=1, le=1000)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")

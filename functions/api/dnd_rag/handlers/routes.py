@@ -8,6 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 
 from dnd_rag.container import Container
+from dnd_rag.errors import InvalidRequestError
 from dnd_rag.handlers.admin_routes import ROUTE_METHODS as ADMIN_ROUTE_METHODS
 from dnd_rag.handlers.admin_routes import OperatorGuard, admin_router
 from dnd_rag.handlers.error_responses import register_error_handlers
@@ -75,6 +76,14 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         ] = None,
     ) -> QueryResponse:
         user = app.context["user"]
+        max_k = container.plans.max_k(user.plan)
+        if request.k > max_k:  # before anything is admitted or spent: a refusal costs nothing
+            raise InvalidRequestError(
+                "Some fields are missing or wrong; see details.",
+                details=[
+                    {"field": "k", "message": f"At most {max_k} passages on your plan.", "type": "less_than_equal"}
+                ],
+            )
         computed = False
 
         def answer() -> dict:
@@ -109,7 +118,7 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     )
     def usage() -> UsageResponse:
         user = app.context["user"]
-        return usage_response(user, container.usage.report(user))
+        return usage_response(user, container.usage.report(user), container.plans.max_k(user.plan))
 
     app.include_router(admin_router(container, operator_guard))
     return app
