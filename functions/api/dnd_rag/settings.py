@@ -195,6 +195,27 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _prod_sends_nothing_in_clear_text(self) -> Settings:
+        """In production no secret travels and no origin is trusted over plain http (SPEC §5)."""
+        if self.stage != "prod":
+            return self
+        if self.chroma_api_key is not None and not self.chroma_ssl:
+            raise ValueError(
+                "CHROMA_SSL must be true when CHROMA_API_KEY is set and STAGE is prod "
+                "(the key would travel in clear text)"
+            )
+        if self.openai_base_url and not self.openai_base_url.lower().startswith("https://"):
+            raise ValueError(
+                "OPENAI_BASE_URL must be an https:// URL when STAGE is prod (the API key would travel in clear text)"
+            )
+        plain = [origin for origin in self.cors_origins if not origin.lower().startswith("https://")]
+        if plain:
+            raise ValueError(
+                f"CORS_ORIGINS must list https:// origins only when STAGE is prod ({len(plain)} of them are not)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _providers_have_keys(self) -> Settings:
         uses_openai = "openai" in (self.llm_provider, self.embedding_provider)
         if uses_openai and self.openai_api_key is None:
