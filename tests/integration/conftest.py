@@ -179,6 +179,10 @@ def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]
         # Every user has a dollar cap by default (0.05); the shared dev users ask all day long, and
         # the cap has tests of its own (test_user_limits.py, test_plans.py).
         "USER_DAILY_BUDGET_USD": "none",
+        # Every test request comes from one address, and a token the caches do not know holds one
+        # failed-sign-in slot of it while the auth API answers: tests sending dozens of new tokens at
+        # once would see 429 ip_rate_limited. The guard has tests of its own (test_rate_limits.py).
+        "IP_AUTH_FAILURE_CAPACITY": "1000",
         # The money tests ask with k up to 50, which the default plan (max_k 20) refuses; the plan
         # limit has tests of its own (test_plans.py).
         "PLAN_LIMITS": '{"default": {"max_k": 50}}',
