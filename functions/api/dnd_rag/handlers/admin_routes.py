@@ -53,9 +53,11 @@ ADMIN_ERRORS = (401, 403, 429, 500, 503)
 # How old the auth API's word on a token may be for the operator routes (queries: TOKEN_CACHE_TTL):
 # an operator demoted or revoked at the auth API loses these routes within 30 s in every container.
 ROLE_MAX_AGE_SECONDS = 30
-# A user id in a path, as sent: visible ASCII, "%" only as a percent-encoded byte. Decoded, it must
-# follow the one user id rule (models/domain.py), checked by ``user_id_from_path``.
-ENCODED_USER_ID_PATTERN = rf"^(?:[!-$&-~]|%[0-9A-Fa-f]{{2}}){{1,{3 * USER_ID_MAX_CHARS}}}$"
+# A user id in a path, as sent: 1-128 characters, each a visible ASCII character other than "%", or
+# one percent-encoded (%21..%7E): exactly the ids of the one user id rule (models/domain.py), so the
+# published schema promises no id that the route refuses. ``user_id_from_path`` decodes it.
+_VISIBLE_ENCODED = "%(?:2[1-9A-Fa-f]|[3-6][0-9A-Fa-f]|7[0-9A-Ea-e])"
+ENCODED_USER_ID_PATTERN = rf"^(?:[!-$&-~]|{_VISIBLE_ENCODED}){{1,{USER_ID_MAX_CHARS}}}$"
 UserId = Annotated[
     str,
     Path(
