@@ -75,6 +75,7 @@ VALID_BODIES = {
 
 def test_pause_with_an_empty_body_as_dev_bob_is_403_not_400(make_app, call, env):
     app, _ = make_app(env)
+    assert send(call, app, "GET", "/api/admin/usage", "dev-admin")[0] == 200  # nothing of it outlives its request
 
     status, body, _ = send(call, app, "POST", "/api/admin/pause", "dev-bob", body={})
 
