@@ -116,6 +116,14 @@ def test_the_function_knows_its_stage_so_prod_can_insist_on_an_https_auth_api():
     assert TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]["STAGE"] == {"Ref": "Stage"}
 
 
+def test_preflights_have_a_route_of_their_own_so_scanners_on_the_default_route_cannot_throttle_them():
+    # HTTP API throttles per route, and without an OPTIONS route every preflight reaches $default,
+    # whose bucket anyone sending requests to unknown paths can empty (issue 19)
+    routes = {(r.method, r.path) for r in http_routes(TEMPLATE)}
+
+    assert ("OPTIONS", "/{proxy+}") in routes
+
+
 def test_routes_are_throttled_at_the_gateway():
     api = next(r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
 
