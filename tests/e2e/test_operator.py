@@ -45,7 +45,10 @@ def test_pause_refuses_queries_on_every_container_and_resume_restores_them(clien
     answered = client.post("/api/query", json=QUESTION, headers={"Authorization": "Bearer dev-bob"})
 
     assert answered.status_code == 200, answered.text
-    actions = [
-        e["action"] for e in client.get("/api/admin/audit", params={"limit": 2}, headers=ADMIN).json()["entries"]
+    entries = client.get("/api/admin/audit", params={"limit": 3}, headers=ADMIN).json()["entries"]
+    # dev-bob's refused pause is in the trail too, between the two changes
+    assert [(e["action"], e["after"].get("error")) for e in entries] == [
+        ("resume", None),
+        ("denied", "forbidden"),
+        ("pause", None),
     ]
-    assert actions == ["resume", "pause"]

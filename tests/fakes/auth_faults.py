@@ -3,6 +3,9 @@
 ``FaultyAuthHandler`` misbehaves on purpose: ``/slow/auth/me`` hangs, ``/broken/auth/me`` answers
 500, ``/garbled/auth/me`` answers 200 without a user. ``AnyUserAuthHandler`` accepts every token
 ``u-<id>`` (optionally ``u-<id>.<plan>``), so each test can have users of its own.
+``start_scripted_auth`` serves an auth API that a test scripts while it runs (``AuthScript``): which
+token is which user (with which role), which token stops being valid, how slow each answer is, and
+how many times it was asked.
 """
 
 from __future__ import annotations
@@ -49,6 +52,50 @@ class AnyUserAuthHandler(_QuietHandler):
         user_id, _, plan = token.partition(".")
         user = {"id": user_id, "email": f"{user_id}@example.com", **({"plan": plan} if plan else {})}
         self.reply(200, json.dumps({"data": user}).encode())
+
+
+class AuthScript:
+    """What the scripted auth API answers, changed by the test as it goes: ``users[token]`` is the
+    user (``/auth/me``'s ``data``) or absent (401). ``calls`` counts the requests that reached it;
+    ``delay`` seconds pass before each answer (a slow auth API widens every race)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, dict[str, object]] = {}
+        self.calls = 0
+        self.delay = 0.0
+        self._lock = threading.Lock()
+
+    def answer(self, token: str) -> dict[str, object] | None:
+        with self._lock:
+            self.calls += 1
+            user = self.users.get(token)
+        if self.delay:
+            time.sleep(self.delay)
+        return user
+
+    def reset(self) -> None:
+        with self._lock:
+            self.users.clear()
+            self.calls = 0
+            self.delay = 0.0
+
+
+def _scripted_handler(script: AuthScript) -> type[BaseHTTPRequestHandler]:
+    class ScriptedAuthHandler(_QuietHandler):
+        def do_GET(self) -> None:
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+            user = script.answer(token)
+            if user is None:
+                self.reply(401, b'{"error": "unauthorized"}')
+            else:
+                self.reply(200, json.dumps({"data": user}).encode())
+
+    return ScriptedAuthHandler
+
+
+def start_scripted_auth() -> tuple[ThreadingHTTPServer, AuthScript]:
+    script = AuthScript()
+    return _serve(_scripted_handler(script)), script
 
 
 def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:

@@ -24,7 +24,7 @@ from dnd_rag.settings import load_settings
 from infra.local.auth_server import make_auth_server
 from infra.local.bootstrap import ensure_table, verify_identities
 from infra.scripts.ingest import document_paths, ingest
-from tests.fakes.auth_faults import start_any_user_auth
+from tests.fakes.auth_faults import AuthScript, start_any_user_auth, start_scripted_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
 from tests.support.aws_calls import RECORDER
 from tests.support.events import lambda_context
@@ -125,6 +125,21 @@ def any_user_auth_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def _scripted_auth_server() -> Iterator[tuple[str, AuthScript]]:
+    server, script = start_scripted_auth()
+    yield f"http://127.0.0.1:{server.server_address[1]}", script
+    server.shutdown()
+
+
+@pytest.fixture
+def scripted_auth(_scripted_auth_server: tuple[str, AuthScript]) -> Iterator[tuple[str, AuthScript]]:
+    """(URL, script) of an auth API the test scripts as it runs (tests/fakes/auth_faults.py)."""
+    _scripted_auth_server[1].reset()
+    yield _scripted_auth_server
+    _scripted_auth_server[1].reset()
+
+
+@pytest.fixture(scope="session")
 def fake_openai() -> Iterator[tuple[str, FakeOpenAIState]]:
     server, state = start_fake_openai()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
@@ -161,6 +176,16 @@ def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]
         # Concurrency tests of other limits use one user from many threads; the in-flight limit
         # has tests of its own (test_user_limits.py).
         "MAX_IN_FLIGHT_PER_USER": "1000",
+        # Every user has a dollar cap by default (0.05); the shared dev users ask all day long, and
+        # the cap has tests of its own (test_user_limits.py, test_plans.py).
+        "USER_DAILY_BUDGET_USD": "none",
+        # Every test request comes from one address, and a token the caches do not know holds one
+        # failed-sign-in slot of it while the auth API answers: tests sending dozens of new tokens at
+        # once would see 429 ip_rate_limited. The guard has tests of its own (test_rate_limits.py).
+        "IP_AUTH_FAILURE_CAPACITY": "1000",
+        # The money tests ask with k up to 50, which the default plan (max_k 20) refuses; the plan
+        # limit has tests of its own (test_plans.py).
+        "PLAN_LIMITS": '{"default": {"max_k": 50}}',
     }
 
 

@@ -4,6 +4,9 @@ import uuid
 
 import pytest
 
+from dnd_rag.logic.limits.replays import REPLAY_POLICY
+from dnd_rag.models.domain import User
+from infra.local.bootstrap import ensure_table
 from tests.support.events import http_event, parse
 
 FIGHTER = {"question": "How many experience points does a fighter need to become 9th level?"}
@@ -90,3 +93,55 @@ def test_a_failed_attempt_is_not_remembered(make_app, any_user_auth_url, call, t
 
     assert status == 200
     assert "250,001" in body["answer"]
+
+
+# --- replays: behind the controls and a cheap per-user limit (issue 19) ---------------------------
+
+
+@pytest.fixture
+def own_table(make_app, any_user_auth_url, dynamodb):
+    """An app on a table of its own (pausing is global), its container, and an operator."""
+    table = f"replay-{uuid.uuid4().hex[:12]}"
+    ensure_table(dynamodb, table)
+    app, container = make_app({"AUTH_API_URL": any_user_auth_url, "TABLE_NAME": table})
+    return app, container, User(id="op-replays", role="admin")
+
+
+def test_a_replay_is_refused_while_its_user_is_blocked(own_table, call, token):
+    app, container, operator = own_table
+    key = str(uuid.uuid4())
+    assert ask(call, app, token, key)[0] == 200
+
+    container.operator.block(operator, token, "test")
+    replays = [ask(call, app, token, key)[:2] for _ in range(3)]
+
+    assert [(status, body["error"]) for status, body in replays] == [(403, "user_blocked")] * 3
+
+
+def test_a_replay_is_refused_while_the_service_is_paused(own_table, call, token):
+    app, container, operator = own_table
+    key = str(uuid.uuid4())
+    assert ask(call, app, token, key)[0] == 200
+
+    container.operator.pause(operator, "incident", "test")
+    status, body, headers = ask(call, app, token, key)
+
+    assert (status, body["error"]) == (503, "service_paused")
+    assert int(headers["Retry-After"]) > 0
+
+
+def test_replays_count_against_a_per_user_limit_of_their_own(own_table, call, token):
+    app, _, _ = own_table
+    key = str(uuid.uuid4())
+    assert ask(call, app, token, key)[0] == 200
+
+    replays = [ask(call, app, token, key) for _ in range(20)]
+    statuses = [status for status, _, _ in replays]
+
+    assert statuses == [200] * REPLAY_POLICY.capacity + [429] * (20 - REPLAY_POLICY.capacity)
+    refused = replays[-1]
+    assert refused[1]["error"] == "rate_limited"
+    assert int(refused[2]["Retry-After"]) > 0
+    assert usage(call, app, token)["today"]["requests"] == 1  # replays spend none of the query quota
+    other_key = str(uuid.uuid4())
+    assert ask(call, app, token, other_key)[0] == 200  # nor block new questions

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dnd_rag.dal.limits.rate_limit import DynamoLimitStore
-from dnd_rag.errors import DailyLimitExceededError, RateLimitedError
+from dnd_rag.errors import DailyLimitExceededError, InvalidTokenError, IpRateLimitedError, RateLimitedError
 from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
@@ -334,6 +334,57 @@ def test_failed_sign_ins_are_limited_per_ipv6_64_not_per_address(user_app, call)
     assert answers[3][1]["error"] == "ip_rate_limited"
     other_64 = f"{prefix[:-1]}{(int(prefix[-1], 16) + 1) % 16:x}:1::1"
     assert guess(other_64)[0] == 401  # a neighbouring /64 is another client
+
+
+def test_parallel_guesses_from_one_address_reach_the_auth_api_no_more_often_than_sequential_ones(
+    make_app, scripted_auth
+):
+    """40 guesses at once from one address, spread over 8 containers, against a slow auth API: each
+    guess takes its failure slot by a conditional write before the auth API is asked, so exactly
+    IP_AUTH_FAILURE_CAPACITY of them reach it, as when they come one by one. (Reading the limit,
+    asking, then counting the failure let every guess in flight through: 40, 39, 33 per burst.)"""
+    url, script = scripted_auth
+    script.delay = 0.3  # a slow auth API keeps every guess in flight at once
+    env = {
+        "AUTH_API_URL": url,
+        "IP_AUTH_FAILURE_CAPACITY": "5",
+        "IP_AUTH_FAILURE_REFILL_RATE": "0.0001",  # no refill during the test
+        "TOKEN_NEGATIVE_CACHE_TTL": "0",
+    }
+    containers = [make_app(env)[1] for _ in range(8)]
+
+    def guess(n, ip):
+        try:
+            containers[n % len(containers)].authenticator.authenticate(f"Bearer guess-{uuid.uuid4().hex}", ip)
+        except InvalidTokenError:
+            return 401
+        except IpRateLimitedError:
+            return 429
+        return 200
+
+    parallel_ip, sequential_ip = (f"198.18.{uuid.uuid4().int % 250}.{n}" for n in (1, 2))
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        parallel = list(pool.map(lambda n: guess(n, parallel_ip), range(40)))
+    parallel_calls, script.calls = script.calls, 0
+    sequential = [guess(n, sequential_ip) for n in range(40)]
+
+    assert (parallel_calls, parallel.count(401), parallel.count(429)) == (5, 5, 35)
+    assert (script.calls, sequential.count(401), sequential.count(429)) == (5, 5, 35)
+
+
+def test_valid_sign_ins_give_their_slot_back(make_app, scripted_auth):
+    url, script = scripted_auth
+    _, container = make_app({"AUTH_API_URL": url, "IP_AUTH_FAILURE_CAPACITY": "3"})
+    ip = f"198.18.{uuid.uuid4().int % 250}.3"
+    tokens = [f"tok-{n}-{uuid.uuid4().hex}" for n in range(10)]
+    script.users.update({token: {"id": f"u-{n}"} for n, token in enumerate(tokens)})
+
+    signed_in = [container.authenticator.authenticate(f"Bearer {token}", ip).user.id for token in tokens]
+
+    assert signed_in == [f"u-{n}" for n in range(10)]
+    assert script.calls == 10
+    standing = container.limiter.peek(f"IP#{ip}", Policy(3, 0.1, 10_000), container.clock())
+    assert (standing.remaining_burst, standing.daily_count) == (3, 0)
 
 
 class ItemlessRefusals:

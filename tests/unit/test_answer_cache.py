@@ -22,7 +22,11 @@ FIGHTER = "How many experience points does a fighter need to become 9th level?"
 
 # The prompt's text and layout, hashed, per PROMPT_VERSION. Changed the prompt? Give PROMPT_VERSION a
 # new value and pin the new hash here: otherwise answers to the old prompt keep being served.
-PINNED_PROMPTS = {"2026-12-01": "690c06e59e57c97256e9c3e5c5422627d94f57be5e6d2046d499cb186c00ff30"}
+PINNED_PROMPTS = {
+    "2026-12-01": "690c06e59e57c97256e9c3e5c5422627d94f57be5e6d2046d499cb186c00ff30",
+    # the question fenced in its own message (issue 19)
+    "2026-12-04": "c53d4f1193591ea9ccb1bafa0b905227c673c0800bcecbc2b30a8ff70e983257",
+}
 
 
 @pytest.mark.parametrize(

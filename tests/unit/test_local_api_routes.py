@@ -17,7 +17,9 @@ ROUTES = compile_routes(http_routes(load_template()))
         ("GET", "/", "$default"),
         ("DELETE", "/", "$default"),
         ("GET", "/api/query", "$default"),
-        ("OPTIONS", "/api/query", "$default"),
+        ("OPTIONS", "/api/query", "OPTIONS /{proxy+}"),  # a preflight: a route (and a throttle bucket) of its own
+        ("OPTIONS", "/api/admin/users/x/block", "OPTIONS /{proxy+}"),
+        ("OPTIONS", "/", "$default"),
         ("BREW", "/health", "$default"),
         ("GET", "/no/such/path", "$default"),
         ("GET", "/health/", "$default"),

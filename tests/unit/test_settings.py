@@ -181,3 +181,40 @@ def test_alert_timings_that_break_the_alert_bound_say_why():
     with pytest.raises(ConfigError, match=r"ALERT_CLAIM_SECONDS: .*must be at least 9.25 s: a claim must outlive"):
         load_settings({**MINIMAL, "ALERT_CLAIM_SECONDS": "5"})
     assert load_settings({**MINIMAL, "ALERT_CLAIM_SECONDS": "10"}).alert_claim_seconds == 10
+
+
+PROD = {**MINIMAL, "STAGE": "prod", "AUTH_API_URL": "https://api.example.com"}
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CHROMA_API_KEY": "ck-secret", "CHROMA_SSL": "false"}, "CHROMA_SSL"),
+        ({"CHROMA_API_KEY": "ck-secret"}, "CHROMA_SSL"),  # CHROMA_SSL defaults to false
+        ({"OPENAI_BASE_URL": "http://proxy.example.com/v1", "OPENAI_API_KEY": "sk-secret"}, "OPENAI_BASE_URL"),
+        ({"CORS_ORIGINS": "https://app.example.com,http://app.example.com"}, "CORS_ORIGINS"),
+        ({"CORS_ORIGINS": "http://localhost:3000"}, "CORS_ORIGINS"),
+    ],
+)
+def test_prod_refuses_at_cold_start_what_would_travel_in_clear_text_naming_the_setting(env, variable):
+    with pytest.raises(ConfigError, match=variable) as refused:
+        load_settings({**PROD, **env})
+
+    assert "secret" not in str(refused.value)  # never the key itself
+    assert load_settings({**MINIMAL, **env}).stage == "dev"  # a laptop may
+
+
+def test_prod_accepts_tls_everywhere_and_plaintext_chroma_without_a_key():
+    settings = load_settings(
+        {
+            **PROD,
+            "CHROMA_API_KEY": "ck-secret",
+            "CHROMA_SSL": "true",
+            "OPENAI_API_KEY": "sk-secret",
+            "OPENAI_BASE_URL": "https://proxy.example.com/v1",
+            "CORS_ORIGINS": "https://app.example.com,https://www.example.com",
+        }
+    )
+
+    assert settings.stage == "prod"
+    assert load_settings({**PROD, "CHROMA_SSL": "false"}).chroma_ssl is False  # no key, nothing to leak

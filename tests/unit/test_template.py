@@ -122,6 +122,14 @@ def test_the_day_budget_is_split_over_the_configured_shards():
     assert TEMPLATE["Parameters"]["BudgetShards"]["Default"] == 16
 
 
+def test_preflights_have_a_route_of_their_own_so_scanners_on_the_default_route_cannot_throttle_them():
+    # HTTP API throttles per route, and without an OPTIONS route every preflight reaches $default,
+    # whose bucket anyone sending requests to unknown paths can empty (issue 19)
+    routes = {(r.method, r.path) for r in http_routes(TEMPLATE)}
+
+    assert ("OPTIONS", "/{proxy+}") in routes
+
+
 def test_routes_are_throttled_at_the_gateway():
     api = next(r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
 

@@ -14,12 +14,12 @@ MINIMAL = {"AUTH_API_URL": "http://127.0.0.1:8081", "TABLE_NAME": "dnd-rag-local
 POLICY = Policy(capacity=15, refill_rate=1 / 60, daily_limit=30)
 
 
-def test_by_default_there_is_no_cap_and_two_queries_per_user_at_once():
+def test_by_default_every_user_has_a_cap_of_5_cents_and_two_queries_at_once():
     settings = load_settings(MINIMAL)
 
-    assert settings.user_daily_budget_usd is None
+    assert settings.user_daily_budget_usd == Decimal("0.05")
     assert settings.max_in_flight_per_user == 2
-    assert Container(settings).plans.user_limits(None) == UserLimits(daily_nanos=None, max_in_flight=2)
+    assert Container(settings).plans.user_limits(None) == UserLimits(daily_nanos=50_000_000, max_in_flight=2)
 
 
 def test_the_cap_and_the_in_flight_limit_come_from_the_environment_as_nano_dollars():
@@ -29,8 +29,10 @@ def test_the_cap_and_the_in_flight_limit_come_from_the_environment_as_nano_dolla
     assert Container(settings).plans.user_limits("free") == UserLimits(daily_nanos=2_000_000, max_in_flight=3)
 
 
-def test_an_empty_cap_is_no_cap_and_zero_is_a_cap_of_nothing():
-    assert load_settings({**MINIMAL, "USER_DAILY_BUDGET_USD": ""}).user_daily_budget_usd is None
+def test_an_empty_cap_is_the_default_none_is_no_cap_and_zero_is_a_cap_of_nothing():
+    assert load_settings({**MINIMAL, "USER_DAILY_BUDGET_USD": ""}).user_daily_budget_usd == Decimal("0.05")
+    assert load_settings({**MINIMAL, "USER_DAILY_BUDGET_USD": "none"}).user_daily_budget_usd is None
+    assert load_settings({**MINIMAL, "USER_DAILY_BUDGET_USD": " Off "}).user_daily_budget_usd is None
     assert Container(load_settings({**MINIMAL, "USER_DAILY_BUDGET_USD": "0"})).plans.user_limits(None).daily_nanos == 0
 
 

@@ -19,6 +19,7 @@ from dnd_rag.logic.auth.authenticator import Authenticator
 from dnd_rag.logic.auth.ip_guard import FailedAuthGuard
 from dnd_rag.logic.limits.plans import PlanBook
 from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
+from dnd_rag.logic.limits.replays import ReplayGate
 from dnd_rag.logic.money.budget import Budget
 from dnd_rag.logic.money.fitting import Fitter, Floors
 from dnd_rag.logic.money.spending import PaidCalls
@@ -189,6 +190,11 @@ class Container:
                 self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.controls, self.user_budget
             ),
         )
+
+    @property
+    def replays(self) -> ReplayGate:
+        """What an idempotent replay passes before its stored answer is served (logic/limits/replays.py)."""
+        return self._once("replays", lambda: ReplayGate(self.controls, self.limiter, self.clock))
 
     @property
     def idempotency_store(self) -> Any:

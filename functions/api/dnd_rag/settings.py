@@ -50,11 +50,23 @@ class PlanLimits(BaseModel):
     daily_limit: int | None = Field(default=None, ge=1)
     daily_usd: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False)  # each user's dollar cap
     max_in_flight: int | None = Field(default=None, ge=1)
+    max_k: int | None = Field(default=None, ge=1, le=50)  # passages a query may ask for (default plan: 20)
 
 
 def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+# Every user has a dollar cap unless told otherwise: 5 % of the default daily budget, so no fewer
+# than 20 accounts can spend a day's budget (with none, ~5 free accounts could, at k=50).
+DEFAULT_USER_DAILY_BUDGET_USD = Decimal("0.05")
+
+
+def _none_is_no_cap(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return None
     return value
 
 
@@ -84,9 +96,10 @@ class Settings(BaseModel):
     ip_auth_failure_capacity: int = Field(default=10, alias="IP_AUTH_FAILURE_CAPACITY", ge=1)
     ip_auth_failure_refill_rate: float = Field(default=0.1, alias="IP_AUTH_FAILURE_REFILL_RATE", gt=0)
     daily_budget_usd: Decimal = Field(default=Decimal("1.0"), alias="DAILY_BUDGET_USD", ge=0)
-    # each user's own daily dollar cap (unset: none) and how many of a user's queries may run at once
-    user_daily_budget_usd: Decimal | None = Field(
-        default=None, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
+    # each user's own daily dollar cap (unset: DEFAULT_USER_DAILY_BUDGET_USD; "none": no cap) and
+    # how many of a user's queries may run at once
+    user_daily_budget_usd: Annotated[Decimal | None, BeforeValidator(_none_is_no_cap)] = Field(
+        default=DEFAULT_USER_DAILY_BUDGET_USD, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
     )
     max_in_flight_per_user: int = Field(default=2, alias="MAX_IN_FLIGHT_PER_USER", ge=1, le=1000)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")
@@ -226,6 +239,27 @@ class Settings(BaseModel):
             raise ValueError(f"{variable} is for the local stack only; unset it when STAGE is prod")
         if self.stage == "prod" and self.log_format != "json":
             raise ValueError("LOG_FORMAT must be json when STAGE is prod (CloudWatch reads JSON logs and EMF metrics)")
+        return self
+
+    @model_validator(mode="after")
+    def _prod_sends_nothing_in_clear_text(self) -> Settings:
+        """In production no secret travels and no origin is trusted over plain http (SPEC §5)."""
+        if self.stage != "prod":
+            return self
+        if self.chroma_api_key is not None and not self.chroma_ssl:
+            raise ValueError(
+                "CHROMA_SSL must be true when CHROMA_API_KEY is set and STAGE is prod "
+                "(the key would travel in clear text)"
+            )
+        if self.openai_base_url and not self.openai_base_url.lower().startswith("https://"):
+            raise ValueError(
+                "OPENAI_BASE_URL must be an https:// URL when STAGE is prod (the API key would travel in clear text)"
+            )
+        plain = [origin for origin in self.cors_origins if not origin.lower().startswith("https://")]
+        if plain:
+            raise ValueError(
+                f"CORS_ORIGINS must list https:// origins only when STAGE is prod ({len(plain)} of them are not)"
+            )
         return self
 
     @model_validator(mode="after")

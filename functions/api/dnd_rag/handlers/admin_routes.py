@@ -1,37 +1,45 @@
 """The operator routes (SPEC §3, role admin): thin adapters to logic/operations/operator.py.
 
-Every route here takes ``ADMIN``: the caller is authenticated, then must have role ``admin``
-(403 ``forbidden`` otherwise) — the one place where the role is checked.
+Order on every route here: authenticate (401), authorize (403: role admin from the auth API or a
+cached answer at most ``ROLE_MAX_AGE_SECONDS`` old, and not blocked, read from the store), then
+validate (400). Powertools validates a request before any route middleware runs, so the check is
+``OperatorGuard``, which the request validation itself calls first (handlers/middlewares.py's
+``JsonBodyValidation``) — nobody without the role learns the admin API's schema from a 400 — and
+which ``operators_only``, the routes' own middleware, re-runs should validation ever be off.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated
+from urllib.parse import unquote
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.types import EventHandlerInstance
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from dnd_rag.container import Container
-from dnd_rag.errors import ForbiddenError
-from dnd_rag.handlers.middlewares import authenticated
+from dnd_rag.errors import InvalidRequestError
 from dnd_rag.handlers.openapi import BEARER, responses
 from dnd_rag.handlers.presenters import admin_usage_response, audit_response, operator_response
 from dnd_rag.models.api import (
     DEFAULT_AUDIT_LIMIT,
     MAX_AUDIT_LIMIT,
-    USER_ID_PATTERN,
     AdminUsageResponse,
     AuditResponse,
     BudgetOverrideRequest,
     OperatorActionResponse,
     PauseRequest,
 )
-from dnd_rag.models.domain import User
+from dnd_rag.models.domain import USER_ID_DESCRIPTION, USER_ID_MAX_CHARS, User, is_valid_user_id
+from dnd_rag.observability import hashed_user_id, logger, metrics
 
+PREFIX = "/api/admin/"
 ROUTE_METHODS: dict[str, set[str]] = {
     "/api/admin/usage": {"GET"},
     "/api/admin/budget": {"PUT"},
@@ -42,19 +50,89 @@ ROUTE_METHODS: dict[str, set[str]] = {
     "/api/admin/audit": {"GET"},
 }
 ADMIN_ERRORS = (401, 403, 429, 500, 503)
-UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, description="The user's id, as the auth API gives it.")]
+# How old the auth API's word on a token may be for the operator routes (queries: TOKEN_CACHE_TTL):
+# an operator demoted or revoked at the auth API loses these routes within 30 s in every container.
+ROLE_MAX_AGE_SECONDS = 30
+# A user id in a path, as sent: 1-128 characters, each a visible ASCII character other than "%", or
+# one percent-encoded (%21..%7E): exactly the ids of the one user id rule (models/domain.py), so the
+# published schema promises no id that the route refuses. ``user_id_from_path`` decodes it.
+_VISIBLE_ENCODED = "%(?:2[1-9A-Fa-f]|[3-6][0-9A-Fa-f]|7[0-9A-Ea-e])"
+ENCODED_USER_ID_PATTERN = rf"^(?:[!-$&-~]|{_VISIBLE_ENCODED}){{1,{USER_ID_MAX_CHARS}}}$"
+UserId = Annotated[
+    str,
+    Path(
+        pattern=ENCODED_USER_ID_PATTERN,
+        description=f"The user's id as the auth API gives it ({USER_ID_DESCRIPTION}), percent-encoded "
+        "where a URL needs it (auth0%7Cabc123).",
+    ),
+]
+_AUTHORIZED = "operator_authorized"
 
 
-def admins_only(app: EventHandlerInstance, next_middleware: NextMiddleware) -> Response:
-    """After ``authenticated``: refuse every caller without role admin."""
-    if not app.context["user"].is_admin:
-        raise ForbiddenError("This route is for operators (role admin).")
-    return next_middleware(app)
+def user_id_from_path(raw: str) -> str:
+    """The user id a path segment names, percent-decoded, or 400 if it is not one (ids follow the
+    same rule as at sign-in, so every user who can sign in can be blocked and reset)."""
+    try:
+        user_id = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        user_id = ""
+    if not is_valid_user_id(user_id) or re.search(r"%(?![0-9A-Fa-f]{2})", raw):
+        raise InvalidRequestError(
+            "Some fields are missing or wrong; see details.",
+            details=[
+                {
+                    "field": "path.user_id",
+                    "message": f"A user id is {USER_ID_DESCRIPTION}, percent-encoded in the path.",
+                    "type": "user_id",
+                }
+            ],
+        )
+    return user_id
 
 
-def admin_router(container: Container) -> Router:
+class OperatorGuard:
+    """Authenticate the caller (a role vouched for at most ROLE_MAX_AGE_SECONDS ago), then let only
+    an operator through: 401/429/503 from authentication, 403 forbidden / user_blocked (audited)."""
+
+    def __init__(self, container: Container) -> None:
+        self._container = container
+
+    def __call__(self, app: EventHandlerInstance) -> None:
+        if app.context.get(_AUTHORIZED):
+            return
+        event = app.current_event
+        assert isinstance(event, APIGatewayProxyEventV2)  # the HTTP API's payload 2.0
+        result = self._container.authenticator.authenticate(
+            event.headers.get("authorization"), event.request_context.http.source_ip, max_age=ROLE_MAX_AGE_SECONDS
+        )
+        metrics.add_metric(
+            name="TokenCacheMiss" if result.source == "auth_api" else "TokenCacheHit", unit=MetricUnit.Count, value=1
+        )
+        logger.append_keys(user=hashed_user_id(result.user.id))
+        app.append_context(user=result.user)
+        route = app.context["_route"]
+        attempt = f"{route.method} {route.openapi_path}"
+        self._container.operator.authorize(result.user, attempt, event.request_context.request_id or "")
+        app.append_context(**{_AUTHORIZED: True})
+
+    def applies_to(self, path: str) -> bool:
+        """Whether a route (its path as registered) is an operator route."""
+        return path.startswith(PREFIX)
+
+
+def operators_only(guard: OperatorGuard) -> Callable[[EventHandlerInstance, NextMiddleware], Response]:
+    """The routes' own middleware: the guard has run (in the request validation) or runs now."""
+
+    def middleware(app: EventHandlerInstance, next_middleware: NextMiddleware) -> Response:
+        guard(app)
+        return next_middleware(app)
+
+    return middleware
+
+
+def admin_router(container: Container, guard: OperatorGuard) -> Router:
     router = Router()
-    admin: list[Callable[..., Response]] = [authenticated(lambda: container.authenticator), admins_only]
+    admin: list[Callable[..., Response]] = [operators_only(guard)]
 
     def who_and_request() -> tuple[User, str]:
         return router.context["user"], router.current_event.raw_event.get("requestContext", {}).get("requestId", "")
@@ -110,7 +188,7 @@ def admin_router(container: Container) -> Router:
     )
     def block(user_id: UserId) -> OperatorActionResponse:
         who, request_id = who_and_request()
-        return operator_response(container.operator.block(who, user_id, request_id))
+        return operator_response(container.operator.block(who, user_id_from_path(user_id), request_id))
 
     @router.delete(
         "/api/admin/users/<user_id>/block",
@@ -121,7 +199,7 @@ def admin_router(container: Container) -> Router:
     )
     def unblock(user_id: UserId) -> OperatorActionResponse:
         who, request_id = who_and_request()
-        return operator_response(container.operator.unblock(who, user_id, request_id))
+        return operator_response(container.operator.unblock(who, user_id_from_path(user_id), request_id))
 
     @router.post(
         "/api/admin/users/<user_id>/reset",
@@ -132,7 +210,7 @@ def admin_router(container: Container) -> Router:
     )
     def reset(user_id: UserId) -> OperatorActionResponse:
         who, request_id = who_and_request()
-        return operator_response(container.operator.reset_user(who, user_id, request_id))
+        return operator_response(container.operator.reset_user(who, user_id_from_path(user_id), request_id))
 
     @router.get(
         "/api/admin/audit",

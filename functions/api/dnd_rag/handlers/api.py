@@ -35,7 +35,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             publish_metrics()
     try:
         response = app.resolve(event, context)
-        stamp_headers(response, event, cors=bool(container.settings.cors_origins))
+        settings = container.settings
+        stamp_headers(response, event, cors=bool(settings.cors_origins), hsts=settings.stage == "prod")
         return response
     finally:
         publish_metrics()  # what @metrics.log_metrics did, minus its warning when there is nothing

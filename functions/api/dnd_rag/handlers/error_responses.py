@@ -133,18 +133,18 @@ def register_error_handlers(app: APIGatewayHttpResolver, allowed_methods: dict[s
 
     @app.not_found
     def not_found(_: NotFoundError) -> Response:
-        path = app.current_event.path
-        methods = _methods_at(allowed_methods, path)
+        # no message echoes what the client sent (its path, its method): only our own words
+        methods = _methods_at(allowed_methods, app.current_event.path)
         if methods:
             allow = ", ".join(sorted(methods | {"OPTIONS"}))
             return error_response(
                 app,
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                f"{app.current_event.http_method} is not allowed on {path}; use {allow}.",
+                f"This method is not allowed on this resource; use {allow}.",
                 headers={"Allow": allow},
             )
-        return error_response(app, HTTPStatus.NOT_FOUND, "not_found", f"There is no resource at {path}.")
+        return error_response(app, HTTPStatus.NOT_FOUND, "not_found", "There is no resource at this path.")
 
     @app.exception_handler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
@@ -18,6 +18,14 @@ from dnd_rag.observability import hashed_user_id, logger, metrics
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response]
 
 
+class Guard(Protocol):
+    """A check that runs before a route's request validation, on the routes it applies to."""
+
+    def __call__(self, app: EventHandlerInstance) -> None: ...
+
+    def applies_to(self, path: str) -> bool: ...
+
+
 class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
     """Request validation that first reads the body the way the API accepts it (request_body.py).
 
@@ -26,12 +34,21 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
     form encoding by default; the API only speaks JSON, so a JSON body sent with another
     Content-Type is still answered, and anything else is ``invalid_json``. Powertools runs
     request validation before any user middleware, so these checks, which must come first,
-    wrap the validation step itself.
+    wrap the validation step itself. So does ``first``: a check some routes need before anything
+    about the request is judged (the operator routes' authentication and authorization, so that
+    nobody without the role gets a 400 that describes the admin API).
     """
 
+    def __init__(self, first: Guard | None = None) -> None:
+        super().__init__()
+        self._first = first
+
     def handler(self, app: EventHandlerInstance, next_middleware: NextMiddleware) -> Response:
+        route = app.context["_route"]
+        if self._first is not None and self._first.applies_to(route.path):
+            self._first(app)  # e.g. the operator routes: 401/403 before anything is validated
         event = app.current_event.raw_event
-        if app.context["_route"].dependant.body_params:
+        if route.dependant.body_params:
             event["body"] = body_text(event)
             event["isBase64Encoded"] = False
         headers = event.setdefault("headers", {})  # changed in place: Powertools may hold this dict
@@ -60,12 +77,28 @@ def cors_config(origins: list[str]) -> CORSConfig | None:
     return config
 
 
-def stamp_headers(response: dict[str, Any], event: dict[str, Any], *, cors: bool) -> None:
-    """Headers every answer carries, whatever produced it: the request id (SPEC §3) and, when CORS
-    is on, ``Vary: Origin``, because then whether Access-Control-Allow-Origin appears depends on
-    the request's Origin (a shared cache must not give one origin's answer to another)."""
+# HSTS in prod (API Gateway serves https only there): a year, subdomains included.
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def stamp_headers(response: dict[str, Any], event: dict[str, Any], *, cors: bool, hsts: bool = False) -> None:
+    """Headers every answer carries, whatever produced it (a route, an error handler, a 404):
+
+    - ``X-Request-Id`` (SPEC §3);
+    - ``X-Content-Type-Options: nosniff``: a browser never guesses another type than the declared one;
+    - ``Cache-Control: no-store`` unless the route set its own (API JSON is per caller and per
+      moment: no shared or browser cache may keep it; the OpenAPI document and /docs say otherwise);
+    - ``Strict-Transport-Security`` when ``hsts`` (prod);
+    - when CORS is on, ``Vary: Origin``, because then whether Access-Control-Allow-Origin appears
+      depends on the request's Origin (a shared cache must not give one origin's answer to another).
+    """
     headers = response.setdefault("headers", {})
     headers["X-Request-Id"] = event.get("requestContext", {}).get("requestId", "")
+    headers["X-Content-Type-Options"] = "nosniff"
+    if not any(name.lower() == "cache-control" for name in headers):
+        headers["Cache-Control"] = "no-store"
+    if hsts:
+        headers["Strict-Transport-Security"] = HSTS
     if cors:
         vary = next((name for name in headers if name.lower() == "vary"), None)
         values = [v.strip() for v in str(headers.pop(vary, "")).split(",") if v.strip()] if vary else []

@@ -85,11 +85,12 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
     )
 
 
-def usage_response(user: User, report: UsageReport) -> UsageResponse:
+def usage_response(user: User, report: UsageReport, max_k: int) -> UsageResponse:
     standing, policy = report.standing, report.policy
     return UsageResponse(
         user_id=user.id,
         plan=report.plan,
+        max_k=max_k,
         bucket=BucketOut(
             remaining_burst=standing.remaining_burst,
             capacity=policy.capacity,

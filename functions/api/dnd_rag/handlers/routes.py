@@ -8,8 +8,9 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header
 
 from dnd_rag.container import Container
+from dnd_rag.errors import InvalidRequestError
 from dnd_rag.handlers.admin_routes import ROUTE_METHODS as ADMIN_ROUTE_METHODS
-from dnd_rag.handlers.admin_routes import admin_router
+from dnd_rag.handlers.admin_routes import OperatorGuard, admin_router
 from dnd_rag.handlers.error_responses import register_error_handlers
 from dnd_rag.handlers.idempotency import HEADER as IDEMPOTENCY_HEADER
 from dnd_rag.handlers.idempotency import KEY_DESCRIPTION, KEY_PATTERN, answer_once
@@ -23,7 +24,7 @@ from dnd_rag.models.api import HealthResponse, QueryRequest, QueryResponse, Usag
 ROUTE_METHODS: dict[str, set[str]] = {
     "/health": {"GET"},
     "/openapi.json": {"GET"},
-    "/docs": {"GET"},
+    "/docs": {"GET"},  # not in prod (see create_app)
     "/api/query": {"POST"},
     "/api/usage": {"GET"},
     **ADMIN_ROUTE_METHODS,
@@ -47,9 +48,13 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     app = APIGatewayHttpResolver(
         cors=cors_config(container.settings.cors_origins), enable_validation=True, json_body_deserializer=strict_json
     )
-    app._request_validation_middleware = JsonBodyValidation()  # noqa: SLF001 - see JsonBodyValidation
-    register_error_handlers(app, ROUTE_METHODS)
-    document(app)
+    operator_guard = OperatorGuard(container)
+    app._request_validation_middleware = JsonBodyValidation(first=operator_guard)  # noqa: SLF001 - see JsonBodyValidation
+    serve_docs = container.settings.stage != "prod"  # /docs is a developer's page (handlers/openapi.py)
+    register_error_handlers(
+        app, ROUTE_METHODS if serve_docs else {k: v for k, v in ROUTE_METHODS.items() if k != "/docs"}
+    )
+    document(app, serve_docs=serve_docs)
     signed_in = [authenticated(lambda: container.authenticator)]
     signed_in_errors = (401, 429, 500, 503)
 
@@ -71,8 +76,19 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
         ] = None,
     ) -> QueryResponse:
         user = app.context["user"]
+        max_k = container.plans.max_k(user.plan)
+        if request.k > max_k:  # before anything is admitted or spent: a refusal costs nothing
+            raise InvalidRequestError(
+                "Some fields are missing or wrong; see details.",
+                details=[
+                    {"field": "k", "message": f"At most {max_k} passages on your plan.", "type": "less_than_equal"}
+                ],
+            )
+        computed = False
 
         def answer() -> dict:
+            nonlocal computed
+            computed = True
             outcome = container.queries.ask(
                 user, request.question, request.k, request.debug, request_deadline(app, container.clock())
             )
@@ -89,6 +105,8 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
             request.model_dump(mode="json"),
             answer,
         )
+        if not computed:  # a replay of a stored answer: behind the controls and a limit of its own
+            container.replays.admit(user.id)
         return QueryResponse.model_validate(body)
 
     @app.get(
@@ -100,7 +118,7 @@ def create_app(container: Container) -> APIGatewayHttpResolver:
     )
     def usage() -> UsageResponse:
         user = app.context["user"]
-        return usage_response(user, container.usage.report(user))
+        return usage_response(user, container.usage.report(user), container.plans.max_k(user.plan))
 
-    app.include_router(admin_router(container))
+    app.include_router(admin_router(container, operator_guard))
     return app

@@ -55,11 +55,12 @@ class AuthApi(Protocol):
 class SharedTokenCache(Protocol):
     """The cross-container cache of validation results, keyed by the token's SHA-256."""
 
-    def get(self, token_hash: str, now: float) -> tuple[User | None, float] | None:
-        """``None`` on a miss; ``(user, expires_at)`` on a hit, ``user`` None for a cached rejection."""
+    def get(self, token_hash: str, now: float) -> tuple[User | None, float, float] | None:
+        """``None`` on a miss; ``(user, expires_at, validated_at)`` on a hit, ``user`` None for a
+        cached rejection; ``validated_at`` is when the auth API answered (0 when unknown)."""
         ...
 
-    def put(self, token_hash: str, user: User | None, expires_at: float) -> None: ...
+    def put(self, token_hash: str, user: User | None, expires_at: float, validated_at: float) -> None: ...
 
 
 class LimitStore(Protocol):

@@ -27,7 +27,13 @@ class QueryRequest(BaseModel):
         description="The rules question, 1..MAX_QUESTION_CHARS after trimming spaces, tabs and line breaks.",
     )
     debug: bool = Field(default=False, strict=True, description="Include retrieval scores and timings.")
-    k: int = Field(default=DEFAULT_K, ge=1, le=50, strict=True, description="How many passages to retrieve.")
+    k: int = Field(
+        default=DEFAULT_K,
+        ge=1,
+        le=50,
+        strict=True,
+        description="How many passages to retrieve: at most the plan's max_k (GET /api/usage; default plan 20).",
+    )
 
     @field_validator("k", mode="before")
     @classmethod
@@ -132,6 +138,7 @@ class UsageResponse(BaseModel):
 
     user_id: str
     plan: str
+    max_k: int = Field(description="The most passages (k) a query may ask for on this plan.")
     bucket: BucketOut
     daily_remaining: int
     daily_limit: int
@@ -224,9 +231,6 @@ class AdminUsageResponse(BaseModel):
 
 MAX_BUDGET_OVERRIDE_USD = 1000
 MAX_REASON_CHARS = 500
-# User ids as auth APIs issue them (UUIDs, numbers, slugs): characters no client percent-encodes
-# in a URL path (API Gateway hands the path over as sent, still encoded).
-USER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 NANO_USD = 1e-9
 DEFAULT_AUDIT_LIMIT = 20
 MAX_AUDIT_LIMIT = 100

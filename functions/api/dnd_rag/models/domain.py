@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, field_validator
+
+# What a user id may be (SPEC §3: ``{user_id}`` accepts any id the auth API issues). One rule, applied
+# where an id enters the service: at sign-in (an id outside it is refused, 403 forbidden) and in the
+# operator routes' paths (percent-decoded first; 400 otherwise), so every user who can sign in can be
+# blocked and reset. 1-128 visible ASCII characters: the shapes identity providers issue (Auth0's
+# ``auth0|abc123`` and ``google-oauth2|1234``, e-mail addresses, UUIDs, numbers, slugs), nothing that
+# could hide in a log line or an audit entry (spaces, control characters, look-alike Unicode), and
+# at most 128 bytes, so 2,000 blocked ids stay far under DynamoDB's 400 KB item limit.
+USER_ID_MAX_CHARS = 128
+USER_ID_RULE = re.compile(rf"[!-~]{{1,{USER_ID_MAX_CHARS}}}")
+USER_ID_DESCRIPTION = f"1 to {USER_ID_MAX_CHARS} visible ASCII characters (no spaces)"
+
+
+def is_valid_user_id(value: str) -> bool:
+    return USER_ID_RULE.fullmatch(value) is not None
 
 
 class User(BaseModel):

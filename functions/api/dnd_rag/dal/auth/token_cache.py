@@ -19,7 +19,7 @@ class DynamoTokenCache:
     def _key(token_hash: str) -> dict[str, Any]:
         return {"pk": {"S": f"TOKEN#{token_hash}"}, "sk": {"S": "AUTH"}}
 
-    def get(self, token_hash: str, now: float) -> tuple[User | None, float] | None:
+    def get(self, token_hash: str, now: float) -> tuple[User | None, float, float] | None:
         with store_errors("GetItem token cache"):
             item = self._client.get_item(TableName=self._table, Key=self._key(token_hash)).get("Item")
         # TTL deletion is lazy (can lag by hours), so expiry is checked here too.
@@ -28,15 +28,18 @@ class DynamoTokenCache:
         expires_at = float(item["expires_at"]["N"])
         if expires_at <= now:
             return None
+        # when the auth API vouched for it (items written before this was kept: unknown, i.e. long ago)
+        validated_at = float(item["validated_at"]["N"]) if "validated_at" in item else 0.0
         if not item["valid"]["BOOL"]:
-            return (None, expires_at)
-        return (User.model_validate(json.loads(item["user"]["S"])), expires_at)
+            return (None, expires_at, validated_at)
+        return (User.model_validate(json.loads(item["user"]["S"])), expires_at, validated_at)
 
-    def put(self, token_hash: str, user: User | None, expires_at: float) -> None:
+    def put(self, token_hash: str, user: User | None, expires_at: float, validated_at: float) -> None:
         item: dict[str, Any] = {
             **self._key(token_hash),
             "valid": {"BOOL": user is not None},
             "expires_at": {"N": str(math.ceil(expires_at))},
+            "validated_at": {"N": repr(float(validated_at))},
         }
         if user is not None:
             item["user"] = {"S": user.model_dump_json()}

@@ -4,7 +4,10 @@ Items:
   CONTROL / CURRENT           ``version``; ``paused`` = {reason, by, at} while paused; ``budget_day`` +
                               ``budget_nanos`` for today's budget override; ``blocked`` (a string set of
                               user ids, absent when empty); ``last_audit`` (the entry of the last change)
-  AUDIT   / <ISO time>#<id>   who, action, target, before/after (JSON), request id; TTL 90 days
+  AUDIT   / <ISO time>#<id>   who, action, target, before/after (JSON), request id; TTL 90 days.
+                              Append-only: every write of an entry is conditional on its absence,
+                              and the function's IAM policy (template.yaml) refuses any UpdateItem
+                              or DeleteItem on the AUDIT partition.
 
 Every change replaces CONTROL/CURRENT on the condition that its version is the one the change was
 computed from, in ONE transaction with its audit entry: no change without its audit, and no lost
@@ -158,8 +161,16 @@ class DynamoControlStore:
             return "Item" in self._client.get_item(TableName=self._table, Key=key, ConsistentRead=True)
 
     def record(self, entry: AuditEntry) -> None:
-        with store_errors("PutItem audit"):
-            self._client.put_item(TableName=self._table, Item=_audit_item(entry))
+        """Append ``entry`` (an operator's reset, a refused operator request): never over another
+        entry. A refusal can only be this very write, applied once and re-sent by the SDK after
+        its answer was lost (entry ids are uuids), so it is the answer, not an error."""
+        try:
+            with store_errors("PutItem audit"):
+                self._client.put_item(
+                    TableName=self._table, Item=_audit_item(entry), ConditionExpression="attribute_not_exists(pk)"
+                )
+        except ClientError:  # ConditionalCheckFailed: written already
+            return
 
     def audit(self, limit: int) -> list[AuditEntry]:
         with store_errors("Query audit"):

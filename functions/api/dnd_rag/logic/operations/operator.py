@@ -1,5 +1,11 @@
-"""The operator's run-time controls (SPEC §3 operator routes): budget override, pause and resume,
-block and unblock, reset a user, and the audit trail of all of them.
+"""The operator's run-time controls (SPEC §3 operator routes): who may use them, budget override,
+pause and resume, block and unblock, reset a user, and the audit trail of all of them.
+
+Authorization (``authorize``) is role admin *and* not blocked, the block list read fresh from the
+store on every operator request — never this container's copy of the controls, which may be up to
+CONTROLS_REFRESH_SECONDS old: a blocked operator's leaked token must not unblock itself meanwhile.
+An operator cannot unblock or reset themselves. Every refusal is an audit entry (action
+``denied``), as every change is.
 
 A change is computed from the controls as read and written only if nobody changed them since
 (the store's version condition), together with its audit entry; a refused write is computed
@@ -13,9 +19,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NoReturn
 
-from dnd_rag.errors import InvalidRequestError, StoreUnavailableError
+from dnd_rag.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    ServiceError,
+    StoreUnavailableError,
+    UserBlockedError,
+)
 from dnd_rag.logic.common.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.limits.rate_limit import RateLimiter
 from dnd_rag.logic.operations.controls import ControlsCache, budget_override, effective_budget
@@ -23,7 +35,7 @@ from dnd_rag.logic.ports import ControlStore, UserSpendReset
 from dnd_rag.logic.query import user_key
 from dnd_rag.models.controls import AuditEntry, BudgetOverride, Controls, Pause
 from dnd_rag.models.domain import User
-from dnd_rag.observability import logger, metrics
+from dnd_rag.observability import hashed_user_id, logger, metrics
 from dnd_rag.pricing import usd_for_display
 
 # The block list lives in one item (400 KB at most): 2,000 ids of up to 128 characters stay
@@ -69,6 +81,41 @@ class OperatorService:
     def effective_budget(self, controls: Controls, now: float) -> int:
         return effective_budget(controls, now, self._configured_budget)
 
+    def authorize(self, who: User, attempt: str, request_id: str) -> None:
+        """Let ``who`` use an operator route (``attempt``: "PUT /api/admin/budget"), or raise 403
+        ``forbidden`` (no role admin) / ``user_blocked`` (blocked by an operator), audited. The block
+        list is read from the store (one consistent GetItem), never from this container's copy."""
+        if not who.is_admin:
+            self._deny(who, attempt, request_id, ForbiddenError("This route is for operators (role admin)."))
+        if who.id in self._store.read().blocked:
+            blocked = UserBlockedError("Your access to this service has been blocked by an operator.")
+            self._deny(who, attempt, request_id, blocked)
+
+    def _not_themselves(self, who: User, user_id: str, action: str, request_id: str) -> None:
+        if user_id == who.id:
+            self._deny(
+                who,
+                f"{action} themselves",
+                request_id,
+                ForbiddenError(f"An operator cannot {action} themselves; ask another operator."),
+            )
+
+    def _deny(self, who: User, attempt: str, request_id: str, error: ServiceError) -> NoReturn:
+        """Write the refusal to the audit trail, then raise it (a refusal stays a refusal if the
+        trail cannot be written: logged, never turned into a 503 or a pass)."""
+        now = self._clock()
+        entry = AuditEntry(uuid.uuid4().hex, now, who.id, "denied", attempt, {}, {"error": error.code}, request_id)
+        metrics.add_metric(name="OperatorDenied", unit="Count", value=1)
+        logger.warning(
+            "operator route denied",
+            extra={"who": hashed_user_id(who.id), "attempt": attempt, "error": error.code},
+        )
+        try:
+            self._store.record(entry)
+        except ServiceError as exc:
+            logger.error("could not audit an operator route denial", extra={"reason": exc.reason})
+        raise error
+
     def set_budget(self, who: User, nanos: int, request_id: str) -> Change:
         """Today's global budget is ``nanos`` until the next UTC midnight."""
 
@@ -109,6 +156,8 @@ class OperatorService:
         return self._change(who, "block", user_id, request_id, edit)
 
     def unblock(self, who: User, user_id: str, request_id: str) -> Change:
+        self._not_themselves(who, user_id, "unblock", request_id)
+
         def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
             blocked = current.blocked - {user_id}
             return replace(current, blocked=blocked), _blocked(current, user_id), {"blocked": False}
@@ -120,6 +169,7 @@ class OperatorService:
 
         The audit entry is written first: if the reset then fails, the trail shows an attempt
         (the operator got a 503 and retries; a reset is idempotent), never a silent change."""
+        self._not_themselves(who, user_id, "reset", request_id)
         now = self._clock()
         day = utc_day(now)
         state = self._limiter.state(user_key(User(id=user_id)))
@@ -172,9 +222,14 @@ class OperatorService:
 
     def _done(self, entry: AuditEntry) -> None:
         metrics.add_metric(name="OperatorAction", unit="Count", value=1)
-        logger.info(
+        logger.info(  # user ids only hashed in logs, the acting operator's and the target user's alike
             "operator action",
-            extra={"action": entry.action, "target": entry.target, "who": entry.who, "audit_id": entry.id},
+            extra={
+                "action": entry.action,
+                "target": _loggable(entry.action, entry.target),
+                "who": hashed_user_id(entry.who),
+                "audit_id": entry.id,
+            },
         )
         if self._on_action is None:
             return
@@ -182,6 +237,15 @@ class OperatorService:
             self._on_action(entry)
         except Exception:  # a notification must never undo or fail the change
             logger.exception("operator action notification failed", extra={"audit_id": entry.id})
+
+
+USER_ACTIONS = frozenset({"block", "unblock", "reset"})  # whose target is a user id
+
+
+def _loggable(action: str, target: str) -> str:
+    """``target`` as a log line may carry it: a user id hashed; "service", "budget" and a denied
+    attempt ("PUT /api/admin/budget", "unblock themselves") carry none."""
+    return hashed_user_id(target) if action in USER_ACTIONS else target
 
 
 def _pause_state(current: Controls) -> dict[str, Any]:
