@@ -204,23 +204,27 @@ def test_a_store_error_after_the_grant_never_leaks_the_callers_hold(dynamodb, ta
     assert (totals.spent, totals.committed) == (300, 300)  # only the dead request's orphan
 
 
+@pytest.mark.parametrize("shards", [1, 4])
 @pytest.mark.parametrize("prefix", ["BUDGET#", "LEDGER#"])
 def test_a_hold_whose_every_answer_was_lost_is_given_back_on_both_books(
-    dynamodb, table, store, emulator_faults, prefix
+    dynamodb, table, store, emulator_faults, prefix, shards
 ):
     # Given DynamoDB that applies every write on one book but loses every answer (the SDK's resends too)
     clock = Clock()
-    budget = Budget(store, limit=10_000, clock=clock)
+    budget = Budget(store, limit=10_000, clock=clock, shards=shards)
     user_store = DynamoUserBudgetStore(dynamodb, table)
     wallet = Wallet(budget, UserBudget(user_store, budget, clock), clock)
-    limits = UserLimits(daily_nanos=5_000, max_in_flight=2)
+    limits = UserLimits(daily_nanos=5_000, max_in_flight=8)
 
-    # When a request's hold raises although it was written (answered 503: OpenAI never called)
+    # When requests' holds raise although they were written (answered 503: OpenAI never called),
+    # on whichever shard each landed
     lost = [{"fault": "lost_response", "key_prefix": prefix}]
-    with emulator_faults.injecting(lost), pytest.raises(StoreUnavailableError):
-        wallet.open("unlucky", limits, MODEL, 400)
+    with emulator_faults.injecting(lost):
+        for _ in range(4):
+            with pytest.raises(StoreUnavailableError):
+                wallet.open("unlucky", limits, MODEL, 400)
 
-    # Then neither book keeps a hold of it: nothing is charged in full when its lease ends
+    # Then neither book keeps a hold of them: nothing is charged in full when its lease ends
     totals = store.read_totals(D)
     user = user_store.read(D, "unlucky")
     assert (totals.committed, totals.holds) == (0, {})

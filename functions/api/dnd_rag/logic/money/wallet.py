@@ -54,8 +54,10 @@ class Wallet:
         (user_granted, user), (hold, totals) = _both(
             lambda: self.users.open(user_id, hold_id, model, amount, limits, now),
             lambda: self.budget.open(user_id, model, amount, hold_id=hold_id, now=now),
-            undo_first=lambda: self.users.release(utc_day(now), user_id, hold_id, amount),
-            undo_second=lambda: self.budget.release(Hold(utc_day(now), hold_id, amount, user_id, model)),
+            undo_first=lambda _: self.users.release(utc_day(now), user_id, hold_id, amount),
+            # granted: give back the hold where it is (its shard); raised: the budget gave back every
+            # shard it tried already
+            undo_second=lambda result: self.budget.release(result[0]) if result and result[0] else None,
             first_granted=lambda result: result[0],
             second_granted=lambda result: result[0] is not None,
         )
@@ -76,8 +78,8 @@ class Wallet:
         (user_granted, user), (grown, totals) = _both(
             lambda: self.users.resize(hold.day, hold.user_id, hold.id, old, amount, limits),
             lambda: self.budget.resize(hold, amount),
-            undo_first=lambda: self.users.resize(hold.day, hold.user_id, hold.id, amount, old, limits),
-            undo_second=lambda: self.budget.resize(replace(hold, amount=amount), hold.amount),
+            undo_first=lambda _: self.users.resize(hold.day, hold.user_id, hold.id, amount, old, limits),
+            undo_second=lambda _: self.budget.resize(replace(hold, amount=amount), hold.amount),
             first_granted=lambda result: result[0],
             second_granted=lambda result: result[0] is not None,
         )
@@ -142,28 +144,31 @@ class Wallet:
 def _both[A, B](
     first: Callable[[], A],
     second: Callable[[], B],
-    undo_first: Callable[[], object],
-    undo_second: Callable[[], object],
+    undo_first: Callable[[A | None], object],
+    undo_second: Callable[[B | None], object],
     first_granted: Callable[[A], bool],
     second_granted: Callable[[B], bool],
 ) -> tuple[A, B]:
     """``together(first, second)``; when one of them raised (a store error), both are undone before
     the error goes on: the one that was granted, and the one that raised too, since a write whose
     answer was lost may have been applied. A hold nobody will settle would otherwise be charged in
-    full when its lease ends. Undoing is idempotent (a hold that is not there is left alone)."""
+    full when its lease ends. Undoing is idempotent (a hold that is not there is left alone); each
+    undo gets its call's result (None when it raised)."""
     outcome_first, outcome_second = together(lambda: _outcome(first), lambda: _outcome(second))
     failure = outcome_first[1] or outcome_second[1]
     if failure is None:
         return cast("A", outcome_first[0]), cast("B", outcome_second[0])
-    _undo_if(outcome_first[1] is not None or first_granted(cast("A", outcome_first[0])), undo_first)
-    _undo_if(outcome_second[1] is not None or second_granted(cast("B", outcome_second[0])), undo_second)
+    _undo_if(outcome_first[1] is not None or first_granted(cast("A", outcome_first[0])), undo_first, outcome_first[0])
+    _undo_if(
+        outcome_second[1] is not None or second_granted(cast("B", outcome_second[0])), undo_second, outcome_second[0]
+    )
     raise failure
 
 
-def _undo_if(needed: bool, undo: Callable[[], object]) -> None:
+def _undo_if[T](needed: bool, undo: Callable[[T | None], object], result: T | None) -> None:
     try:
         if needed:
-            undo()
+            undo(result)
     except Exception as undo_failure:
         logger.error("could not give back a hold after a store error", extra={"reason": str(undo_failure)})
 
