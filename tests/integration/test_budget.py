@@ -280,8 +280,9 @@ def test_the_admin_report_is_for_admins_and_adds_up(make_app, call, base_env, an
 
     assert (refused[0], refused[1]["error"]) == (403, "forbidden")
     assert status == 200
-    assert [(u["name"], u["requests"]) for u in report["top_users"]] == [("u-admin-b", 2), ("u-admin-a", 1)]
-    assert report["models"][0]["name"] == "offline-extractive"
+    assert [(u["user_id"], u["requests"]) for u in report["top_users"]] == [("u-admin-b", 2), ("u-admin-a", 1)]
+    assert [u["email"] for u in report["top_users"]] == ["u-admin-b@example.com", "u-admin-a@example.com"]
+    assert report["models"][0]["model"] == "offline-extractive"
     assert report["models"][0]["requests"] == 3
     assert report["budget"]["daily_total"] == pytest.approx(sum(u["cost"] for u in report["top_users"]), abs=1e-6)
     assert report["in_flight_reserved"] == 0

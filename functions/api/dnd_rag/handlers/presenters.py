@@ -25,8 +25,8 @@ from dnd_rag.models.api import (
     CostOut,
     DegradedOut,
     ForecastOut,
-    LedgerOut,
     MetaOut,
+    ModelLedgerOut,
     OperatorActionResponse,
     PauseOut,
     QueryResponse,
@@ -36,6 +36,7 @@ from dnd_rag.models.api import (
     UsageOut,
     UsageResponse,
     UserBudgetOut,
+    UserLedgerOut,
 )
 from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import User
@@ -141,8 +142,8 @@ def admin_usage_response(report: AdminReport) -> AdminUsageResponse:
         in_flight_reserved=usd_for_display(totals.committed - totals.spent),
         alerts_sent=sorted(totals.alerts_sent),
         forecast=ForecastOut(**forecast_data(report.forecast)),
-        models=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.models],
-        top_users=[LedgerOut(name=row.name, **_ledger_fields(row)) for row in report.top_users],
+        models=[ModelLedgerOut(model=row.name, **_ledger_fields(row)) for row in report.models],
+        top_users=[UserLedgerOut(user_id=row.name, email=row.email, **_ledger_fields(row)) for row in report.top_users],
         overrides=controls_out(report.controls, report.budget_limit, report.budget_override),
     )
 

@@ -181,6 +181,7 @@ class UserBudgetStore(Protocol):
         max_in_flight: int,
         headroom: int | None,
         expires_at: float,
+        email: str | None = None,
     ) -> tuple[bool, UserTotals]: ...
 
     def try_resize(
@@ -244,6 +245,7 @@ class LedgerRow:
     completion_tokens: int
     embedding_tokens: int
     cost: int  # nano-dollars
+    email: str | None = None  # a user's, as the auth API gave it (operators see it beside the id)
 
     @property
     def user_id(self) -> str:

@@ -257,7 +257,7 @@ class QueryService:
         embedding = self._rag.embedding_bound(question)
         model = self._rag.generator.model
         estimate = self._fitter.chat_bound(frame + k * self._tokens_per_passage)
-        hold, seen = self._budget.open(user.id, limits, model, embedding + estimate)
+        hold, seen = self._budget.open(user.id, limits, model, embedding + estimate, user.email)
         if hold is not None:
             return Tab(self._budget, hold, seen)
         # The cheapest query this container has seen (or, before any, a prompt with no passage):
@@ -266,7 +266,7 @@ class QueryService:
         waits = 0
         # a user at the in-flight limit is refused at once; when spent, no wait can help
         while seen.refused_by != BY_IN_FLIGHT and not self._budget.spent_out(seen, limits, smallest):
-            hold, seen = self._budget.open(user.id, limits, model, embedding)
+            hold, seen = self._budget.open(user.id, limits, model, embedding, user.email)
             if hold is not None:
                 return Tab(self._budget, hold, seen)
             if seen.refused_by == BY_IN_FLIGHT or not self._waited(waits, deadline):

@@ -174,12 +174,20 @@ class BudgetOut(BaseModel):
 
 
 class LedgerOut(BaseModel):
-    name: str
     requests: int
     prompt_tokens: int
     completion_tokens: int
     embedding_tokens: int
     cost: float
+
+
+class UserLedgerOut(LedgerOut):
+    user_id: str
+    email: str | None = Field(default=None, description="The user's e-mail as the auth API gave it, if any.")
+
+
+class ModelLedgerOut(LedgerOut):
+    model: str
 
 
 class ForecastOut(BaseModel):
@@ -222,8 +230,8 @@ class AdminUsageResponse(BaseModel):
     in_flight_reserved: float = Field(description="USD held by queries being answered right now.")
     alerts_sent: list[int]
     forecast: ForecastOut
-    models: list[LedgerOut]
-    top_users: list[LedgerOut]
+    models: list[ModelLedgerOut]
+    top_users: list[UserLedgerOut]
     overrides: ControlsOut
 
 

@@ -638,7 +638,7 @@ class DynamoBudgetStore:
                 if match:
                     row = fields.setdefault(match.group(2), {})
                     row[match.group(1)] = row.get(match.group(1), 0) + int(value["N"])
-        return [LedgerRow(model, *(row.get(field, 0) for field in LEDGER_FIELDS)) for model, row in fields.items()]
+        return [_ledger_row(model, row) for model, row in fields.items()]
 
     # --- alerts ---------------------------------------------------------------------------------
 
@@ -669,7 +669,20 @@ def _charge_from_marker(marker: dict[str, Any], entry: HoldEntry) -> Charge:
 
 def _row(item: dict[str, Any]) -> LedgerRow:
     name = item["sk"]["S"].split("#", 1)[1]
-    return LedgerRow(name, *(int_value(item, field) for field in LEDGER_FIELDS))
+    counts = {field: int_value(item, field) for field in LEDGER_FIELDS}
+    return _ledger_row(name, counts, item.get("email", {}).get("S"))
+
+
+def _ledger_row(name: str, counts: dict[str, int], email: str | None = None) -> LedgerRow:
+    return LedgerRow(
+        name,
+        requests=counts.get("requests", 0),
+        prompt_tokens=counts.get("prompt_tokens", 0),
+        completion_tokens=counts.get("completion_tokens", 0),
+        embedding_tokens=counts.get("embedding_tokens", 0),
+        cost=counts.get("cost", 0),
+        email=email,
+    )
 
 
 class DynamoLedgers:

@@ -62,6 +62,7 @@ class DynamoUserBudgetStore:
         max_in_flight: int,
         headroom: int | None,
         expires_at: float,
+        email: str | None = None,
     ) -> tuple[bool, UserTotals]:
         """Open the user's hold if fewer than ``max_in_flight`` are open and (with a cap)
         ``ucommitted <= headroom``: (granted, the user's totals after it or as found)."""
@@ -78,11 +79,16 @@ class DynamoUserBudgetStore:
         if headroom is not None:
             condition += " AND (attribute_not_exists(ucommitted) OR ucommitted <= :headroom)"
             values[":headroom"] = number(headroom)
+        if email:  # who the user is, for the operator's views (the auth API's e-mail)
+            values[":email"] = {"S": email[:254]}
+
         granted, totals = self._try_update(
             "UpdateItem user hold",
             day,
             user_id,
-            UpdateExpression="SET #uh = :entry, expires_at = :expires ADD inflight :one, ucommitted :amount",
+            UpdateExpression="SET #uh = :entry, expires_at = :expires"
+            + (", email = :email" if email else "")
+            + " ADD inflight :one, ucommitted :amount",
             ConditionExpression=condition,
             ExpressionAttributeNames={"#uh": USER_HOLD_PREFIX + hold_id},
             ExpressionAttributeValues=values,

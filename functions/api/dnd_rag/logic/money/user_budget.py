@@ -50,7 +50,14 @@ class UserBudget:
         self._spent_out: BoundedMap[str, tuple[int | None, float]] = BoundedMap(SPENT_MEMO_USERS)  # cap, until
 
     def open(
-        self, user_id: str, hold_id: str, model: str, amount: int, limits: UserLimits, now: float
+        self,
+        user_id: str,
+        hold_id: str,
+        model: str,
+        amount: int,
+        limits: UserLimits,
+        now: float,
+        email: str | None = None,
     ) -> tuple[bool, UserTotals]:
         """Open the user's hold ``hold_id``: (granted, the user's totals after it or as found).
         Holds of the user's dead requests found on the way are reclaimed first."""
@@ -60,7 +67,7 @@ class UserBudget:
 
         def attempt() -> tuple[bool, UserTotals]:
             return self._store.try_open(
-                day, user_id, hold_id, entry, limits.max_in_flight, headroom, next_midnight(now)
+                day, user_id, hold_id, entry, limits.max_in_flight, headroom, next_midnight(now), email
             )
 
         if now - day_start(now) <= self._lease_seconds:  # yesterday's queries may still be running

@@ -47,12 +47,14 @@ class Wallet:
     def limit(self) -> int:
         return self.budget.limit
 
-    def open(self, user_id: str, limits: UserLimits, model: str, amount: int) -> tuple[Hold | None, Seen]:
+    def open(
+        self, user_id: str, limits: UserLimits, model: str, amount: int, email: str | None = None
+    ) -> tuple[Hold | None, Seen]:
         """Hold ``amount`` on both books: (the hold, or None when either refused, what was seen)."""
         now = self._clock()
         hold_id = uuid.uuid4().hex
         (user_granted, user), (hold, totals) = _both(
-            lambda: self.users.open(user_id, hold_id, model, amount, limits, now),
+            lambda: self.users.open(user_id, hold_id, model, amount, limits, now, email),
             lambda: self.budget.open(user_id, model, amount, hold_id=hold_id, now=now),
             undo_first=lambda _: self.users.release(utc_day(now), user_id, hold_id, amount),
             # granted: give back the hold where it is (its shard); raised: the budget gave back every
