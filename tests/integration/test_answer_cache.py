@@ -352,8 +352,9 @@ def test_a_hit_is_one_sequential_round_trip_and_a_miss_stays_at_four(make_app, c
     # alongside (dnd_rag.logic.common.concurrently.together): the lookup with the admission, the user's
     # hold with the budget's, the entry with the ledger
     assert calls.operations(alongside=False) == ["UpdateItem", "UpdateItem", "TransactWriteItems", "UpdateItem"]
-    # the lookup reads the day's budget shards (a Query) alongside its BatchGetItem
-    assert sorted(calls.operations(alongside=True)) == ["BatchGetItem", "PutItem", "Query", "UpdateItem"]
+    # the lookup reads the day's budget shards (a Query) alongside its BatchGetItem, and the settle
+    # reads them alongside its own write (the day's total as of this answer)
+    assert sorted(calls.operations(alongside=True)) == ["BatchGetItem", "PutItem", "Query", "Query", "UpdateItem"]
 
     calls.clear()
     assert ask(call, app, token)[1]["meta"]["cache"] == "hit"

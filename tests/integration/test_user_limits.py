@@ -160,6 +160,8 @@ def test_the_in_flight_limit_is_exact_and_a_refused_request_consumes_nothing(
     apps = [make_app(env)[0] for _ in range(6)]
     warm = f"u-warm-{uuid.uuid4().hex[:6]}"
     ask(call, apps[0], warm)  # the corpus connection and tokenizer are warm
+    for app in apps:  # the user's token validated in every container: the sign-in is not what is measured
+        assert parse(call(app, http_event("GET", "/api/usage", token=user)))[0] == 200
     openai_state.reset()
     openai_state.control({"delay": 1.0})
     start = threading.Barrier(len(apps))

@@ -206,23 +206,42 @@ class Budget:
         return self.shard_limits(hold.day)[hold.shard] - totals.committed + hold.amount
 
     def settle(self, hold: Hold, charge: Charge) -> BudgetTotals:
-        """Replace the hold by what the request was really charged (ledgers included)."""
+        """Replace the hold by what the request was really charged (ledgers included); the whole
+        day as of this settle. With several shards the day's other shards are read alongside (no
+        round trip added) and the settled shard is taken as the settle left it."""
         now = self._clock()
-        totals = self._store.settle(
-            hold.day,
-            hold.id,
-            hold.amount,
-            charge,
-            now,
-            next_midnight(now),
-            user_hold=hold.user_amount,
-            shard=hold.shard,
-        )
+
+        def settle() -> BudgetTotals:
+            return self._store.settle(
+                hold.day,
+                hold.id,
+                hold.amount,
+                charge,
+                now,
+                next_midnight(now),
+                user_hold=hold.user_amount,
+                shard=hold.shard,
+            )
+
+        if self._shards == 1:
+            totals = day = settle()
+        else:
+            totals, others = together(settle, partial(self._read_shards_quietly, hold.day))
+            day = (
+                merge_shards(hold.day, list({**others, hold.shard: totals}.values())) if others is not None else totals
+            )
         self._picker.note(totals)
-        if self._is_day(totals):
-            self._forecast_metric(totals, now)
+        if self._is_day(day):
+            self._forecast_metric(day, now)
         self._observe(totals)
-        return totals
+        return day
+
+    def _read_shards_quietly(self, day: str) -> dict[int, BudgetTotals] | None:
+        """The day's shards, or None when they cannot be read (the settle itself must not fail for it)."""
+        try:
+            return self._store.read_shards(day)
+        except ServiceError:
+            return None
 
     def forecast(self, totals: BudgetTotals, now: float) -> Forecast:
         """When the budget of ``totals``' day runs out at the current burn rate (logic/operations/forecast.py)."""
