@@ -327,8 +327,12 @@ def test_an_answered_query_costs_four_round_trips_on_a_warm_container(
     # charge marker, closing the user's hold); settle the total. Over several shards the settle
     # also reads the day's shards (its total as of this answer) alongside: no step added
     steps = [sorted(step) for step in trips.steps()]
-    ledger = ["Query", "TransactWriteItems"] if shards > 1 else ["TransactWriteItems"]
-    assert steps == [["UpdateItem"], ["UpdateItem", "UpdateItem"], ledger, ["UpdateItem"]]
+    if shards == 1:
+        assert steps == [["UpdateItem"], ["UpdateItem", "UpdateItem"], ["TransactWriteItems"], ["UpdateItem"]]
+    else:  # the Query overlaps the ledger transaction (and, when slow, the settle too): never a step of its own
+        assert len(steps) <= 4
+        assert steps[:2] == [["UpdateItem"], ["UpdateItem", "UpdateItem"]]
+        assert sorted(call for step in steps[2:] for call in step) == ["Query", "TransactWriteItems", "UpdateItem"]
     assert len(sent) == 5 + (shards > 1)  # every call sent once: no retry, no extra read
 
 
