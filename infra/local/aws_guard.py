@@ -11,6 +11,7 @@ ingester's ``--allow-aws``, said out loud.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping, MutableMapping
 from urllib.parse import urlsplit
 
@@ -27,13 +28,27 @@ class RealAwsError(SystemExit):
 
 
 def is_local_url(url: str) -> bool:
+    """Loopback, or an address of this machine itself (``make sam-local`` serves the emulator on the
+    Docker bridge's address so the Lambda container can reach it): never a remote host."""
     host = urlsplit(url.strip()).hostname or ""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or _is_own_address(address)
+
+
+def _is_own_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True when this machine has ``address`` on one of its interfaces (binding to it succeeds)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
 
 
 def endpoint_problems(env: Mapping[str, str]) -> list[str]:
