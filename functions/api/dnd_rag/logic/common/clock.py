@@ -40,6 +40,10 @@ def seconds_to_answer(lambda_remaining: float, arrived_at: float | None, now: fl
     """How long a request may still work: the smaller of what the Lambda has left and what API
     Gateway still waits (30 s from ``arrived_at``, its ``requestContext.timeEpoch``: a cold start's
     init phase is already spent from it), less ``margin`` to settle and answer."""
+    if arrived_at is not None and not now - 2 * GATEWAY_TIMEOUT_SECONDS < arrived_at <= now + 5:
+        # no gateway waits on a request that arrived over a minute ago, or in the future: not an
+        # arrival time (sam local's v2 events carry seconds where API Gateway sends milliseconds)
+        arrived_at = None
     gateway_remaining = math.inf if arrived_at is None else arrived_at + GATEWAY_TIMEOUT_SECONDS - now
     return min(lambda_remaining, gateway_remaining) - margin
 
