@@ -344,7 +344,9 @@ class Container:
             clock=self.clock,
             ttl_seconds=s.token_cache_ttl,
             negative_ttl_seconds=s.token_negative_cache_ttl,
-            failed_auth_guard=FailedAuthGuard(self.limiter, ip_policy, self.clock),
+            failed_auth_guard=FailedAuthGuard(
+                self.limiter, ip_policy, self.clock, in_flight_seconds=s.auth_timeout_seconds + 1
+            ),
         )
 
     def _openai_client(self) -> Any:

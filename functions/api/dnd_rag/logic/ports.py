@@ -87,6 +87,10 @@ class LimitStore(Protocol):
         after the refund, or None when unknown (refused)."""
         ...
 
+    def forget(self, key: str, day: str, request_id: str) -> None:
+        """Remove admission ``request_id`` of ``day`` from the item, keeping what it consumed."""
+        ...
+
     def read(self, key: str) -> BucketState | None: ...
 
     def reset(self, key: str) -> None:

@@ -133,6 +133,23 @@ class DynamoLimitStore:
             return None
         return _state(response.get("Attributes"))
 
+    def forget(self, key: str, day: str, request_id: str) -> None:
+        """Drop admission ``request_id`` of ``day`` from the map, keeping its token and count: it
+        is final. Refused (a no-op) when the id is gone already or the day rolled over."""
+        try:
+            update_item(
+                self._client,
+                self._table,
+                self._key(key),
+                "UpdateItem limits settle",
+                UpdateExpression="REMOVE ids.#rid",
+                ConditionExpression="attribute_exists(ids.#rid) AND #day = :day",
+                ExpressionAttributeNames={"#day": "day", "#rid": request_id},
+                ExpressionAttributeValues={":day": {"S": day}},
+            )
+        except ClientError:  # refused: settled already, another day, or reset
+            return
+
     def read(self, key: str) -> BucketState | None:
         with store_errors("GetItem limits"):
             item = self._client.get_item(TableName=self._table, Key=self._key(key), ConsistentRead=True).get("Item")

@@ -131,8 +131,11 @@ class Authenticator:
             if slot is not None:
                 slot.give_back()
             raise
-        if user is not None and slot is not None:
-            slot.give_back()  # a valid token costs its address nothing
+        if slot is not None:
+            if user is not None:
+                slot.give_back()  # a valid token costs its address nothing
+            else:
+                slot.keep()
         ttl = self._ttl if user else self._negative_ttl
         if ttl > 0:
             self._shared.put(key, user, now + ttl, now)

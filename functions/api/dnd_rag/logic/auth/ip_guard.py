@@ -7,6 +7,15 @@ idempotent refund). A guess therefore pays before it reaches the auth API, and N
 at once hold N slots: parallelism cannot multiply the budget, as it could when the limit was read,
 the auth API asked, and the failure counted afterwards (check-then-act).
 
+A slot held for a sign-in still being checked is not a failure yet: an office behind one NAT
+address whose people sign in at once would otherwise be refused for its own valid tokens. So a
+charge refused while other charges of the address are in flight (recorded on the item, neither
+given back nor kept as failures, younger than ``in_flight_seconds``) waits for them, briefly, and
+tries again: valid ones give their slots back within the auth API's answer time; guesses keep
+theirs (``Slot.keep`` removes their id, so nobody waits for a failure) and the waiters are then
+refused. Parallel guesses still reach the auth API at most ``capacity`` times; they only learn so
+a little later.
+
 An IPv6 client is limited per /64, not per address: one subscriber (one home, one cloud instance)
 is routinely given a whole /64, so per-address buckets would hand an attacker 2^64 of them.
 """
@@ -14,6 +23,8 @@ is routinely given a whole /64, so per-address buckets would hand an attacker 2^
 from __future__ import annotations
 
 import ipaddress
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,22 +48,53 @@ class Slot:
         except ServiceError as exc:
             logger.warning("could not give back a failed-sign-in slot", extra={"reason": exc.reason})
 
+    def keep(self) -> None:
+        """The token was refused: the slot stays used, and is no longer in flight (nobody waits
+        for it). A write that fails only leaves it looking in flight until ``in_flight_seconds``."""
+        try:
+            self.limiter.settle(self.admission)
+        except ServiceError as exc:
+            logger.warning("could not record a failed sign-in as final", extra={"reason": exc.reason})
+
 
 class FailedAuthGuard:
-    def __init__(self, limiter: RateLimiter, policy: Policy, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        policy: Policy,
+        clock: Callable[[], float],
+        in_flight_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``in_flight_seconds``: how long a sign-in may take at most (the auth API's timeout and a
+        margin); a charge older than that belongs to a request that died, and is not waited for."""
         self._limiter = limiter
         self._policy = policy
         self._clock = clock
+        self._in_flight_seconds = in_flight_seconds
+        self._sleep = sleep
 
     def charge(self, ip: str) -> Slot:
-        """Before asking the auth API: take one failure slot of the address, or 429
-        ``ip_rate_limited`` if it has none left (one conditional write)."""
-        return Slot(self._limiter, self._admit(ip))
+        """Before asking the auth API: take one failure slot of the address (one conditional
+        write), waiting up to ``in_flight_seconds`` for sign-ins in flight to give theirs back;
+        429 ``ip_rate_limited`` if none is left."""
+        waited, pause = 0.0, 0.05
+        while True:
+            try:
+                return Slot(self._limiter, self._admit(ip))
+            except IpRateLimitedError:
+                now = self._clock()
+                in_flight = self._limiter.in_flight_ids(_key(ip), since=now - self._in_flight_seconds)
+                if in_flight == 0 or waited >= self._in_flight_seconds:
+                    raise
+            step = min(pause * random.uniform(0.5, 1.5), self._in_flight_seconds - waited)
+            self._sleep(step)
+            waited, pause = waited + step, min(pause * 2, 0.4)
 
     def record_failure(self, ip: str) -> None:
         """Count a failure that did not need the auth API (a rejection from the negative cache);
         past the budget it is answered 429 like a fresh guess."""
-        self._admit(ip)
+        Slot(self._limiter, self._admit(ip)).keep()
 
     def _admit(self, ip: str) -> Admission:
         # each charge is its own admission, named by a fresh request id (``admit`` makes one), so a

@@ -204,6 +204,20 @@ class RateLimiter:
         after = self._store.refund(admission.key, admission.day, admission.interval_ms, admission.request_id)
         self._remember(admission.key, after)  # the next admission then guesses its write right
 
+    def settle(self, admission: Admission) -> None:
+        """The admission is final (never refunded): its id leaves the item at once, so nobody waits
+        for it as for one still in flight (``in_flight_ids``). Once; a no-op once the day rolled over."""
+        self._store.forget(admission.key, admission.day, admission.request_id)
+
+    def in_flight_ids(self, key: str, since: float) -> int:
+        """How many admissions of ``key`` recorded at ``since`` or later are still on the item as
+        this container saw it last (no read): those neither refunded nor settled yet."""
+        state = self._last_seen.get(key)
+        if state is None or not state.ids:
+            return 0
+        cutoff = int(since * 1000)
+        return sum(1 for at in state.ids.values() if at >= cutoff)
+
     def _remember(self, key: str, state: BucketState | None) -> None:
         if state is None:
             self._last_seen.pop(key)
