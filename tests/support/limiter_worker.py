@@ -1,5 +1,6 @@
 """A separate "container" for the cross-process limiter test: N threads try to admit one key at
-the same moment; prints how many were admitted, and how many were answered 503 (store unavailable). Run as a module with AWS_ENDPOINT_URL set."""
+the same moment; prints how many were admitted, and how many were answered 503 (store
+unavailable). Run as a module with AWS_ENDPOINT_URL set."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ class FailedAuthGuard:
                 in_flight = self._limiter.in_flight_ids(_key(ip), since=now - self._in_flight_seconds)
                 if in_flight == 0 or waited >= self._in_flight_seconds:
                     raise
-            step = min(pause * random.uniform(0.5, 1.5), self._in_flight_seconds - waited)
+            step = min(pause * random.uniform(0.5, 1.5), self._in_flight_seconds - waited)  # noqa: S311 (jitter)
             self._sleep(step)
             waited, pause = waited + step, min(pause * 2, 0.4)
 
