@@ -28,14 +28,17 @@ itself (they never reach moto):
     sorted (DynamoDB/SSM from ``X-Amz-Target``; query-protocol services such as SES from the
     ``Action`` form field, the service from the SigV4 credential scope).
 ``GET /_emulator/capacity``
-    ``{"items": {"<pk>|<sk>": {"wcu": n, "rcu": n, "throttled": n}}, "total": {...}, "item_wcu_per_second": n}``:
+    ``{"items": {"<pk>|<sk>": {"wcu": n, "rcu": n, "throttled": n}}, "total": {...}, "item_wcu_per_second": n,
+    "key_prefix": s}``:
     the capacity units DynamoDB would have charged since start or the last reset (see *Capacity*).
     Whole numbers are integers; halves (eventually consistent reads) and Query/Scan shares are floats.
 ``DELETE /_emulator/capacity``
     Zeroes the counters and the throttle windows; the throttle setting stays.
 ``POST /_emulator/capacity``
-    ``{"item_wcu_per_second": n}`` (0 or null: off) sets the per-item write ceiling at run time. The
-    process starts with ``EMULATOR_ITEM_WCU_PER_SECOND`` from its environment (default 0: off).
+    ``{"item_wcu_per_second": n, "key_prefix": s}`` (n 0 or null: off) sets the per-item write ceiling
+    at run time, on the items whose ``<pk>|<sk>`` starts with ``s`` only (default "": every item). The
+    process starts with ``EMULATOR_ITEM_WCU_PER_SECOND`` and ``EMULATOR_ITEM_WCU_KEY_PREFIX`` from its
+    environment (default 0: off, and every item).
 
 What each fault does on the wire, and what botocore (1.44.x, the pinned version; default retry mode
 ``standard`` since ``configprovider.NEW_RETRIES_ENABLED``) does with it. Standard mode:
@@ -110,6 +113,9 @@ A write naming an item that has already consumed n WCU in its open window is ref
 counts as ``throttled`` for that item; the write that crosses n is let through whole, and there is no
 burst credit. A TransactWriteItems or BatchWriteItem naming such an item is refused whole. Only writes
 are throttled. The check comes after the transaction-window refusal and before the fault rules.
+A key prefix scopes the ceiling to the items a load shares (``BUDGET#`` for the day's budget): a
+ceiling scaled down 500 times for a loopback machine would otherwise also throttle per-user items
+that real traffic keeps 500 times below the real one (each user's own limits bound them).
 botocore retries the throttle (see ``throttle`` above): use ``total_max_attempts=1`` to see it.
 """
 
@@ -150,6 +156,7 @@ READ_OPERATIONS = ("GetItem", "BatchGetItem", "TransactGetItems", "Query", "Scan
 WRITE_UNIT_BYTES = 1024  # one WCU writes up to 1 KB
 READ_UNIT_BYTES = 4096  # one RCU reads up to 4 KB (strongly consistent)
 ITEM_WCU_ENV = "EMULATOR_ITEM_WCU_PER_SECOND"
+ITEM_WCU_PREFIX_ENV = "EMULATOR_ITEM_WCU_KEY_PREFIX"
 THROTTLE_WINDOW_SECONDS = 1.0
 # Refused by moto's own condition evaluation: the write was attempted, so it consumed capacity.
 CHARGED_ERRORS = ("ConditionalCheckFailedException", "TransactionCanceledException")
@@ -351,9 +358,10 @@ def _number(value: float) -> float | int:
 class CapacityMeter:
     """Capacity units consumed per item since the last reset, and the per-item write throttle."""
 
-    def __init__(self, item_wcu_per_second: float = 0.0) -> None:
+    def __init__(self, item_wcu_per_second: float = 0.0, key_prefix: str = "") -> None:
         self._lock = threading.Lock()
         self.item_wcu_per_second = item_wcu_per_second
+        self.key_prefix = key_prefix  # the ceiling applies to the items whose "<pk>|<sk>" starts so
         self._items: dict[str, list[float]] = {}  # key -> [wcu, rcu, throttled]
         self._total = [0.0, 0.0, 0.0]
         self._windows: dict[str, tuple[float, float]] = {}  # key -> (window start, WCU consumed in it)
@@ -384,6 +392,8 @@ class CapacityMeter:
         with self._lock:
             over = []
             for key in keys:
+                if not key.startswith(self.key_prefix):
+                    continue
                 start, used = self._windows.get(key, (-math.inf, 0.0))
                 if now - start < THROTTLE_WINDOW_SECONDS and used >= limit:
                     over.append(key)
@@ -410,6 +420,7 @@ class CapacityMeter:
                 "items": {key: entry(values) for key, values in self._items.items()},
                 "total": entry(self._total),
                 "item_wcu_per_second": _number(self.item_wcu_per_second),
+                "key_prefix": self.key_prefix,
             }
 
 
@@ -573,9 +584,11 @@ class SerializedApp:
     """A WSGI wrapper that lets one request at a time into the wrapped app, injects faults and
     meters DynamoDB capacity (the meter itself runs inside moto: ``install_capacity_meter``)."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], item_wcu_per_second: float = 0.0) -> None:
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], item_wcu_per_second: float = 0.0, key_prefix: str = ""
+    ) -> None:
         self._app = app
-        self._meter = CapacityMeter(item_wcu_per_second)
+        self._meter = CapacityMeter(item_wcu_per_second, key_prefix)
         self._lock = threading.Lock()  # one request at a time into moto
         self._state = threading.Lock()  # fault configuration, counters, operations seen
         self._config = FaultConfig()
@@ -791,10 +804,14 @@ class SerializedApp:
             try:
                 raw = json.loads(_read_body(environ) or b"{}")
                 limit = item_wcu_limit(raw.get("item_wcu_per_second"))
+                prefix = raw.get("key_prefix") or ""
+                if not isinstance(prefix, str):
+                    raise ConfigError(f"key_prefix must be a string: {prefix!r}")
             except (ValueError, TypeError, AttributeError) as error:
                 return _json(start_response, 400, {"error": str(error)})
             with self._lock:
                 self._meter.item_wcu_per_second = limit
+                self._meter.key_prefix = prefix
             return _json(start_response, 200, self._meter.snapshot())
         if path == CONTROL_PREFIX + "operations" and method == "GET":
             with self._state:
@@ -967,7 +984,8 @@ def serve(host: str, port: int) -> None:
         raise SystemExit(f"{ITEM_WCU_ENV}: {error}") from None
     item_level_transaction_rollback()
     install_capacity_meter()
-    app = SerializedApp(DomainDispatcherApplication(create_backend_app), item_wcu_per_second)
+    key_prefix = os.environ.get(ITEM_WCU_PREFIX_ENV, "")
+    app = SerializedApp(DomainDispatcherApplication(create_backend_app), item_wcu_per_second, key_prefix)
     server = make_server(host, port, app, threaded=True)
     print(f"aws emulator listening on http://{host}:{port}", flush=True)
     server.serve_forever()

@@ -32,9 +32,9 @@ OVERHEAD = 49  # bytes of an item besides its data (see the module docstring)
 def capacity(aws_endpoint: str) -> Iterator[EmulatorCapacity]:
     """The meter; the throttle is switched back to what it was after the test whatever happened."""
     meter = EmulatorCapacity(aws_endpoint)
-    limit = meter.snapshot()["item_wcu_per_second"]
+    before = meter.snapshot()
     yield meter
-    meter.set_item_wcu_per_second(limit)
+    meter.set_item_wcu_per_second(before["item_wcu_per_second"], before["key_prefix"])
 
 
 @pytest.fixture
@@ -285,6 +285,36 @@ def test_an_item_past_its_wcu_per_second_is_throttled_and_others_are_not(
     time.sleep(1.1)
     add_one(client, table_name, pk)
     assert capacity.item(meter_key(pk))["wcu"] == succeeded + 1
+
+
+def test_a_ceiling_scoped_by_key_prefix_throttles_only_those_items(
+    dynamodb: Client, table_name: str, capacity: EmulatorCapacity, pk: str
+) -> None:
+    shared, other = f"{pk}-SHARED", f"{pk.replace('CAPTEST', 'OTHER')}"
+    assert capacity.set_item_wcu_per_second(2, key_prefix=shared)["key_prefix"] == shared
+    client = no_retries()
+
+    def throttled(item: str) -> int:
+        count = 0
+        for _ in range(6):
+            try:
+                add_one(client, table_name, item)
+            except ClientError as error:
+                assert error.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+                count += 1
+        return count
+
+    assert throttled(shared) >= 1  # 6 writes at once against 2 WCU/s: refused past the ceiling
+    assert throttled(other) == 0  # an item outside the prefix takes them all
+    assert capacity.item(meter_key(other)) == {"wcu": 6, "rcu": 0, "throttled": 0}
+
+
+def test_the_ceilings_key_prefix_must_be_a_string(aws_endpoint: str, capacity: EmulatorCapacity) -> None:
+    response = httpx.post(
+        f"{aws_endpoint}/_emulator/capacity", json={"item_wcu_per_second": 1, "key_prefix": 7}, timeout=10
+    )
+    assert response.status_code == 400
+    assert "key_prefix" in response.json()["error"]
 
 
 def test_an_injected_throttle_consumes_nothing_but_counts_as_throttled(

@@ -147,13 +147,17 @@ def test_two_processes_under_lost_answers_admit_exactly_the_capacity(
     workers = [
         subprocess.Popen(command, cwd=REPO_ROOT, env=python_env(), stdout=subprocess.PIPE, text=True) for _ in range(2)
     ]
-    counts = [int(worker.communicate(timeout=120)[0].strip()) for worker in workers]
+    answers = [worker.communicate(timeout=120)[0].split() for worker in workers]
+    admitted, unavailable = (sum(int(answer[n]) for answer in answers) for n in (0, 1))
 
     lost = emulator_faults.injected().get("lost_response", {}).get("UpdateItem", 0)
     emulator_faults.clear()
     assert lost > 0
-    assert sum(counts) == 5
-    assert count_and_tat(dynamodb, table_name, key)[0] == 5
+    # a lost answer is resent and recognised as ours: never a second token, never a spurious 429;
+    # fewer than 5 only by requests whose every attempt lost its answer (503, given back)
+    assert admitted <= 5
+    assert admitted + unavailable >= 5
+    assert count_and_tat(dynamodb, table_name, key)[0] == admitted
 
 
 def test_when_no_answer_ever_comes_back_every_admission_is_given_back(

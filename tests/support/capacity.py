@@ -32,9 +32,10 @@ class EmulatorCapacity:
         """Zero every counter (the throttle setting stays)."""
         return self._call("DELETE")
 
-    def set_item_wcu_per_second(self, limit: float) -> dict[str, Any]:
-        """The per-item write ceiling (0: off)."""
-        return self._call("POST", {"item_wcu_per_second": limit})
+    def set_item_wcu_per_second(self, limit: float, key_prefix: str = "") -> dict[str, Any]:
+        """The per-item write ceiling (0: off), on the items whose ``<pk>|<sk>`` starts with
+        ``key_prefix`` ("": every item)."""
+        return self._call("POST", {"item_wcu_per_second": limit, "key_prefix": key_prefix})
 
     def _call(self, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.request(method, self.endpoint + "/_emulator/capacity", json=body, timeout=10)

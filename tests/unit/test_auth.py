@@ -87,6 +87,9 @@ class RecordingGuard:
                 guard.slots += 1
                 guard.events.append("give_back")
 
+            def keep(self):
+                guard.events.append("keep")
+
         return Slot()
 
     def record_failure(self, ip):
@@ -195,7 +198,7 @@ def test_a_guess_pays_its_slot_before_the_auth_api_is_asked_and_a_valid_token_ge
     with pytest.raises(IpRateLimitedError):
         auth.authenticate("Bearer other-guess")
 
-    assert guard.events == ["charge", "auth_api", "give_back", "charge", "auth_api", "refused"]
+    assert guard.events == ["charge", "auth_api", "give_back", "charge", "auth_api", "keep", "refused"]
 
 
 def test_an_auth_api_that_cannot_answer_costs_the_address_nothing():
@@ -220,7 +223,7 @@ def test_a_cached_rejection_is_charged_as_a_failure_without_asking_again():
     with pytest.raises(IpRateLimitedError):
         auth.authenticate("Bearer bad")
 
-    assert guard.events == ["charge", "auth_api", "charge", "refused"]
+    assert guard.events == ["charge", "auth_api", "keep", "charge", "refused"]
 
 
 @pytest.mark.parametrize("level", ["local", "shared"])
