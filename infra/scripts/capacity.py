@@ -37,9 +37,12 @@ Then one exhaustion run per shard count, ``--exhaust-in-flight`` containers, a s
 (``--exhaust-usd``, a few dozen queries' worth) and the ceiling off unless ``--exhaust-item-wcu``:
 queries until the budget refuses for good, then the share spent (utilization) and the overshoot.
 
+Then the store's own cost: the highest shard count at the lowest and highest in-flight level again,
+the ceiling off (a throttled run also bills the writes of the queries the ceiling failed).
+
 The last line sums it up: answered q/s at the lowest and highest shard count (each the best over
 the in-flight levels, with what bound it), WCU per answered query at the lowest and highest
-in-flight level (at the highest shard count, where the budget store is meant to be flat), the goals
+in-flight level from the runs with the ceiling off (at the highest shard count), the goals
 of SPEC §7 (shards=16 >= 10x shards=1, w64 <= 1.2 x w1, overshoot 0) and the verdict. WCU/q does
 not depend on the machine; q/s does: the ratio only means something where shards=1 is ``ceiling``.
 
@@ -264,8 +267,10 @@ def _bound(run: Run | None) -> str:
     return "-" if run is None else f"{run.bound} at {run.in_flight} in flight"
 
 
-def summary_line(runs: list[Run], exhaustion: list[Run]) -> str:
-    """The one line ``make capacity`` ends with: figures, goals and verdict."""
+def summary_line(runs: list[Run], exhaustion: list[Run], cost: list[Run] | None = None) -> str:
+    """The one line ``make capacity`` ends with: figures, goals and verdict. ``cost``: the runs
+    with the ceiling off, where WCU per answered query is read (a throttled run also bills the
+    writes of the queries the ceiling failed, which says nothing about the store's own cost)."""
     measured = [run for run in runs if run.rejected is None]
     if not measured:
         return "capacity: no run measured; verdict: FAILED"
@@ -274,11 +279,12 @@ def summary_line(runs: list[Run], exhaustion: list[Run]) -> str:
     best_low, best_high = _best(runs, low), _best(runs, high)
     q_low = best_low.qps if best_low else None
     q_high = best_high.qps if best_high else None
-    w_few, w_many = _wcu_at(runs, high, few), _wcu_at(runs, high, many)
-    overshoot = sum(run.overshoot for run in [*runs, *exhaustion])
+    priced = cost or runs
+    w_few, w_many = _wcu_at(priced, high, few), _wcu_at(priced, high, many)
+    overshoot = sum(run.overshoot for run in [*runs, *exhaustion, *(cost or [])])
     speedup = q_high / q_low if q_high is not None and q_low else None
     growth = w_many / w_few if w_many is not None and w_few else None
-    failed = sum(sum(run.failures.values()) for run in [*runs, *exhaustion])
+    failed = sum(sum(run.failures.values()) for run in [*runs, *exhaustion, *(cost or [])])
     met = (
         speedup is not None
         and speedup >= GOAL_SHARD_SPEEDUP
@@ -665,6 +671,18 @@ def main() -> int:
                     print(format_table([run])[1], flush=True)
             print("WCU per answered query by kind of item (pk prefix), and the non-200 answers:")
             print("\n".join(format_breakdown(runs)))
+            # The store's own cost per answered query, nothing throttled: the same load with the
+            # ceiling off, at the highest shard count and the lowest and highest in-flight levels.
+            capacity_meter(env["AWS_ENDPOINT_URL"], "POST", {"item_wcu_per_second": 0})
+            cost: list[Run] = []
+            for in_flight in sorted({min(args.in_flight), max(args.in_flight)}):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    cost.append(
+                        measure(env, processes, max(args.shards), in_flight, args.seconds, LARGE_BUDGET_USD, False)
+                    )
+            print("the same load with the ceiling off (the store's own cost per answered query):")
+            print("\n".join(format_table(cost)[1:]))
+            print("\n".join(format_breakdown(cost)))
             exhaustion: list[Run] = []
             if args.exhaust_usd:
                 capacity_meter(
@@ -687,11 +705,11 @@ def main() -> int:
                         )
                 print_exhaustion(exhaustion, args.exhaust_usd, args.exhaust_item_wcu)
         auth.shutdown()
-    failed = any(run.failures or run.overshoot for run in [*runs, *exhaustion])
+    failed = any(run.failures or run.overshoot for run in [*runs, *exhaustion, *cost])
     if failed:
         print("FAILURES: a 500, an answer without Retry-After, a hung request or an overshoot (see above)")
     print(f"run time {time.monotonic() - started:.0f} s")
-    print(summary_line(runs, exhaustion))
+    print(summary_line(runs, exhaustion, cost))
     return 1 if failed else 0
 
 

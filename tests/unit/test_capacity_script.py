@@ -115,6 +115,17 @@ def test_the_last_line_states_the_figures_the_goals_and_the_verdict():
     assert "\n" not in line
 
 
+def test_wcu_per_query_comes_from_the_runs_with_the_ceiling_off_when_there_are_some():
+    throttled = [run(1, 1, 10, 80), run(16, 1, 10, 80), run(16, 64, 250, 3_300)]  # failed queries' writes
+    unthrottled = [run(16, 1, 10, 80), run(16, 64, 300, 2_460)]
+
+    line = summary_line(throttled, [], unthrottled)
+
+    assert "WCU/query at 1 in flight 8.00, at 64 in flight 8.20" in line
+    assert "(now 1.02x)" in line
+    assert summary_line(throttled, []).endswith("verdict: goals NOT met]")  # 13.2 WCU/q from the throttled run
+
+
 def test_the_verdict_fails_on_growth_overshoot_or_a_failed_request():
     growing = [run(1, 1, 10, 80), run(16, 1, 100, 800), run(16, 64, 250, 5_000)]
     assert summary_line(growing, []).endswith("verdict: goals NOT met]")

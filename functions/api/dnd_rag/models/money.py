@@ -92,3 +92,9 @@ class UserTotals:
     @property
     def spent(self) -> int:
         return self.committed - sum(hold.amount for hold in self.holds.values())
+
+
+# The day's alert thresholds, in percent of its budget: the budget decides when a threshold *can*
+# have been crossed (logic/money/budget.py), the alerts decide whether it was (logic/alerts).
+WARNING_PERCENT = 80
+EXHAUSTED_PERCENT = 100

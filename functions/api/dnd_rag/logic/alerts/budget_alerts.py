@@ -21,11 +21,11 @@ from dnd_rag.logic.money.budget import percentage
 from dnd_rag.logic.operations.forecast import forecast, forecast_data
 from dnd_rag.logic.ports import AlertStore, LedgerReader, Mailer
 from dnd_rag.models.events import Event
-from dnd_rag.models.money import BudgetTotals
+from dnd_rag.models.money import EXHAUSTED_PERCENT, WARNING_PERCENT, BudgetTotals
 from dnd_rag.observability import logger
 from dnd_rag.pricing import usd_for_display
 
-WARNING, EXHAUSTED = 80, 100
+WARNING, EXHAUSTED = WARNING_PERCENT, EXHAUSTED_PERCENT
 TOP_USERS = 5
 
 

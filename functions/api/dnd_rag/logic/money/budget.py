@@ -27,7 +27,7 @@ from dnd_rag.logic.money.shards import ShardPicker, even_split, merge_shards, sh
 from dnd_rag.logic.operations.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
 from dnd_rag.models.limits import UserLimits
-from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry
+from dnd_rag.models.money import EXHAUSTED_PERCENT, WARNING_PERCENT, BudgetTotals, Charge, HoldEntry
 from dnd_rag.observability import logger, metrics
 from dnd_rag.pricing import usd_for_display
 
@@ -435,7 +435,7 @@ class Budget:
         limit = self.shard_limits(shard.day)[shard.shard]
         day_limit = self.limit_for(shard.day)
         sent = self._alerts_seen.get(shard.day, {})
-        warning = sent.get(80) != day_limit and shard.spent * 100 >= limit * 80
+        warning = sent.get(WARNING_PERCENT) != day_limit and shard.spent * 100 >= limit * WARNING_PERCENT
         smallest = self._smallest_query or 1
-        exhausted = sent.get(100) != day_limit and limit - shard.spent < smallest
+        exhausted = sent.get(EXHAUSTED_PERCENT) != day_limit and limit - shard.spent < smallest
         return warning or exhausted
