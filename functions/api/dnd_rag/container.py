@@ -376,7 +376,9 @@ class Container:
         if self.settings.llm_provider == "openai":
             from dnd_rag.providers.openai_provider import OpenAIGenerator
 
-            return OpenAIGenerator(self._openai_client(), self.settings.openai_model)
+            s = self.settings
+            effort = s.reasoning_effort if s.reasoning_model else None
+            return OpenAIGenerator(self._openai_client(), s.openai_model, s.reasoning_model, effort)
         from dnd_rag.providers.offline import ExtractiveGenerator
 
         return ExtractiveGenerator()
