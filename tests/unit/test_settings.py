@@ -126,6 +126,14 @@ def test_a_model_missing_from_the_ssm_price_override_refuses_to_start():
         load_settings({**MINIMAL, "PRICES_JSON": price_file(["gpt-other"]), "OPENAI_MODEL": "gpt-5-mini"})
 
 
+def test_a_priced_model_without_a_shipped_tokenizer_refuses_to_start():
+    # holds are priced on exact prompt counts: a model added by a price override must be countable
+    env = {**MINIMAL, "OPENAI_API_KEY": "sk-x", "PRICES_JSON": price_file(["o9-mini"]), "OPENAI_MODEL": "o9-mini"}
+
+    with pytest.raises(ConfigError, match="OPENAI_MODEL: no tokenizer known for model 'o9-mini'"):
+        load_settings(env)
+
+
 def test_two_price_overrides_are_refused(tmp_path):
     path = tmp_path / "prices.json"
     path.write_text(price_file(["gpt-4o-mini"]))

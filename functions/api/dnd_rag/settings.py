@@ -318,6 +318,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(_describe(exc)) from None
     except (UnknownModelError, PriceFileError) as exc:
         raise ConfigError(str(exc)) from None
+    if settings.llm_provider == "openai":  # a model a price override adds must also be countable
+        from dnd_rag.providers.tokenizer import encoding_name
+
+        try:
+            encoding_name(settings.openai_model)
+        except ValueError as exc:
+            raise ConfigError(f"OPENAI_MODEL: {exc} (holds are priced on exact token counts)") from None
     return settings
 
 
