@@ -143,6 +143,7 @@ class Container:
             max_completion_tokens=s.max_completion_tokens,
             entity_queries=s.retrieval_entity_queries,
             collections=tuple(s.collections),
+            reasoning_effort=s.reasoning_effort if s.reasoning_model else None,
         )
         store = DynamoAnswerCache(self.dynamodb(), s.table_name)
         return AnswerCache(store, scope, s.answer_cache_ttl, self.clock)
