@@ -4,12 +4,28 @@ The real ``openai`` client talks to it over HTTP. Its answers are deterministic:
 the offline hash vectors (so retrieval works), and a completion quotes the first passage of the
 prompt.
 
+It knows the models of a price file (the shipped ``prices.json``, or ``PRICES_FILE`` / ``--prices``)
+and behaves as OpenAI does with them:
+
+- a model the price file does not list: 404 ``model_not_found``;
+- prompt caching: a chat prompt that repeats a prefix of at least 1,024 tokens of a prompt the same
+  model saw in the last ``cache_ttl`` seconds (5 minutes) reports ``prompt_tokens_details.cached_tokens``:
+  1,024 plus whole 128-token steps of the shared prefix (OpenAI's rule);
+- reasoning models (``"reasoning": true``): ``max_tokens`` and a ``temperature`` other than 1 are
+  refused (400), ``reasoning_effort`` is read (default ``medium``), and the hidden reasoning tokens
+  (``REASONING_TOKENS`` by effort, or ``/_control`` ``reasoning_tokens``) come first out of
+  ``max_completion_tokens``, are reported in ``completion_tokens_details.reasoning_tokens`` and
+  counted inside ``completion_tokens``: a cap they eat whole leaves an empty answer, ``finish_reason``
+  ``"length"``. Other models refuse ``reasoning_effort`` (400).
+
 It keeps the ground truth of what OpenAI would bill (SPEC §4 "Budget", §7): ``state.billed`` has one
 record per request the real API would bill — every embeddings or chat request it processed — as
-``{"path", "model", "prompt_tokens", "completion_tokens", "delivered", "fault"}``, appended when the
-request is processed, before any answer is written. ``delivered`` turns False when the answer could
-not be written (the client was gone) and is False for a ``timeout_after_billing`` request. Injected
-429/5xx answers bill nothing. ``GET /_billed`` returns ``{"records": [...]}`` over HTTP.
+``{"path", "model", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
+"cost_nanos", "delivered", "fault"}``, appended when the request is processed, before any answer is
+written. ``cost_nanos`` is what it bills at the price file's rates (``tests/support/billing.py``), the
+cached discount included. ``delivered`` turns False when the answer could not be written (the client
+was gone) and is False for a ``timeout_after_billing`` request. Injected 429/5xx answers and refused
+requests (404/400) bill nothing. ``GET /_billed`` returns ``{"records": [...]}`` over HTTP.
 
 ``POST /_control`` (each key optional, applied in one go):
 
@@ -17,6 +33,7 @@ not be written (the client was gone) and is False for a ``timeout_after_billing`
 - ``{"delay": 1.5}`` every answer comes that much later (processed and billed first);
 - ``{"timeout_after_billing": n, "hold": 5}`` the next ``n`` requests are processed and billed, then
   held ``hold`` seconds (default 5) before answering: a client with a shorter timeout abandons them;
+- ``{"reasoning_tokens": 300}`` every reasoning-model answer thinks that many tokens (``null``: by effort);
 - ``{"retry_after": 2}`` injected 429s carry ``Retry-After: 2`` and ``retry-after-ms: 2000``
   (``null`` goes back to the default ``retry-after-ms: 10``);
 - ``{"rules": [{"fault": "timeout_after_billing" | 429 | 500, "probability": p, "paths": [...]}],
@@ -28,13 +45,14 @@ not be written (the client was gone) and is False for a ``timeout_after_billing`
 
 ``POST /_reset`` is ``state.reset()`` over HTTP. Run standalone (the Lambda code must be importable,
 ``PYTHONPATH=functions/api`` as ``make`` and ``tests.support.servers.python_env`` set it):
-``python -m tests.fakes.openai_server --port N`` prints a ready line and serves until killed.
+``python -m tests.fakes.openai_server --port N [--prices FILE]`` prints a ready line and serves until killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import select
@@ -44,8 +62,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from dnd_rag.pricing import PriceFile, load_prices
 from dnd_rag.providers.offline import hash_embedding
-from dnd_rag.providers.tokenizer import count_chat_tokens, count_text_tokens, encoding
+from dnd_rag.providers.tokenizer import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, count_text_tokens, encoding
+from tests.support.billing import record_nanos
 
 # Embedding models count with cl100k_base, as OpenAI's text-embedding-3 models do.
 EMBEDDING_TOKENIZER_MODEL = "gpt-4"
@@ -53,14 +73,95 @@ EMBEDDING_TOKENIZER_MODEL = "gpt-4"
 TIMEOUT_AFTER_BILLING = "timeout_after_billing"
 RULE_FAULTS = (TIMEOUT_AFTER_BILLING, 429, 500)
 
+# OpenAI's prompt caching: prompts of at least 1,024 tokens are cached; a hit covers the shared
+# prefix in 128-token steps past the first 1,024; an unused prefix is evicted after minutes.
+CACHE_MIN_TOKENS = 1024
+CACHE_STEP_TOKENS = 128
+CACHE_TTL_SECONDS = 300.0
+# Hidden reasoning tokens a reasoning model spends before answering, by reasoning_effort (OpenAI's
+# default effort is medium). Deterministic, so a test knows what it is billed.
+REASONING_TOKENS = {"minimal": 16, "low": 64, "medium": 192, "high": 512}
+
+
+def cached_prefix_tokens(shared: int) -> int:
+    """The cached tokens OpenAI reports for a prompt sharing ``shared`` leading tokens with a cached one."""
+    if shared < CACHE_MIN_TOKENS:
+        return 0
+    return CACHE_MIN_TOKENS + (shared - CACHE_MIN_TOKENS) // CACHE_STEP_TOKENS * CACHE_STEP_TOKENS
+
+
+def prompt_sequence(model: str, messages: list[dict[str, str]]) -> list[int]:
+    """The prompt as the token stream OpenAI bills (its length is the prompt's token count): each
+    message's format tokens (negative ids, they are not text), its role and content, then the reply
+    priming."""
+    enc = encoding(model)
+    sequence: list[int] = []
+    for message in messages:
+        sequence.extend(-n for n in range(1, TOKENS_PER_MESSAGE + 1))
+        for value in message.values():
+            sequence.extend(enc.encode(value, disallowed_special=()))
+    sequence.extend(-100 - n for n in range(REPLY_PRIMING_TOKENS))
+    return sequence
+
+
+class PromptCache:
+    """The prefixes a model has seen recently, by their first 1,024 tokens (only prompts that share
+    those can hit)."""
+
+    def __init__(self, ttl_seconds: float = CACHE_TTL_SECONDS) -> None:
+        self.ttl_seconds = ttl_seconds
+        self._entries: dict[tuple[str, tuple[int, ...]], dict[tuple[int, ...], float]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def hit(self, model: str, sequence: list[int], now: float) -> int:
+        """Cached tokens for ``sequence`` now; remembers it for the next prompts (caller holds the lock)."""
+        if len(sequence) < CACHE_MIN_TOKENS:
+            return 0
+        bucket = self._entries.setdefault((model, tuple(sequence[:CACHE_MIN_TOKENS])), {})
+        for seen, last_used in list(bucket.items()):
+            if now - last_used > self.ttl_seconds:
+                del bucket[seen]
+        shared, best = 0, None
+        for seen in bucket:
+            length = _common_prefix(seen, sequence)
+            if length > shared:
+                shared, best = length, seen
+        if best is not None:
+            bucket[best] = now  # a hit keeps the prefix warm
+        bucket[tuple(sequence)] = now
+        return min(cached_prefix_tokens(shared), len(sequence))
+
+
+def _common_prefix(a: tuple[int, ...], b: list[int]) -> int:
+    length = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+class RequestError(Exception):
+    """A request OpenAI would refuse before processing it (nothing billed)."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
 
 class FakeOpenAIState:
-    def __init__(self) -> None:
+    def __init__(self, prices: PriceFile | None = None) -> None:
+        self.prices = load_prices(os.environ.get("PRICES_FILE")) if prices is None else prices
+        self.prompt_cache = PromptCache()
+        self.reasoning_tokens: int | None = None  # every reasoning answer thinks this much (None: by effort)
         self.lock = threading.Lock()
         self.failures: list[int] = []
         self.delay_seconds = 0.0
         self.requests: list[dict[str, Any]] = []  # {"path", "status", "usage"}
-        self.billed: list[dict[str, Any]] = []  # {"path", "model", "prompt_tokens", "completion_tokens", ...}
+        self.billed: list[dict[str, Any]] = []  # {"path", "model", "prompt_tokens", ..., "cost_nanos", ...}
         self.timeout_after_billing = 0
         self.hold_seconds = 5.0
         self.retry_after: float | None = None
@@ -81,6 +182,8 @@ class FakeOpenAIState:
             self.rules = []
             self.rng = random.Random(0)
             self.active = self.peak_active = 0
+            self.prompt_cache.clear()
+            self.reasoning_tokens = None
 
     def control(self, body: dict[str, Any]) -> None:
         """Apply a ``/_control`` body (see the module docstring); raises ValueError on nonsense."""
@@ -92,6 +195,9 @@ class FakeOpenAIState:
             self.hold_seconds = float(body.get("hold", self.hold_seconds))
             if "retry_after" in body:
                 self.retry_after = None if body["retry_after"] is None else float(body["retry_after"])
+            if "reasoning_tokens" in body:
+                tokens = body["reasoning_tokens"]
+                self.reasoning_tokens = None if tokens is None else max(0, int(tokens))
             if rules is not None:
                 self.rules = rules
                 self.rng = random.Random(int(body.get("seed", 0)))
@@ -127,7 +233,8 @@ def _rule(raw: dict[str, Any]) -> dict[str, Any]:
     return {"fault": fault, "probability": probability, "paths": list(raw.get("paths") or [])}
 
 
-def _embeddings(request: dict[str, Any]) -> dict[str, Any]:
+def _embeddings(request: dict[str, Any], state: FakeOpenAIState) -> dict[str, Any]:
+    _known_model(request, state.prices.embeddings)
     inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
     tokens = sum(count_text_tokens(EMBEDDING_TOKENIZER_MODEL, text) for text in inputs)
     return {
@@ -138,29 +245,97 @@ def _embeddings(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _completion(request: dict[str, Any]) -> dict[str, Any]:
+def _known_model(request: dict[str, Any], models: dict[str, Any]) -> None:
+    model = request.get("model")
+    if model not in models:
+        raise RequestError(
+            404, f"The model `{model}` does not exist or you do not have access to it.", "model_not_found"
+        )
+
+
+def _check_parameters(request: dict[str, Any], reasoning: bool) -> None:
+    """The parameters OpenAI refuses for this kind of model (400, nothing billed)."""
+    if reasoning:
+        if "max_tokens" in request:
+            raise RequestError(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+                "unsupported_parameter",
+                "max_tokens",
+            )
+        if request.get("temperature", 1) != 1:
+            raise RequestError(
+                400,
+                f"Unsupported value: 'temperature' does not support {request['temperature']} with this model. "
+                "Only the default (1) value is supported.",
+                "unsupported_value",
+                "temperature",
+            )
+        effort = request.get("reasoning_effort", "medium")
+        if effort not in REASONING_TOKENS:
+            raise RequestError(
+                400,
+                f"Invalid value: '{effort}'. Supported values are: {', '.join(REASONING_TOKENS)}.",
+                "invalid_value",
+                "reasoning_effort",
+            )
+    elif "reasoning_effort" in request:
+        raise RequestError(
+            400,
+            "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+            "unsupported_parameter",
+            "reasoning_effort",
+        )
+
+
+def _completion(request: dict[str, Any], state: FakeOpenAIState) -> dict[str, Any]:
+    _known_model(request, state.prices.chat)
+    model = request["model"]
+    reasoning_model = state.prices.chat[model].reasoning
+    _check_parameters(request, reasoning_model)
     prompt = "\n".join(message["content"] for message in request["messages"])
     first_passage = re.search(r"\[1\] \(source: [^)]*\)\n(.+)", prompt)
     answer = f"According to the rules: {first_passage.group(1).strip()} [1]" if first_passage else "I do not know."
-    # Billed as OpenAI bills: its tokenizer and chat format, and never beyond the completion cap.
-    model = request["model"]
-    prompt_tokens = count_chat_tokens(model, request["messages"])
+    # Billed as OpenAI bills: its tokenizer and chat format, and never beyond the completion cap,
+    # which a reasoning model's hidden tokens use first.
+    sequence = prompt_sequence(model, request["messages"])
+    with state.lock:
+        cached = state.prompt_cache.hit(model, sequence, time.time())
+        thinking = state.reasoning_tokens
     cap = request.get("max_completion_tokens") or request.get("max_tokens")
+    reasoning = 0
+    if reasoning_model:
+        reasoning = REASONING_TOKENS[request.get("reasoning_effort", "medium")] if thinking is None else thinking
+        if cap is not None:
+            reasoning = min(reasoning, cap)
+    room = None if cap is None else cap - reasoning
     tokens = encoding(model).encode(answer, disallowed_special=())
-    if cap is not None and len(tokens) > cap:
-        answer = encoding(model).decode(tokens[:cap])
-    completion_tokens = min(len(tokens), cap) if cap is not None else len(tokens)
+    finish = "stop"
+    if room is not None and len(tokens) > room:
+        answer = encoding(model).decode(tokens[:room])
+        tokens = tokens[:room]
+        finish = "length"
+    completion_tokens = reasoning + len(tokens)
+    usage: dict[str, Any] = {
+        "prompt_tokens": len(sequence),
+        "completion_tokens": completion_tokens,
+        "total_tokens": len(sequence) + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": request["model"],
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": answer}}],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": answer}}],
+        "usage": usage,
     }
 
 
@@ -214,12 +389,18 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                     headers = {"retry-after": f"{retry_after:g}", "retry-after-ms": str(int(retry_after * 1000))}
                 self._send(fault, {"error": {"message": "injected failure", "type": "server_error"}}, headers)
                 return
-            if self.path.endswith("/embeddings"):
-                result = _embeddings(body)
-            elif self.path.endswith("/chat/completions"):
-                result = _completion(body)
-            else:
-                self._send(404, {"error": {"message": "unknown path"}})
+            try:
+                if self.path.endswith("/embeddings"):
+                    result = _embeddings(body, state)
+                elif self.path.endswith("/chat/completions"):
+                    result = _completion(body, state)
+                else:
+                    self._send(404, {"error": {"message": "unknown path"}})
+                    return
+            except RequestError as refused:  # refused before processing: nothing billed
+                with state.lock:
+                    state.requests.append({"path": self.path, "status": refused.status})
+                self._send(refused.status, refused.body)
                 return
             usage = result["usage"]
             record = {
@@ -227,9 +408,12 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 "model": body.get("model"),
                 "prompt_tokens": usage["prompt_tokens"],
                 "completion_tokens": usage.get("completion_tokens", 0),
+                "cached_tokens": usage.get("prompt_tokens_details", {}).get("cached_tokens", 0),
+                "reasoning_tokens": usage.get("completion_tokens_details", {}).get("reasoning_tokens", 0),
                 "delivered": fault != TIMEOUT_AFTER_BILLING,
                 "fault": fault,
             }
+            record["cost_nanos"] = record_nanos(record, state.prices)
             with state.lock:  # billed on processing, whether or not the client waits for the answer
                 state.requests.append({"path": self.path, "status": 200, "usage": usage})
                 state.billed.append(record)
@@ -273,8 +457,10 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def start_fake_openai(host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, FakeOpenAIState]:
-    state = FakeOpenAIState()
+def start_fake_openai(
+    host: str = "127.0.0.1", port: int = 0, prices: PriceFile | None = None
+) -> tuple[ThreadingHTTPServer, FakeOpenAIState]:
+    state = FakeOpenAIState(prices)
     server = ThreadingHTTPServer((host, port), make_handler(state))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -285,8 +471,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A local fake of the OpenAI API that records what it would bill.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--prices", help="a price file (default: PRICES_FILE, else the shipped prices.json)")
     args = parser.parse_args()
-    state = FakeOpenAIState()
+    state = FakeOpenAIState(load_prices(args.prices) if args.prices else None)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(state))
     server.daemon_threads = True
     host, port = args.host, server.server_address[1]

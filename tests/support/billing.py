@@ -1,36 +1,72 @@
-"""What OpenAI would have billed, priced exactly: the ground truth the books are checked against."""
+"""What OpenAI would have billed, priced exactly: the ground truth the books are checked against.
+
+The arithmetic here is its own, not the service's (``PriceBook.cost_nanos``): the rates straight from
+the price file, in dollars per 1M tokens, applied as OpenAI's billing applies them. A mistake in the
+service's pricing then shows as books that differ from what was billed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
-from dnd_rag.pricing import PriceBook, TokenUsage
+from dnd_rag.pricing import PriceFile, load_prices
+
+PER_TOKENS = Decimal(1_000_000)
+NANOS_PER_USD = Decimal(1_000_000_000)
 
 
-def billed_nanos(records: Iterable[dict[str, Any]], chat_model: str, embedding_model: str) -> int:
-    """Exact nano-dollars for the fake OpenAI server's billed records (``state.billed`` or ``/_billed``).
+def record_nanos(record: dict[str, Any], prices: PriceFile) -> int:
+    """Exact nano-dollars of one billed record at the price file's rates.
 
-    Chat records are priced with the chat model's input price on ``prompt_tokens`` and output price
-    on ``completion_tokens``; embeddings records with the embedding price on ``prompt_tokens``. A record
-    for another model than the one given is refused (ValueError): pricing it at the wrong rate would
-    make the ground truth wrong without saying so.
+    Chat: ``(prompt - cached) x input + cached x cached_input + completion x output`` (reasoning
+    tokens are inside ``completion_tokens``); embeddings: ``prompt x input``."""
+    path, model = str(record["path"]), str(record.get("model"))
+    if path.endswith("/chat/completions"):
+        chat = prices.chat.get(model)
+        if chat is None:
+            raise ValueError(f"no price for chat model {model!r}: {record!r}")
+        cached = int(record.get("cached_tokens") or 0)
+        cached_rate = chat.input if chat.cached_input is None else chat.cached_input
+        dollars = (
+            (record["prompt_tokens"] - cached) * chat.input
+            + cached * cached_rate
+            + record["completion_tokens"] * chat.output
+        ) / PER_TOKENS
+    elif path.endswith("/embeddings"):
+        embedding = prices.embeddings.get(model)
+        if embedding is None:
+            raise ValueError(f"no price for embedding model {model!r}: {record!r}")
+        dollars = record["prompt_tokens"] * embedding.input / PER_TOKENS
+    else:
+        raise ValueError(f"not a billable path: {record!r}")
+    nanos = dollars * NANOS_PER_USD
+    if nanos != nanos.to_integral_value():
+        raise ValueError(f"{record!r} costs {dollars} USD: not a whole number of nano-dollars")
+    return int(nanos)
+
+
+def billed_nanos(
+    records: Iterable[dict[str, Any]], chat_model: str, embedding_model: str, prices: PriceFile | None = None
+) -> int:
+    """Exact nano-dollars for the fake OpenAI server's billed records (``state.billed`` or ``/_billed``),
+    at the rates of ``prices`` (default: the shipped price file).
+
+    A record for another model than the one given is refused (ValueError): pricing it at the wrong
+    rate would make the ground truth wrong without saying so.
     """
-    book = PriceBook.for_models(chat_model, embedding_model)
+    prices = load_prices() if prices is None else prices
     total = 0
     for record in records:
         path, model = str(record["path"]), record.get("model")
         if path.endswith("/chat/completions"):
             _check_model(record, model, chat_model)
-            usage = TokenUsage(prompt_tokens=record["prompt_tokens"], completion_tokens=record["completion_tokens"])
         elif path.endswith("/embeddings"):
             _check_model(record, model, embedding_model)
-            usage = TokenUsage(embedding_tokens=record["prompt_tokens"])
-        else:
-            raise ValueError(f"not a billable path: {record!r}")
-        total += book.cost_nanos(usage)
+        total += record_nanos(record, prices)
     return total
 
 

@@ -62,10 +62,19 @@ def test_different_words_are_different_questions():
         {"max_completion_tokens": 150},
         {"entity_queries": False},
         {"collections": ("dnd_rules", "monster_manual")},
+        {"chat_model": "gpt-5-mini", "reasoning_effort": "minimal"},
     ],
 )
 def test_everything_that_changes_an_answer_changes_the_key(changed):
     assert cache_key(FIGHTER, 15, replace(SCOPE, **changed)) != cache_key(FIGHTER, 15, SCOPE)
+
+
+def test_a_reasoning_models_effort_is_part_of_the_key_and_other_models_keys_are_unchanged():
+    minimal = replace(SCOPE, chat_model="gpt-5-mini", reasoning_effort="minimal")
+
+    assert cache_key(FIGHTER, 15, replace(minimal, reasoning_effort="low")) != cache_key(FIGHTER, 15, minimal)
+    # the key a non-reasoning model had before reasoning_effort existed
+    assert cache_key(FIGHTER, 15, SCOPE) == "678ef99c34a8fac35280183f752a5805ec36262f5cc2c0b7c2ed467ae2489c3d"
 
 
 def test_k_is_part_of_the_key():

@@ -33,6 +33,20 @@ def test_the_standard_form_is_priced_on_the_exact_prompt(fitter):
     assert not fit.degraded
 
 
+def test_a_hold_prices_every_prompt_token_at_the_full_input_rate_so_no_cache_hit_can_exceed_it():
+    # Given a reasoning model whose cached input costs a tenth of its input
+    book = PriceBook.for_models("gpt-5-mini", "text-embedding-3-small")
+    fit = Fitter(count, book, max_completion_tokens=500, floors=Floors(2, 100)).standard(QUESTION, PASSAGES)
+
+    # Then the hold is the uncached prompt plus the whole cap (reasoning and answer) at the output rate
+    assert fit.bound == fit.prompt_tokens * 250 + 500 * 2000
+    # and whatever OpenAI serves from its cache or spends on reasoning within the cap costs no more
+    for cached in (0, 1024, fit.prompt_tokens):
+        for completion, reasoning in ((500, 500), (500, 16), (0, 0)):
+            usage = TokenUsage(fit.prompt_tokens, completion, 0, cached, reasoning)
+            assert book.cost_nanos(usage) <= fit.bound
+
+
 @pytest.mark.parametrize("share", [0.95, 0.6, 0.3, 0.2])
 def test_the_best_fit_uses_the_most_passages_then_the_largest_cap_within_what_is_left(fitter, share):
     available = int(fitter.standard(QUESTION, PASSAGES).bound * share)

@@ -1,3 +1,4 @@
+import json
 from decimal import Decimal
 
 import pytest
@@ -73,11 +74,15 @@ def test_empty_values_count_as_unset():
         ("ANSWER_CACHE_TTL", "-1"),
         ("ANSWER_CACHE_TTL", "forever"),
         ("ANSWER_CACHE_TTL", "2592001"),
+        ("REASONING_EFFORT", "extreme"),
+        ("PRICES_FILE", "/nowhere/prices.json"),
+        ("PRICES_PARAMETER", "{}"),  # what dal/secrets.py read from the parameter (into PRICES_JSON)
     ],
 )
 def test_invalid_values_fail_naming_the_variable(variable, value):
+    variable_set = "PRICES_JSON" if variable == "PRICES_PARAMETER" else variable
     with pytest.raises(ConfigError, match=variable):
-        load_settings({**MINIMAL, variable: value})
+        load_settings({**MINIMAL, variable_set: value})
 
 
 def test_missing_required_variables_are_named():
@@ -91,6 +96,57 @@ def test_missing_required_variables_are_named():
 def test_an_unpriced_model_refuses_to_start():
     with pytest.raises(ConfigError, match="OPENAI_MODEL: no price for 'gpt-9'"):
         load_settings({**MINIMAL, "OPENAI_MODEL": "gpt-9"})
+
+
+def price_file(models):
+    entry = {"input": 0.1, "output": 0.4, "effective": "2026-12-04", "source": "https://example.com/prices"}
+    return json.dumps(
+        {
+            "version": "override-7",
+            "chat": dict.fromkeys(models, entry),
+            "embeddings": {"text-embedding-3-small": {k: v for k, v in entry.items() if k != "output"}},
+        }
+    )
+
+
+def test_a_price_file_override_decides_which_models_may_run(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(price_file(["gpt-new"]))
+
+    settings = load_settings({**MINIMAL, "PRICES_FILE": str(path), "OPENAI_MODEL": "gpt-new"})
+
+    assert settings.price_book.chat.input == 100
+    assert settings.price_book.version == "override-7"
+    with pytest.raises(ConfigError, match="OPENAI_MODEL: no price for 'gpt-4o-mini' in price file override-7"):
+        load_settings({**MINIMAL, "PRICES_FILE": str(path)})  # the shipped default model is not in it
+
+
+def test_a_model_missing_from_the_ssm_price_override_refuses_to_start():
+    with pytest.raises(ConfigError, match="OPENAI_MODEL: no price for 'gpt-5-mini' in price file override-7"):
+        load_settings({**MINIMAL, "PRICES_JSON": price_file(["gpt-other"]), "OPENAI_MODEL": "gpt-5-mini"})
+
+
+def test_a_priced_model_without_a_shipped_tokenizer_refuses_to_start():
+    # holds are priced on exact prompt counts: a model added by a price override must be countable
+    env = {**MINIMAL, "OPENAI_API_KEY": "sk-x", "PRICES_JSON": price_file(["o9-mini"]), "OPENAI_MODEL": "o9-mini"}
+
+    with pytest.raises(ConfigError, match="OPENAI_MODEL: no tokenizer known for model 'o9-mini'"):
+        load_settings(env)
+
+
+def test_two_price_overrides_are_refused(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(price_file(["gpt-4o-mini"]))
+
+    with pytest.raises(ConfigError, match="PRICES_FILE and PRICES_PARAMETER are both set"):
+        load_settings({**MINIMAL, "PRICES_FILE": str(path), "PRICES_JSON": price_file(["gpt-4o-mini"])})
+
+
+def test_reasoning_models_come_from_the_price_file_with_minimal_effort_by_default():
+    assert load_settings({**MINIMAL, "OPENAI_MODEL": "gpt-5-nano"}).reasoning_model
+    assert not load_settings({**MINIMAL, "OPENAI_MODEL": "gpt-4.1-mini"}).reasoning_model
+    assert load_settings(MINIMAL).reasoning_effort == "minimal"
+    assert load_settings({**MINIMAL, "REASONING_EFFORT": "low"}).reasoning_effort == "low"
 
 
 def test_openai_provider_without_a_key_refuses_to_start():

@@ -98,7 +98,7 @@ def test_alert_events_are_published_to_exactly_the_configured_topic():
 
 def test_secrets_are_read_from_the_named_parameters_only_the_chroma_one_optional():
     ssm = _statement("ReadApiKeys")
-    openai, chroma, _ = ssm["Resource"]
+    openai, chroma, *_ = ssm["Resource"]
 
     assert ssm["Action"] == "ssm:GetParameter"
     assert openai["Fn::Sub"].endswith("parameter${OpenAiApiKeyParameter}")
@@ -146,6 +146,21 @@ def test_no_secret_value_is_put_in_the_function_environment():
     assert "OPENAI_API_KEY_PARAMETER" in variables
     assert "ALERT_WEBHOOK_URL" not in variables  # webhook URLs carry tokens: SSM, like the keys
     assert variables["ALERT_WEBHOOK_URL_PARAMETER"] == {"Ref": "AlertWebhookUrlParameter"}
+
+
+def test_a_price_override_is_read_from_its_named_parameter_only_when_one_is_set():
+    # pricing.py: the shipped prices unless PricesParameter names an SSM parameter holding a price file
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    granted = [resource["Fn::If"] for resource in _statement("ReadApiKeys")["Resource"] if "Fn::If" in resource]
+
+    assert variables["PRICES_PARAMETER"] == {"Ref": "PricesParameter"}
+    assert TEMPLATE["Parameters"]["PricesParameter"]["Default"] == ""
+    assert TEMPLATE["Conditions"]["HasPricesParameter"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PricesParameter"}, ""]}]
+    }
+    [(_condition, arn, otherwise)] = [grant for grant in granted if grant[0] == "HasPricesParameter"]
+    assert arn["Fn::Sub"].endswith("parameter${PricesParameter}")
+    assert otherwise == {"Ref": "AWS::NoValue"}
 
 
 def test_the_webhook_url_is_read_from_its_named_parameter_when_one_is_set():

@@ -22,7 +22,15 @@ def no_network(monkeypatch):
     tokenizer.encoding.cache_clear()
 
 
-@pytest.mark.parametrize(("model", "name"), [("gpt-4o-mini", "o200k_base"), ("gpt-4", "cl100k_base")])
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("gpt-4o-mini", "o200k_base"),
+        ("gpt-4.1-mini", "o200k_base"),  # not plain gpt-4's encoding: the gpt-4.1 family is o200k
+        ("gpt-5-nano", "o200k_base"),
+        ("gpt-4", "cl100k_base"),
+    ],
+)
 def test_encodings_load_with_the_network_off(no_network, model, name):
     assert encoding_name(model) == name
     assert tokenizer.encoding(model).name == name

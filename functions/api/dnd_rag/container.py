@@ -143,6 +143,7 @@ class Container:
             max_completion_tokens=s.max_completion_tokens,
             entity_queries=s.retrieval_entity_queries,
             collections=tuple(s.collections),
+            reasoning_effort=s.reasoning_effort if s.reasoning_model else None,
         )
         store = DynamoAnswerCache(self.dynamodb(), s.table_name)
         return AnswerCache(store, scope, s.answer_cache_ttl, self.clock)
@@ -376,7 +377,9 @@ class Container:
         if self.settings.llm_provider == "openai":
             from dnd_rag.providers.openai_provider import OpenAIGenerator
 
-            return OpenAIGenerator(self._openai_client(), self.settings.openai_model)
+            s = self.settings
+            effort = s.reasoning_effort if s.reasoning_model else None
+            return OpenAIGenerator(self._openai_client(), s.openai_model, s.reasoning_model, effort)
         from dnd_rag.providers.offline import ExtractiveGenerator
 
         return ExtractiveGenerator()

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from dnd_rag.logic.alerts import timing
-from dnd_rag.pricing import PriceBook, UnknownModelError
+from dnd_rag.pricing import PriceBook, PriceFile, PriceFileError, UnknownModelError, load_prices
 
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 # Chroma's own rule for collection names: 3-512 characters of [A-Za-z0-9._-], alphanumeric at both ends.
@@ -121,6 +121,15 @@ class Settings(BaseModel):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
     openai_timeout_seconds: float = Field(default=8.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=25)
     embedding_model: str = Field(default="text-embedding-3-small", alias="EMBEDDING_MODEL", min_length=1)
+    # The price file (pricing.py): the shipped prices.json unless PRICES_FILE names another file
+    # (local) or PRICES_PARAMETER an SSM parameter holding one (deployed; dal/secrets.py reads it
+    # into PRICES_JSON at cold start). One override at most.
+    prices_file: str | None = Field(default=None, alias="PRICES_FILE")
+    prices_json: str | None = Field(default=None, alias="PRICES_JSON", repr=False)
+    # How hard a reasoning model (the price file's "reasoning": true) thinks before it answers; its
+    # reasoning tokens are billed as output and come out of MAX_COMPLETION_TOKENS. Not sent to
+    # other models. "minimal": a rules lookup needs little.
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] = Field(default="minimal", alias="REASONING_EFFORT")
     max_completion_tokens: int = Field(default=500, alias="MAX_COMPLETION_TOKENS", ge=1, le=16384)
     # the degradation floors: the least a query may use when the budget runs low (SPEC §4)
     budget_min_passages: int = Field(default=2, alias="BUDGET_MIN_PASSAGES", ge=1, le=50)
@@ -269,9 +278,25 @@ class Settings(BaseModel):
             raise ValueError("OPENAI_API_KEY is required when LLM_PROVIDER or EMBEDDING_PROVIDER is openai")
         return self
 
+    @model_validator(mode="after")
+    def _one_price_override(self) -> Settings:
+        if self.prices_file is not None and self.prices_json is not None:
+            raise ValueError("PRICES_FILE and PRICES_PARAMETER are both set; keep one price override")
+        return self
+
+    @property
+    def prices(self) -> PriceFile:
+        """The price file in effect (read and validated once per container)."""
+        return load_prices(self.prices_file, self.prices_json)
+
     @property
     def price_book(self) -> PriceBook:
-        return PriceBook.for_models(self.openai_model, self.embedding_model)
+        return PriceBook.for_models(self.openai_model, self.embedding_model, self.prices)
+
+    @property
+    def reasoning_model(self) -> bool:
+        """The chat model bills hidden reasoning tokens (the price file says so)."""
+        return self.price_book.chat.reasoning
 
 
 def _defaults_for_providers(env: dict[str, str]) -> None:
@@ -291,8 +316,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         settings.price_book  # noqa: B018 - unknown models must fail at cold start, not at the first query
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    except UnknownModelError as exc:
+    except (UnknownModelError, PriceFileError) as exc:
         raise ConfigError(str(exc)) from None
+    if settings.llm_provider == "openai":  # a model a price override adds must also be countable
+        from dnd_rag.providers.tokenizer import encoding_name
+
+        try:
+            encoding_name(settings.openai_model)
+        except ValueError as exc:
+            raise ConfigError(f"OPENAI_MODEL: {exc} (holds are priced on exact token counts)") from None
     return settings
 
 

@@ -1,4 +1,4 @@
-"""Secrets for the deployed stack: read from SSM Parameter Store (SecureString) at cold start.
+"""Secrets (and the price override) for the deployed stack: read from SSM Parameter Store at cold start.
 
 Locally the same values come from the environment / ``.env``; nothing here runs then. A secret
 whose parameter name is empty is not read (Chroma may run without auth: the template then passes
@@ -20,6 +20,9 @@ SECRET_PARAMETERS = {
     "OPENAI_API_KEY": "OPENAI_API_KEY_PARAMETER",
     "CHROMA_API_KEY": "CHROMA_API_KEY_PARAMETER",
     "ALERT_WEBHOOK_URL": "ALERT_WEBHOOK_URL_PARAMETER",  # webhook URLs usually carry a secret token
+    # Not a secret: a price file (pricing.py) that replaces the shipped one without a release; a plain
+    # String or a SecureString, read like the secrets (a String ignores the decryption flag).
+    "PRICES_JSON": "PRICES_PARAMETER",
 }
 
 

@@ -227,7 +227,8 @@ class QueryService:
             raise
         reserved = tab.hold.amount
         remember = None
-        if self._cache is not None and lookup is not None and not fit.degraded:  # degraded answers are not kept
+        # degraded answers are not kept, nor an empty one (a reasoning model that spent the cap thinking)
+        if self._cache is not None and lookup is not None and not fit.degraded and generation.answer:
             remember = partial(self._cache.remember, lookup, generation.answer, fit.passages, generation.model)
         totals = self._close(tab, alongside=remember)
         answer = Answer(

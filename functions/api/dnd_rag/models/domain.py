@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from dnd_rag.models.money import TokenUsage
+
 # What a user id may be (SPEC §3: ``{user_id}`` accepts any id the auth API issues). One rule, applied
 # where an id enters the service: at sign-in (an id outside it is refused, 403 forbidden) and in the
 # operator routes' paths (percent-decoded first; 400 otherwise), so every user who can sign in can be
@@ -81,8 +83,20 @@ class Embedding:
 class Generation:
     answer: str
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # reasoning tokens included: OpenAI bills them as output
     model: str
+    cached_tokens: int = 0  # prompt tokens served from OpenAI's prefix cache (billed at the cached price)
+    reasoning_tokens: int = 0
+    truncated: bool = False  # the completion cap cut the answer (finish_reason "length")
+
+    @property
+    def usage(self) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached_tokens=self.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+        )
 
 
 @dataclass

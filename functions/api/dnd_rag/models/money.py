@@ -10,15 +10,37 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """Tokens one request used, as OpenAI reports them.
+
+    ``cached_tokens`` are the prompt tokens OpenAI's prefix cache served (inside ``prompt_tokens``,
+    billed at the cached-input price); ``reasoning_tokens`` a reasoning model's hidden tokens
+    (inside ``completion_tokens``, billed as output). A hold counts neither: it is priced as if
+    no prompt token were cached.
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embedding_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        """The prompt tokens billed at the cached price (never more than the prompt)."""
+        return max(0, min(self.cached_tokens, self.prompt_tokens))
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """The prompt tokens billed at the full input price."""
+        return self.prompt_tokens - self.cached_prompt_tokens
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.embedding_tokens + other.embedding_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
         )
 
 

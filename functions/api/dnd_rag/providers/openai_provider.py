@@ -8,6 +8,7 @@ attempt. Each failure is classified here: may OpenAI bill it, and is another att
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import openai
 
@@ -78,25 +79,55 @@ class OpenAIEmbedder:
 
 
 class OpenAIGenerator:
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
+    """Chat completions. A reasoning model (the price file says which) gets ``reasoning_effort`` and
+    no ``temperature`` (it accepts only the default); every model gets ``max_completion_tokens``, the
+    cap on reasoning and answer together (``max_tokens`` is refused by reasoning models)."""
+
+    def __init__(
+        self, client: openai.OpenAI, model: str, reasoning: bool = False, reasoning_effort: str | None = None
+    ) -> None:
         self._client = client
         self.model = model
+        self._reasoning = reasoning
+        self._reasoning_effort = reasoning_effort
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         return count_chat_tokens(self.model, messages)
 
+    def request(self, prompt: Prompt, max_completion_tokens: int) -> dict[str, Any]:
+        """The body of the chat completion request for ``prompt``."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": prompt.messages,
+            "max_completion_tokens": max_completion_tokens,
+        }
+        if self._reasoning:
+            if self._reasoning_effort is not None:
+                body["reasoning_effort"] = self._reasoning_effort
+        else:
+            body["temperature"] = 0.2
+        return body
+
     def generate(self, prompt: Prompt, max_completion_tokens: int, timeout_seconds: float) -> Generation:
         try:
             response = self._client.with_options(timeout=timeout_seconds).chat.completions.create(
-                model=self.model,
-                messages=prompt.messages,  # type: ignore[arg-type]
-                max_completion_tokens=max_completion_tokens,
-                temperature=0.2,
+                **self.request(prompt, max_completion_tokens)
             )
         except openai.OpenAIError as exc:
             raise classify("chat completion", exc) from None
         usage = response.usage
         if usage is None:  # served, so billed, but we cannot tell how much: the bound is charged
             raise AttemptError("openai chat completion without usage", billable=True, retryable=False)
-        answer = (response.choices[0].message.content or "").strip() if response.choices else ""
-        return Generation(answer, usage.prompt_tokens, usage.completion_tokens, response.model or self.model)
+        choice = response.choices[0] if response.choices else None
+        answer = (choice.message.content or "").strip() if choice is not None else ""
+        cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None
+        reasoning = usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details else None
+        return Generation(
+            answer,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            response.model or self.model,
+            cached_tokens=cached or 0,
+            reasoning_tokens=reasoning or 0,
+            truncated=choice is not None and choice.finish_reason == "length",
+        )

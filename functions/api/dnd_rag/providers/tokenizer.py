@@ -4,7 +4,7 @@ tiktoken fetches its encodings from the network on first use unless they are in 
 directory. The two encodings our priced models use ship in ``tokenizer_data/`` under the names
 tiktoken's cache gives them (SHA-1 of the official URL); tiktoken verifies each file's SHA-256
 against the hash it expects before using it, so a damaged copy fails loudly instead of miscounting:
-  fb374d41...  o200k_base.tiktoken   (gpt-4o, gpt-4o-mini)
+  fb374d41...  o200k_base.tiktoken   (gpt-4o, gpt-4.1 and gpt-5 families)
   9b5ad71b...  cl100k_base.tiktoken  (gpt-4, gpt-4-turbo, gpt-3.5-turbo)
 
 Chat formatting adds tokens beyond the contents: 3 per message (plus its role) and 3 that prime
@@ -22,7 +22,14 @@ import tiktoken
 ENCODINGS_DIR = Path(__file__).resolve().parent.parent / "tokenizer_data"
 TOKENS_PER_MESSAGE = 3
 REPLY_PRIMING_TOKENS = 3
-ENCODING_BY_MODEL_PREFIX = {"gpt-4o": "o200k_base", "gpt-4": "cl100k_base", "gpt-3.5-turbo": "cl100k_base"}
+# First matching prefix wins: the gpt-4o, gpt-4.1 and gpt-5 families before plain gpt-4.
+ENCODING_BY_MODEL_PREFIX = {
+    "gpt-4o": "o200k_base",
+    "gpt-4.1": "o200k_base",
+    "gpt-5": "o200k_base",
+    "gpt-4": "cl100k_base",
+    "gpt-3.5-turbo": "cl100k_base",
+}
 
 
 def encoding_name(model: str) -> str:

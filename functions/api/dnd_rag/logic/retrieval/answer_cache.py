@@ -44,6 +44,7 @@ class CacheScope:
     max_completion_tokens: int
     entity_queries: bool
     collections: tuple[str, ...]
+    reasoning_effort: str | None = None  # a reasoning model's effort (None for other models)
 
 
 def cache_key(question: str, k: int, scope: CacheScope) -> str:
@@ -57,6 +58,8 @@ def cache_key(question: str, k: int, scope: CacheScope) -> str:
         scope.entity_queries,
         sorted(scope.collections),
     ]
+    if scope.reasoning_effort is not None:  # only then: the keys of other models stay as they were
+        parts.append(scope.reasoning_effort)
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 

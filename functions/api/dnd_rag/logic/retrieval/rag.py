@@ -120,10 +120,7 @@ class RagService:
             tab,
             call,
             lambda timeout: self.generator.generate(fit.prompt, fit.max_completion_tokens, timeout),
-            lambda result: (
-                self._prices.cost_nanos(TokenUsage(result.prompt_tokens, result.completion_tokens)),
-                TokenUsage(result.prompt_tokens, result.completion_tokens),
-            ),
+            lambda result: (self._prices.cost_nanos(result.usage), result.usage),
             deadline,
             not_covered,
         )
@@ -166,7 +163,9 @@ def diagnostics(
         {
             "stage": "tokens",
             "prompt": usage.prompt_tokens,
+            "cached_prompt": usage.cached_tokens,
             "completion": usage.completion_tokens,
+            "reasoning": usage.reasoning_tokens,
             "embedding": usage.embedding_tokens,
         },
         {"stage": "timings", **retrieval.timings, "generate_ms": generate_ms},
