@@ -506,7 +506,7 @@ def make_request_handler(
                 headers[key] = f"{headers[key]},{value}" if key in headers else value
             found = find_route(routes, self.command, url.path)
             if found is None and cors is not None and is_preflight(self.command, headers):
-                self._reply(204, {}, b"")  # a preflight no route matches: HTTP API answers it itself
+                self._reply(204, {}, b"", gateway_error=False)  # no route: HTTP API answers it (documented)
                 return
             if found is None:  # only without a $default route, as API Gateway itself would answer
                 self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
@@ -546,7 +546,8 @@ def make_request_handler(
             payload = result.get("body") or ""
             data = base64.b64decode(payload) if result.get("isBase64Encoded") else str(payload).encode()
             headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
-            self._reply(int(result.get("statusCode", 200)), headers, data, result.get("cookies") or [], own=False)
+            status = int(result.get("statusCode", 200))
+            self._reply(status, headers, data, result.get("cookies") or [], gateway_error=False)
 
         def _reply(
             self,
@@ -555,11 +556,12 @@ def make_request_handler(
             data: bytes,
             cookies: list[str] | None = None,
             *,
-            own: bool = True,
+            gateway_error: bool = True,
         ) -> None:
-            """Writes an answer: the integration's (``own`` False) or the gateway's own, with the
-            configured CORS headers in place of any the integration wrote."""
-            if own and not cors_on_own_answers:
+            """Writes an answer, the configured CORS headers in place of any the integration wrote:
+            the integration's or a preflight's (documented), or a ``gateway_error`` (429, 503, 500, 404,
+            413: undocumented; none with LOCAL_API_CORS_ON_OWN_ANSWERS=0)."""
+            if gateway_error and not cors_on_own_answers:
                 headers = with_gateway_cors(cors, self.command, {}, headers)  # as if HTTP API wrote none there
             else:
                 request_headers = {name.lower(): value for name, value in self.headers.items()}

@@ -126,7 +126,7 @@ class RouteThrottle:
 class GatewayRules:
     cors: CorsConfiguration | None
     throttle: RouteThrottle
-    cors_on_own_answers: bool = True  # the assumption above; False: HTTP API's own answers without CORS
+    cors_on_own_answers: bool = True  # the assumption above; False: HTTP API's own errors without CORS
 
 
 def cors_configuration(template: dict[str, Any], env: Mapping[str, str]) -> CorsConfiguration | None:
