@@ -22,6 +22,11 @@ What it models of AWS, because the handlers must be correct under it:
 - An unhandled exception in the handler, or a container that dies mid-invocation, is a Lambda
   invocation error: 500 ``{"message":"Internal Server Error"}``. A dead container is replaced by a
   fresh one (a cold start) on demand.
+- **The HttpApi's CorsConfiguration and route throttling** (gateway_rules.py): the gateway answers
+  preflights no route matches, writes the configured CORS headers on every answer (the handler's,
+  and its own 429/503/500) in place of any the handler wrote, and tells its containers
+  ``CORS_BY_GATEWAY=true`` as the template tells the function; a route whose token bucket is empty
+  is answered 429 ``{"message":"Too Many Requests"}`` without an invocation.
 
 Stopping the gateway continues every container (a stopped process leaves SIGTERM pending) and
 then terminates it, so no worker, frozen or not, outlives it.
@@ -56,6 +61,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from infra.local.access_log import Tally, access_line
 from infra.local.clock import local_now
+from infra.local.gateway_rules import GatewayRules, gateway_rules, is_preflight, with_gateway_cors
 from infra.local.template import HttpRoute, http_routes
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's own limit
@@ -74,6 +80,9 @@ INVOKE_TIMEOUT_SECONDS = 30.0
 # (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-troubleshooting-lambda.html).
 TIMEOUT_STATUS, TIMEOUT_BODY = 503, b'{"message":"Service Unavailable"}'
 ERROR_STATUS, ERROR_BODY = 500, b'{"message":"Internal Server Error"}'
+# A throttled route ("Throttle requests to your HTTP APIs",
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-throttling.html: 429 Too Many Requests).
+THROTTLED_STATUS, THROTTLED_BODY = 429, b'{"message":"Too Many Requests"}'
 FUNCTION_TIMEOUT_SECONDS = 29.0  # template.yaml Globals.Function.Timeout
 WARM_UP_SECONDS = 120.0
 STOP_GRACE_SECONDS = 5.0
@@ -94,9 +103,11 @@ def invoke_in_container(route: HttpRoute, event: dict[str, Any]) -> dict[str, An
     return handler(event, LambdaContext("dnd-rag-local-api", FUNCTION_TIMEOUT_SECONDS))
 
 
-def container_main(conn: Connection) -> None:
-    """A container's process: one invocation at a time, each answered ("ok", result) or ("error", text)."""
+def container_main(conn: Connection, environment: dict[str, str] | None = None) -> None:
+    """A container's process: one invocation at a time, each answered ("ok", result) or ("error", text).
+    ``environment``: variables the gateway sets for the function on top of its own (CORS_BY_GATEWAY)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the gateway stops us
+    os.environ.update(environment or {})
     while True:
         try:
             route, event = conn.recv()
@@ -153,6 +164,7 @@ class Container:
         freeze: bool,
         on_idle: Callable[[Container], None],
         on_exit: Callable[[Container], None],
+        environment: dict[str, str] | None = None,
     ) -> None:
         self._freeze = freeze
         self._on_idle = on_idle
@@ -161,7 +173,9 @@ class Container:
         self._pending: Future[dict[str, Any]] | None = None
         self._stopping = False
         self._conn, child_conn = context.Pipe()
-        self.process = context.Process(target=container_main, args=(child_conn,), name="lambda-container")
+        self.process = context.Process(
+            target=container_main, args=(child_conn, environment or {}), name="lambda-container"
+        )
         self.process.start()
         child_conn.close()  # the worker's end lives in the worker only: its death is our EOF
         self._reader = threading.Thread(target=self._read, name=f"container-{self.pid}", daemon=True)
@@ -248,9 +262,10 @@ class Containers:
     """The gateway's Lambda execution environments, at most ``limit`` of them, each serving one
     invocation at a time; started on demand (a cold start), kept warm, frozen between invocations."""
 
-    def __init__(self, limit: int, freeze: bool) -> None:
+    def __init__(self, limit: int, freeze: bool, environment: dict[str, str] | None = None) -> None:
         self.limit = limit
         self.freeze = freeze
+        self.environment = dict(environment or {})
         self._context = multiprocessing.get_context("spawn")
         self._changed = threading.Condition()
         self._idle: list[Container] = []
@@ -302,7 +317,7 @@ class Containers:
                 self._changed.wait(remaining)
         container: Container | None = None
         try:
-            container = Container(self._context, self.freeze, self._release, self._retire)
+            container = Container(self._context, self.freeze, self._release, self._retire, self.environment)
         finally:
             with self._changed:
                 self._starting -= 1
@@ -460,9 +475,14 @@ def make_request_handler(
     timeout_seconds: float = INVOKE_TIMEOUT_SECONDS,
     human: bool = False,
     tally: Tally | None = None,
+    rules: GatewayRules | None = None,
 ) -> type[BaseHTTPRequestHandler]:
-    """``human`` (LOG_FORMAT=human, make dev): one line per request instead of a JSON access line."""
+    """``human`` (LOG_FORMAT=human, make dev): one line per request instead of a JSON access line.
+    ``rules``: the HttpApi's CORS and route throttling (none: neither)."""
     answered = tally if tally is not None else Tally()
+    cors = rules.cors if rules is not None else None
+    throttle = rules.throttle if rules is not None else None
+    cors_on_own_answers = rules.cors_on_own_answers if rules is not None else True
 
     class ApiGatewayHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -485,10 +505,16 @@ def make_request_handler(
                 key = name.lower()
                 headers[key] = f"{headers[key]},{value}" if key in headers else value
             found = find_route(routes, self.command, url.path)
+            if found is None and cors is not None and is_preflight(self.command, headers):
+                self._reply(204, {}, b"", gateway_error=False)  # no route: HTTP API answers it (documented)
+                return
             if found is None:  # only without a $default route, as API Gateway itself would answer
                 self._reply(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
                 return
             compiled, path_parameters = found
+            if throttle is not None and not throttle.admit(compiled.route_key):
+                self._reply(THROTTLED_STATUS, {"content-type": "application/json"}, THROTTLED_BODY)
+                return
             event = build_event(
                 self.command,
                 url.path,
@@ -520,9 +546,26 @@ def make_request_handler(
             payload = result.get("body") or ""
             data = base64.b64decode(payload) if result.get("isBase64Encoded") else str(payload).encode()
             headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
-            self._reply(int(result.get("statusCode", 200)), headers, data, result.get("cookies") or [])
+            status = int(result.get("statusCode", 200))
+            self._reply(status, headers, data, result.get("cookies") or [], gateway_error=False)
 
-        def _reply(self, status: int, headers: dict[str, str], data: bytes, cookies: list[str] | None = None) -> None:
+        def _reply(
+            self,
+            status: int,
+            headers: dict[str, str],
+            data: bytes,
+            cookies: list[str] | None = None,
+            *,
+            gateway_error: bool = True,
+        ) -> None:
+            """Writes an answer, the configured CORS headers in place of any the integration wrote:
+            the integration's or a preflight's (documented), or a ``gateway_error`` (429, 503, 500, 404,
+            413: undocumented; none with LOCAL_API_CORS_ON_OWN_ANSWERS=0)."""
+            if gateway_error and not cors_on_own_answers:
+                headers = with_gateway_cors(cors, self.command, {}, headers)  # as if HTTP API wrote none there
+            else:
+                request_headers = {name.lower(): value for name, value in self.headers.items()}
+                headers = with_gateway_cors(cors, self.command, request_headers, headers)
             self.send_response(status)
             for name, value in headers.items():
                 if name.lower() not in ("content-length", "connection"):
@@ -560,9 +603,11 @@ def make_request_handler(
     return ApiGatewayHandler
 
 
-def start_containers(count: int, routes: list[HttpRoute], freeze: bool = True) -> Containers:
+def start_containers(
+    count: int, routes: list[HttpRoute], freeze: bool = True, environment: dict[str, str] | None = None
+) -> Containers:
     """The containers; one is warmed now so a configuration error fails at start."""
-    containers = Containers(count, freeze)
+    containers = Containers(count, freeze, environment)
     health = next((r for r in routes if r.path == "/health"), routes[0])
     warm_up = build_event(
         "GET", "/health", "", {"host": "127.0.0.1"}, b"", f"{health.method} {health.path}", {}, "127.0.0.1"
@@ -589,14 +634,23 @@ def human_logs() -> bool:
 
 
 def make_api_server(
-    host: str, port: int, containers: int, routes: list[HttpRoute] | None = None, tally: Tally | None = None
+    host: str,
+    port: int,
+    containers: int,
+    routes: list[HttpRoute] | None = None,
+    tally: Tally | None = None,
+    rules: GatewayRules | None = None,
 ) -> tuple[ThreadingHTTPServer, Containers]:
-    """The gateway (not yet serving) and its containers; ``routes`` default to template.yaml's (tests
-    pass their own). LOCAL_API_FREEZE, LOCAL_API_TIMEOUT_SECONDS and LOG_FORMAT are read here."""
+    """The gateway (not yet serving) and its containers; ``routes`` and ``rules`` (CORS, throttling)
+    default to template.yaml's (tests pass their own). LOCAL_API_FREEZE, LOCAL_API_TIMEOUT_SECONDS,
+    LOG_FORMAT and the variables of gateway_rules.py are read here."""
     routes = routes if routes is not None else http_routes()
-    pool = start_containers(containers, routes, freeze_enabled())
+    rules = rules if rules is not None else gateway_rules()
+    # as the template tells the function when its HttpApi has a CorsConfiguration
+    environment = {"CORS_BY_GATEWAY": "true"} if rules.cors is not None else {}
+    pool = start_containers(containers, routes, freeze_enabled(), environment)
     try:
-        handler = make_request_handler(compile_routes(routes), pool, integration_timeout(), human_logs(), tally)
+        handler = make_request_handler(compile_routes(routes), pool, integration_timeout(), human_logs(), tally, rules)
         server = ThreadingHTTPServer((host, port), handler)
     except BaseException:
         pool.shutdown()
@@ -626,6 +680,12 @@ def schedule_sweeps(pool: Containers, route: HttpRoute, every_seconds: float) ->
     return stop
 
 
+def describe(rules: GatewayRules) -> str:
+    limits = rules.throttle.default
+    cors = f"CORS for {', '.join(rules.cors.allow_origins)}" if rules.cors else "no CORS"
+    return f"{cors}; routes throttled at {limits.rate:g}/s, burst {limits.burst}"
+
+
 def _exit(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the shutdown short
     raise SystemExit(0)
@@ -641,13 +701,14 @@ def main() -> None:
     # would outlive the server as orphans, frozen ones forever. Installed first: the warm-up starts one.
     signal.signal(signal.SIGTERM, _exit)
     tally = Tally()
-    server, pool = make_api_server(args.host, args.port, args.containers, tally=tally)
+    rules = gateway_rules()
+    server, pool = make_api_server(args.host, args.port, args.containers, tally=tally, rules=rules)
     routes = http_routes()
     sweeps = schedule_sweeps(pool, routes[0], float(os.environ.get("LOCAL_SWEEP_SECONDS", "60")))
     frozen = "frozen between invocations" if pool.freeze else "never frozen (LOCAL_API_FREEZE=0)"
     print(
         f"API listening on http://{args.host}:{args.port}; up to {pool.limit} containers, {frozen}; "
-        f"integration timeout {integration_timeout():g} s",
+        f"integration timeout {integration_timeout():g} s; {describe(rules)}",
         flush=True,
     )
     try:

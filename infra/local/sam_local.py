@@ -123,11 +123,14 @@ def store_openai_key(env: dict[str, str]) -> None:
 
 
 def start_api_command(
-    template: Path, arch: str, image: runtime_image.InvokeImage, env_file: Path, port: str
+    template: Path, arch: str, image: runtime_image.InvokeImage, env_file: Path, port: str, cors_origins: str = ""
 ) -> list[str]:
+    """SAM's API emulator answers CORS from the template's CorsConfiguration, whose origins are the
+    parameter CorsOrigins: the local CORS_ORIGINS, as a deployed stack passes it to both."""
+    overrides = f"Architecture={arch}" + (f" CorsOrigins={cors_origins}" if cors_origins else "")
     command = [
         sam_command(), "local", "start-api", "--template-file", str(template), "--host", "127.0.0.1",
-        "--port", port, "--parameter-overrides", f"Architecture={arch}", "--env-vars", str(env_file),
+        "--port", port, "--parameter-overrides", overrides, "--env-vars", str(env_file),
         "--warm-containers", "EAGER", "--skip-pull-image",
     ]  # fmt: skip
     if image.source == "local":
@@ -205,7 +208,8 @@ def main() -> int:
         (stack.data_dir / "sam-local.json").write_text(json.dumps(state, indent=2))
         url = f"http://127.0.0.1:{port}"
         print(f"sam-local: sam local start-api on {url} (image {image.name or 'SAM default'})", flush=True)
-        sam = subprocess.Popen(start_api_command(template, arch, image, env_file, port), cwd=REPO_ROOT, env=env)
+        command = start_api_command(template, arch, image, env_file, port, env.get("CORS_ORIGINS", ""))
+        sam = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
         seconds = wait_until_healthy(url, sam)
         print(f"sam-local: ready ({seconds:.1f}s to the first answer). Try:", flush=True)
         print(

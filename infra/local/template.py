@@ -1,11 +1,13 @@
 """Reads template.yaml so the local stack and the tests use the deployed definitions, not copies.
 
-The table is created from ``Resources.RulesChatTable.Properties`` and the local API routes from
-each function's ``HttpApi`` events, so the schema and the routes cannot drift from the stack.
+The table is created from ``Resources.RulesChatTable.Properties``, the local API routes from
+each function's ``HttpApi`` events and the local gateway's CORS and throttling from the HttpApi's
+properties, so the schema, the routes and the gateway's rules cannot drift from the stack.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,49 @@ def http_routes(template: dict[str, Any] | None = None) -> list[HttpRoute]:
                 )
             )
     return routes
+
+
+def http_api_properties(template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``Properties`` of the template's ``AWS::Serverless::HttpApi`` (there is one)."""
+    template = template or load_template()
+    api = next(r for r in template["Resources"].values() if r.get("Type") == "AWS::Serverless::HttpApi")
+    return dict(api.get("Properties") or {})
+
+
+def parameter_value(name: str, template: dict[str, Any], env: Mapping[str, str]) -> str:
+    """A template parameter's value for the local stack: the function variable that the template
+    sets to it (``CORS_ORIGINS: !Ref CorsOrigins``), as the environment has it, else its default.
+    The local stack configures the function, so the gateway reads the same value the function does."""
+    variables = template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    for variable, value in variables.items():
+        if value == {"Ref": name} and variable in env:
+            return env[variable]
+    return str(template["Parameters"][name].get("Default", ""))
+
+
+def resolve(value: Any, template: dict[str, Any], env: Mapping[str, str]) -> Any:
+    """The intrinsics the local stack reads the HttpApi with (Ref to a parameter, Fn::Split, Fn::If,
+    Fn::Equals, Fn::Not and the conditions they name); anything else is returned as it is."""
+    if isinstance(value, list):
+        return [resolve(item, template, env) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((name, argument),) = value.items()
+        if name == "Ref" and argument in template.get("Parameters", {}):
+            return parameter_value(argument, template, env)
+        if name == "Fn::Split":
+            delimiter, text = resolve(argument, template, env)
+            return str(text).split(delimiter)
+        if name == "Fn::Equals":
+            left, right = resolve(argument, template, env)
+            return str(left) == str(right)
+        if name == "Fn::Not":
+            return not resolve(argument[0], template, env)
+        if name == "Condition":
+            return bool(resolve(template["Conditions"][argument], template, env))
+        if name == "Fn::If":
+            condition, if_true, if_false = argument
+            chosen = if_true if resolve({"Condition": condition}, template, env) else if_false
+            return resolve(chosen, template, env)
+    return {key: resolve(item, template, env) for key, item in value.items()}

@@ -17,10 +17,13 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 @pytest.fixture(scope="module")
 def fuzz_url(tmp_path_factory):
-    # limits high enough that fuzzing explores the API rather than the 429s, and every k the schema
-    # allows (1..50) allowed on the fuzzing user's plan (the default plan's max_k is 20)
+    # limits high enough that fuzzing explores the API rather than the 429s (the gateway's route
+    # throttling included), and every k the schema allows (1..50) allowed on the fuzzing user's plan
+    # (the default plan's max_k is 20)
     with local_stack(
         tmp_path_factory.mktemp("fuzz"),
+        LOCAL_API_THROTTLE_RATE="100000",
+        LOCAL_API_THROTTLE_BURST="100000",
         TOKEN_BUCKET_CAPACITY="100000",
         DAILY_USER_REQUEST_LIMIT="100000",
         PLAN_LIMITS='{"default": {"max_k": 50}}',

@@ -113,6 +113,31 @@ def test_cors_preflight_allows_only_configured_origins(client):
     assert "Access-Control-Allow-Origin" not in denied.headers
 
 
+# One request of each kind the function answers (a preflight, 200, 401, 404, 405, 400) and its status.
+CORS_REQUESTS = [
+    ("OPTIONS", "/api/query", {"Access-Control-Request-Method": "POST"}, None, {200, 204}),  # sam local: 200
+    ("GET", "/health", {}, None, {200}),
+    ("GET", "/api/usage", {"Authorization": "Bearer dev-bob"}, None, {200}),
+    ("POST", "/api/query", {"Content-Type": "application/json"}, b'{"question": "Who?"}', {401}),
+    ("GET", "/nothing-here", {}, None, {404}),
+    ("PATCH", "/api/query", {}, None, {405}),
+    ("POST", "/api/query", {"Authorization": "Bearer dev-bob", "Content-Type": "application/json"}, b"{", {400}),
+]
+
+
+@pytest.mark.parametrize(
+    ("origin", "allow_origins"), [("http://localhost:3000", ["http://localhost:3000"]), ("https://evil.example", [])]
+)
+def test_no_answer_carries_two_allow_origins_and_another_origin_gets_no_cors_header(client, origin, allow_origins):
+    for method, path, headers, body, statuses in CORS_REQUESTS:
+        answer = client.request(method, path, headers={"Origin": origin, **headers}, content=body)
+
+        assert answer.status_code in statuses, (method, path, answer.status_code)
+        assert answer.headers.get_list("Access-Control-Allow-Origin") == allow_origins, (method, path)
+        if not allow_origins:
+            assert not [name for name in answer.headers if name.lower().startswith("access-control-")], (method, path)
+
+
 def test_concurrent_burst_through_several_containers_admits_exactly_the_capacity(client):
     # dev-admin is used by no other test; the stack runs the default policy (burst 15)
     with ThreadPoolExecutor(max_workers=8) as pool:

@@ -7,7 +7,9 @@ real HTTP:
 - HTTP API's integration timeout counts from the request's arrival, waiting for a container and a
   cold start included, and is answered as HTTP API answers it;
 - one invocation per container at a time; a container that dies is a 500 and is replaced;
-- stopping the gateway leaves no worker, frozen or not.
+- stopping the gateway leaves no worker, frozen or not;
+- the HttpApi's CorsConfiguration: one Access-Control-Allow-Origin on every answer to an allowed
+  origin, the gateway's own 429/503/500 included, none to another origin; a throttled route is 429.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 import pytest
 
 from infra.local.api_server import STOP_GRACE_SECONDS, Containers, make_api_server
+from infra.local.gateway_rules import GatewayRules, Limits, RouteThrottle, gateway_rules
 from infra.local.template import REPO_ROOT, HttpRoute
 
 PROBE = "tests.support.gateway_probe_handler.lambda_handler"
@@ -51,8 +54,8 @@ def aws_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @contextmanager
-def gateway(containers: int = 1) -> Iterator[tuple[httpx.Client, Containers]]:
-    server, pool = make_api_server("127.0.0.1", 0, containers, routes=ROUTES)
+def gateway(containers: int = 1, rules: GatewayRules | None = None) -> Iterator[tuple[httpx.Client, Containers]]:
+    server, pool = make_api_server("127.0.0.1", 0, containers, routes=ROUTES, rules=rules)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{server.server_address[1]}", timeout=30) as client:
@@ -213,3 +216,99 @@ def test_stopping_the_gateway_leaves_no_container_behind_frozen_ones_included():
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+# --- the HttpApi's CorsConfiguration and route throttling -----------------------------------------
+
+ALLOWED = "http://127.0.0.1:3000"
+THROTTLED = "POST /slow-import"  # a route of its own, throttled to one request
+
+
+def cors_rules(own_answers: bool = True) -> GatewayRules:
+    """template.yaml's CORS for ALLOWED, and a throttle that admits one request on THROTTLED."""
+    rules = gateway_rules(env={"CORS_ORIGINS": ALLOWED})
+    throttle = RouteThrottle(Limits(rate=1000, burst=1000), {THROTTLED: Limits(rate=0.001, burst=1)})
+    return GatewayRules(rules.cors, throttle, own_answers)
+
+
+def origins(response: httpx.Response) -> list[str]:
+    return response.headers.get_list("access-control-allow-origin")
+
+
+def cors_names(response: httpx.Response) -> set[str]:
+    return {name.lower() for name in response.headers if name.lower().startswith("access-control-")}
+
+
+def every_kind_of_answer(client: httpx.Client, origin: str) -> dict[str, httpx.Response]:
+    """One answer of each kind the gateway sends, to requests from ``origin``."""
+    headers = {"origin": origin}
+    preflight = {**headers, "access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    return {
+        "preflight": client.options("/probe", headers=preflight),  # no OPTIONS route: the gateway answers
+        "integration": client.post("/probe", json={}, headers=headers),
+        # the integration's own CORS headers: dropped, whatever their case
+        "integration with its own CORS": client.post(
+            "/probe",
+            json={
+                "headers": {
+                    "Access-Control-Allow-Origin": "https://evil.example",
+                    "access-control-allow-origin": origin,
+                }
+            },
+            headers=headers,
+        ),
+        "first on the throttled route": client.post("/slow-import", json={}, headers=headers),
+        "throttled": client.post("/slow-import", json={}, headers=headers),
+        "invocation error": client.post("/probe", json={"raise": True}, headers=headers),
+        "no route": client.get("/nowhere", headers=headers),
+        "integration timeout": client.post("/probe", json={"sleep": TIMEOUT + 1}, headers=headers),
+    }
+
+
+def test_every_answer_to_an_allowed_origin_carries_one_allow_origin_the_gateway_s_own_included(monkeypatch):
+    monkeypatch.setenv("LOCAL_API_TIMEOUT_SECONDS", str(TIMEOUT))
+    with gateway(containers=2, rules=cors_rules()) as (client, _):
+        answers = every_kind_of_answer(client, ALLOWED)
+
+    statuses = {kind: answer.status_code for kind, answer in answers.items()}
+    assert statuses == {
+        "preflight": 204,
+        "integration": 200,
+        "integration with its own CORS": 200,
+        "first on the throttled route": 200,
+        "throttled": 429,
+        "invocation error": 500,
+        "no route": 404,
+        "integration timeout": 503,
+    }
+    assert answers["throttled"].content == b'{"message":"Too Many Requests"}'
+    for kind, answer in answers.items():
+        assert origins(answer) == [ALLOWED], kind
+        assert answer.headers["access-control-allow-credentials"] == "true", kind
+    assert answers["preflight"].headers["access-control-allow-methods"] == "DELETE,GET,OPTIONS,POST,PUT"
+    assert answers["preflight"].headers["access-control-allow-headers"] == "Authorization,Content-Type,Idempotency-Key"
+    assert answers["preflight"].headers["access-control-max-age"] == "600"
+    assert answers["throttled"].headers["access-control-expose-headers"] == "Retry-After,X-Request-Id"
+    assert answers["integration"].json()["cors_by_gateway"] == "true"  # as the template tells the function
+
+
+def test_another_origin_gets_no_cors_header_on_any_answer(monkeypatch):
+    monkeypatch.setenv("LOCAL_API_TIMEOUT_SECONDS", str(TIMEOUT))
+    with gateway(containers=2, rules=cors_rules()) as (client, _):
+        answers = every_kind_of_answer(client, "https://evil.example")
+
+    assert answers["throttled"].status_code == 429
+    assert {kind: cors_names(answer) for kind, answer in answers.items()} == {kind: set() for kind in answers}
+
+
+def test_without_cors_on_its_own_errors_the_gateway_still_writes_it_on_integration_answers_and_preflights(
+    monkeypatch,
+):
+    # LOCAL_API_CORS_ON_OWN_ANSWERS=0: what a browser gets if HTTP API writes no CORS on its own answers
+    monkeypatch.setenv("LOCAL_API_TIMEOUT_SECONDS", str(TIMEOUT))
+    with gateway(containers=2, rules=cors_rules(own_answers=False)) as (client, _):
+        answers = every_kind_of_answer(client, ALLOWED)
+
+    own = {"throttled", "invocation error", "no route", "integration timeout"}  # the preflight's is documented
+    assert {kind for kind, answer in answers.items() if not origins(answer)} == own
+    assert all(origins(answers[kind]) == [ALLOWED] for kind in answers.keys() - own)

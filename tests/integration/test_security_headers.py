@@ -151,3 +151,52 @@ def test_no_error_message_echoes_client_input(cold_start, method, path, kwargs):
 
     assert 400 <= status < 500, body
     assert MARKER not in body.lower(), body
+
+
+# --- CORS written by the gateway (CORS_BY_GATEWAY, as template.yaml sets it) ---------------------
+
+ORIGIN = "http://localhost:3000"
+PREFLIGHT = {
+    "origin": ORIGIN,
+    "access-control-request-method": "POST",
+    "access-control-request-headers": "authorization",
+}
+
+
+def cors_headers(headers):
+    return {name: value for name, value in headers.items() if name.lower().startswith("access-control-")}
+
+
+@pytest.mark.parametrize("path", ["/api/query", "/api/admin/users/someone/block", "/", "/nothing-here"])
+def test_when_the_gateway_owns_cors_a_preflight_is_answered_204_without_cors_headers(cold_start, path):
+    module = cold_start(CORS_BY_GATEWAY="true")
+
+    status, body, headers = run(module, "OPTIONS", path, headers=PREFLIGHT)
+
+    assert (status, body) == (204, "")  # an ok status: the gateway writes the headers
+    assert cors_headers(headers) == {}
+    assert headers["Vary"] == "Origin"  # the gateway's Access-Control-Allow-Origin depends on it
+
+
+def test_when_the_gateway_owns_cors_no_answer_of_the_function_carries_a_cors_header(cold_start):
+    module = cold_start(CORS_BY_GATEWAY="true")
+
+    answers = [
+        run(module, method, path, **{**kwargs, "headers": {"origin": ORIGIN}}) for method, path, kwargs in API_JSON
+    ]
+
+    assert [status for status, _, _ in answers] == [200, 401, 200, 200, 403, 404, 405, 400]
+    for status, _, headers in answers:
+        assert cors_headers(headers) == {}, (status, headers)
+        assert headers["Vary"] == "Origin"
+
+
+def test_called_directly_the_function_answers_cors_itself(cold_start):
+    module = cold_start()  # no CORS_BY_GATEWAY: a handler called without API Gateway's CorsConfiguration
+
+    status, _, headers = run(module, "OPTIONS", "/api/query", headers=PREFLIGHT)
+    _, _, answer = run(module, "GET", "/health", headers={"origin": ORIGIN})
+
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == answer["Access-Control-Allow-Origin"] == ORIGIN
+    assert "X-Request-Id" in answer["Access-Control-Expose-Headers"]

@@ -14,6 +14,7 @@ from tests.e2e.test_stack import (  # noqa: F401 - collected here again, against
     test_empty_body_object_is_validation_error,
     test_fighter_question_answers_250001,
     test_health,
+    test_no_answer_carries_two_allow_origins_and_another_origin_gets_no_cors_header,
     test_unknown_path_is_not_found_in_the_api_shape,
 )
 

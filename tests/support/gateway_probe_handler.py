@@ -4,9 +4,11 @@ The request body (JSON) says what to do, in this order:
 - ``tick_file``: start a background thread that counts every 50 ms and writes the count to that
   file, and leave it running after the handler returns (as an alert delivery on a pool would);
 - ``sleep``: seconds to sleep before answering;
-- ``raise``: raise instead of answering (an unhandled exception).
+- ``raise``: raise instead of answering (an unhandled exception);
+- ``headers``: headers to add to the answer (CORS headers of its own, say).
 The answer reports the container (``pid``), the most invocations this container ever ran at
-once, the ticker's count, when the invocation ran and the event's ``timeEpoch``.
+once, the ticker's count, when the invocation ran, the event's ``timeEpoch`` and the container's
+``CORS_BY_GATEWAY``.
 """
 
 from __future__ import annotations
@@ -58,8 +60,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "ended": time.time(),
                 "time_epoch_ms": event["requestContext"]["timeEpoch"],
                 "remaining_ms": context.get_remaining_time_in_millis(),
+                "cors_by_gateway": os.environ.get("CORS_BY_GATEWAY"),
             }
     finally:
         with _LOCK:
             _in_flight -= 1
-    return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": json.dumps(answer)}
+    headers = {"content-type": "application/json", **body.get("headers", {})}
+    return {"statusCode": 200, "headers": headers, "body": json.dumps(answer)}

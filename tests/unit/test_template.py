@@ -2,9 +2,21 @@
 local stack does, and check the least-privilege promises."""
 
 import json
+import re
 
+import pytest
+
+from dnd_rag.handlers.middlewares import ALLOWED_HEADERS, EXPOSED_HEADERS, PREFLIGHT_MAX_AGE_SECONDS
+from dnd_rag.handlers.routes import ROUTE_METHODS
 from dnd_rag.logic.money.budget import LEASE_SECONDS
-from infra.local.template import create_table_request, http_routes, load_template, ttl_attribute
+from infra.local.template import (
+    create_table_request,
+    http_api_properties,
+    http_routes,
+    load_template,
+    resolve,
+    ttl_attribute,
+)
 
 TEMPLATE = load_template()
 
@@ -51,10 +63,59 @@ def test_no_wildcard_actions_in_function_policies():
     assert "dynamodb:Scan" not in actions
 
 
-def test_cors_is_configured_only_in_the_function():
-    api = next(r for r in TEMPLATE["Resources"].values() if r["Type"] == "AWS::Serverless::HttpApi")
+ORIGINS = "https://react.gravitycar.com,https://www.gravitycar.com"
 
-    assert "CorsConfiguration" not in api["Properties"]
+
+def _cors(origins=ORIGINS):
+    """The HttpApi's CorsConfiguration as deployed with CorsOrigins=``origins``."""
+    return resolve(http_api_properties(TEMPLATE)["CorsConfiguration"], TEMPLATE, {"CORS_ORIGINS": origins})
+
+
+def test_cors_is_configured_once_at_the_gateway_and_the_function_writes_none():
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert _cors()["AllowOrigins"] == ["https://react.gravitycar.com", "https://www.gravitycar.com"]
+    assert variables["CORS_ORIGINS"] == {"Ref": "CorsOrigins"}  # prod refuses http origins at cold start
+    assert variables["CORS_BY_GATEWAY"] == "true"  # the function's CORSConfig off: no second header
+
+
+def test_the_gateway_allows_what_the_function_allowed_when_it_owned_cors():
+    cors = _cors()
+
+    assert cors["AllowCredentials"] is True
+    assert set(cors["AllowHeaders"]) == ALLOWED_HEADERS
+    assert set(cors["ExposeHeaders"]) == EXPOSED_HEADERS == {"Retry-After", "X-Request-Id"}
+    assert cors["MaxAge"] == PREFLIGHT_MAX_AGE_SECONDS
+    routes_methods = set().union(*ROUTE_METHODS.values()) | {"OPTIONS"}
+    assert set(cors["AllowMethods"]) == routes_methods == {"GET", "POST", "PUT", "DELETE", "OPTIONS"}  # SPEC §3
+
+
+@pytest.mark.parametrize("origins", ["*", "https://*", "https://*.example.com", "https://app.example.com/", "null"])
+def test_no_wildcard_or_path_can_be_an_allowed_origin(origins):
+    assert not re.fullmatch(TEMPLATE["Parameters"]["CorsOrigins"]["AllowedPattern"], origins)
+
+
+def test_without_origins_the_api_has_no_cors_at_all():
+    assert re.fullmatch(TEMPLATE["Parameters"]["CorsOrigins"]["AllowedPattern"], "")
+    assert _cors("") == {}
+
+
+def test_the_whole_cors_configuration_is_the_intrinsic_not_allow_origins_alone():
+    # SAM turns an intrinsic AllowOrigins into the whole configuration and drops every other
+    # property (aws/serverless-application-model#1515): the headers, methods, credentials, max age
+    configured = http_api_properties(TEMPLATE)["CorsConfiguration"]
+
+    assert list(configured) == ["Fn::If"]
+    condition, if_true, _ = configured["Fn::If"]
+    assert TEMPLATE["Conditions"][condition] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "CorsOrigins"}, ""]}]}
+    assert set(if_true) == {
+        "AllowOrigins",
+        "AllowMethods",
+        "AllowHeaders",
+        "ExposeHeaders",
+        "AllowCredentials",
+        "MaxAge",
+    }
 
 
 def _statement(sid):

@@ -87,6 +87,10 @@ class Settings(BaseModel):
     token_cache_ttl: int = Field(default=300, alias="TOKEN_CACHE_TTL", ge=0, le=3600)
     token_negative_cache_ttl: int = Field(default=30, alias="TOKEN_NEGATIVE_CACHE_TTL", ge=0, le=600)
     cors_origins: Annotated[list[str], BeforeValidator(_split_list)] = Field(default_factory=list, alias="CORS_ORIGINS")
+    # true where API Gateway's CorsConfiguration writes the CORS headers (the deployed template, the
+    # local gateways): the function then writes none and answers preflights 204. false (handlers
+    # called directly): the function answers CORS itself, from CORS_ORIGINS.
+    cors_by_gateway: bool = Field(default=False, alias="CORS_BY_GATEWAY")
     token_bucket_capacity: int = Field(default=15, alias="TOKEN_BUCKET_CAPACITY", ge=1)
     token_refill_rate: float = Field(default=1 / 60, alias="TOKEN_REFILL_RATE", gt=0)
     daily_user_request_limit: int = Field(default=30, alias="DAILY_USER_REQUEST_LIMIT", ge=1)

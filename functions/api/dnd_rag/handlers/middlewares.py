@@ -58,23 +58,37 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
         return super().handler(app, next_middleware)
 
 
+# What a browser may send and read, and how long it may keep a preflight's answer: the same here and
+# in template.yaml's CorsConfiguration (tests/unit/test_template.py compares them).
 ALLOWED_HEADERS = {"Authorization", "Content-Type", "Idempotency-Key"}
+EXPOSED_HEADERS = {"Retry-After", "X-Request-Id"}
+PREFLIGHT_MAX_AGE_SECONDS = 600
 
 
-def cors_config(origins: list[str]) -> CORSConfig | None:
-    """Exact-match origins; a disallowed origin gets no Access-Control-Allow-Origin at all."""
-    if not origins:
+def cors_config(origins: list[str], *, by_gateway: bool = False) -> CORSConfig | None:
+    """Exact-match origins; a disallowed origin gets no Access-Control-Allow-Origin at all.
+
+    None when API Gateway writes the CORS headers (``by_gateway``, CORS_BY_GATEWAY): one place
+    configures CORS, and an answer never carries two Access-Control-Allow-Origin headers."""
+    if not origins or by_gateway:
         return None
     config = CORSConfig(
         allow_origin=origins[0],
         extra_origins=origins[1:],
         allow_credentials=True,
-        max_age=600,
-        expose_headers=["X-Request-Id", "Retry-After"],
+        max_age=PREFLIGHT_MAX_AGE_SECONDS,
+        expose_headers=sorted(EXPOSED_HEADERS),
     )
     # Powertools always adds the X-Amz-* headers of signed requests; this API takes bearer tokens only.
     config.allow_headers = set(ALLOWED_HEADERS)
     return config
+
+
+def preflight_for_the_gateway():  # no return annotation: Powertools would try to document Response itself
+    """A preflight that a route sent to the function while API Gateway owns CORS: HTTP API hands it
+    over when a route matches (``OPTIONS /{proxy+}``, ``$default``) and adds its configured CORS
+    headers to the answer, so the answer is only an ok status for the browser, 204 and no body."""
+    return Response(status_code=204, content_type=None, body="")
 
 
 # HSTS in prod (API Gateway serves https only there): a year, subdomains included.

@@ -14,7 +14,7 @@ from dnd_rag.handlers.admin_routes import OperatorGuard, admin_router
 from dnd_rag.handlers.error_responses import register_error_handlers
 from dnd_rag.handlers.idempotency import HEADER as IDEMPOTENCY_HEADER
 from dnd_rag.handlers.idempotency import KEY_DESCRIPTION, KEY_PATTERN, answer_once
-from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors_config
+from dnd_rag.handlers.middlewares import JsonBodyValidation, authenticated, cors_config, preflight_for_the_gateway
 from dnd_rag.handlers.openapi import BEARER, document, responses
 from dnd_rag.handlers.presenters import query_response, record_query_metrics, usage_response
 from dnd_rag.handlers.request_body import strict_json
@@ -45,12 +45,17 @@ def request_deadline(app: APIGatewayHttpResolver, now: float) -> Deadline:
 
 
 def create_app(container: Container) -> APIGatewayHttpResolver:
+    settings = container.settings
     app = APIGatewayHttpResolver(
-        cors=cors_config(container.settings.cors_origins), enable_validation=True, json_body_deserializer=strict_json
+        cors=cors_config(settings.cors_origins, by_gateway=settings.cors_by_gateway),
+        enable_validation=True,
+        json_body_deserializer=strict_json,
     )
+    if settings.cors_by_gateway:  # ".+": every path (Powertools' catch-all route)
+        app.route(".+", method="OPTIONS", include_in_schema=False)(preflight_for_the_gateway)
     operator_guard = OperatorGuard(container)
     app._request_validation_middleware = JsonBodyValidation(first=operator_guard)  # noqa: SLF001 - see JsonBodyValidation
-    serve_docs = container.settings.stage != "prod"  # /docs is a developer's page (handlers/openapi.py)
+    serve_docs = settings.stage != "prod"  # /docs is a developer's page (handlers/openapi.py)
     register_error_handlers(
         app, ROUTE_METHODS if serve_docs else {k: v for k, v in ROUTE_METHODS.items() if k != "/docs"}
     )
