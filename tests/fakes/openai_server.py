@@ -182,7 +182,7 @@ class FakeOpenAIState:
             self.rules = []
             self.rng = random.Random(0)
             self.active = self.peak_active = 0
-            self.prompt_cache.clear()
+            self.prompt_cache = PromptCache()  # its lifetime too, which a test may shorten
             self.reasoning_tokens = None
 
     def control(self, body: dict[str, Any]) -> None:
