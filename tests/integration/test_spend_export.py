@@ -14,7 +14,10 @@ from decimal import Decimal
 import pytest
 
 from dnd_rag.container import Container
+from dnd_rag.dal.money.budget import BOOKS_KEEP_SECONDS, KEEP_SECONDS
 from dnd_rag.handlers.routes import create_app
+from dnd_rag.logic.common.clock import day_end
+from dnd_rag.logic.operations.spend import MAX_DAYS
 from dnd_rag.observability import hashed_user_id
 from dnd_rag.pricing import NANOS_PER_USD
 from dnd_rag.settings import load_settings
@@ -311,3 +314,21 @@ def test_the_route_is_in_the_openapi_document(app):
     assert {parameter["name"] for parameter in operation["parameters"]} == names
     assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert "bearerAuth" in str(operation["security"])
+
+
+def test_the_days_totals_are_kept_as_far_back_as_the_export_reaches_user_ledgers_three_days(seeded, dynamodb):
+    env, _ = seeded
+    items = dynamodb.query(
+        TableName=env["TABLE_NAME"],
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": f"BUDGET#{DAYS[0]}"}},
+        ConsistentRead=True,
+    )["Items"]
+    ledger = dynamodb.get_item(
+        TableName=env["TABLE_NAME"], Key={"pk": {"S": f"LEDGER#{DAYS[0]}"}, "sk": {"S": f"USER#{ALICE}"}}
+    )["Item"]
+
+    assert items
+    assert BOOKS_KEEP_SECONDS >= (MAX_DAYS + 1) * 86_400
+    assert {int(item["expires_at"]["N"]) for item in items} == {day_end(DAYS[0]) + BOOKS_KEEP_SECONDS}
+    assert int(ledger["expires_at"]["N"]) == day_end(DAYS[0]) + KEEP_SECONDS  # e-mail and all: three days

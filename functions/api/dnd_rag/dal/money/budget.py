@@ -1,6 +1,7 @@
 """The daily budget, its alert claims and the usage ledgers in DynamoDB.
 
-Items (all expire with TTL a few days after their UTC day):
+Items (all expire with TTL three days after their UTC day; the shards 403 days after it, for the
+spend export):
   BUDGET#<day> / TOTAL        ``spent``, ``committed`` (spent + open holds), ``requests``;
                               ``h_<id>`` = {a: amount, l: lease end, u: user, m: model} per open hold;
                               ``o_<id>`` = end of grace, per hold charged in full as an orphan;
@@ -40,6 +41,10 @@ from dnd_rag.logic.ports import DayBooks, LedgerRow
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
 
 KEEP_SECONDS = 3 * 86_400
+# The day's budget shards (its total and per-model ledger, no user data once its holds have
+# settled) are the books the spend export reads: kept as far back as it reaches (400 days), plus
+# the three days every other item of the day gets.
+BOOKS_KEEP_SECONDS = (400 + 3) * 86_400
 STALE_CURVE_MINUTES = (70, 80, 90, 100, 110, 120)  # always older than the forecast's one-hour window
 HOLD_PREFIX = "h_"
 USER_HOLD_PREFIX = "uh_"
@@ -231,7 +236,7 @@ class DynamoBudgetStore:
             ":zero": number(0),
             ":one": number(1),
             ":headroom": number(headroom),
-            ":expires": number(expires_at + KEEP_SECONDS),
+            ":expires": number(expires_at + BOOKS_KEEP_SECONDS),
         }
         if max_holds is not None:
             condition += " AND (attribute_not_exists(nholds) OR nholds < :max_holds)"
