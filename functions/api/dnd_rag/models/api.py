@@ -285,8 +285,8 @@ class AuditOut(BaseModel):
     id: str
     at: str = Field(description="When (ISO 8601, UTC, microseconds).")
     who: str = Field(description="The operator's user id.")
-    action: str = Field(description="budget, pause, resume, block, unblock or reset.")
-    target: str = Field(description="service, budget, or the user id acted on.")
+    action: str = Field(description="budget, pause, resume, block, unblock, reset, spend_raw_ids or denied.")
+    target: str = Field(description="service, budget, spend export, the user id acted on, or the attempt denied.")
     before: dict[str, Any]
     after: dict[str, Any]
     request_id: str
