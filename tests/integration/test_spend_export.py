@@ -17,7 +17,8 @@ from dnd_rag.container import Container
 from dnd_rag.dal.money.budget import BOOKS_KEEP_SECONDS, KEEP_SECONDS
 from dnd_rag.handlers.routes import create_app
 from dnd_rag.logic.common.clock import day_end
-from dnd_rag.logic.operations.spend import MAX_DAYS
+from dnd_rag.logic.operations.spend import MAX_DAYS, UNATTRIBUTED
+from dnd_rag.models.domain import is_valid_user_id
 from dnd_rag.observability import hashed_user_id
 from dnd_rag.pricing import NANOS_PER_USD
 from dnd_rag.settings import load_settings
@@ -332,3 +333,27 @@ def test_the_days_totals_are_kept_as_far_back_as_the_export_reaches_user_ledgers
     assert BOOKS_KEEP_SECONDS >= (MAX_DAYS + 1) * 86_400
     assert {int(item["expires_at"]["N"]) for item in items} == {day_end(DAYS[0]) + BOOKS_KEEP_SECONDS}
     assert int(ledger["expires_at"]["N"]) == day_end(DAYS[0]) + KEEP_SECONDS  # e-mail and all: three days
+
+
+def test_a_day_whose_user_ledgers_expired_keeps_its_total_in_an_unattributed_user_row(seeded, app, dynamodb):
+    env, _ = seeded
+    key = {"pk": {"S": f"LEDGER#{DAYS[0]}"}, "sk": {"S": f"USER#{ALICE}"}}
+    ledger = dynamodb.get_item(TableName=env["TABLE_NAME"], Key=key, ConsistentRead=True)["Item"]
+    total = sum(books(dynamodb, env["TABLE_NAME"], day)[0] for day in DAYS)
+    dynamodb.delete_item(TableName=env["TABLE_NAME"], Key=key)  # what TTL does three days after the day
+    try:
+        status, body, _ = spend(app, **{"from": DAYS[0], "to": DAYS[-1], "group_by": "user"})
+        csv_body = get(
+            app, "/api/admin/spend", **{"from": DAYS[0], "to": DAYS[-1], "group_by": "user", "format": "csv"}
+        )
+    finally:
+        dynamodb.put_item(TableName=env["TABLE_NAME"], Item=ledger)
+
+    assert status == 200, body
+    assert not is_valid_user_id(UNATTRIBUTED)  # no user can be called that
+    rows = {row["user"]: nanos(row["cost_usd"]) for row in body["rows"]}
+    assert rows[UNATTRIBUTED] == int(ledger["cost"]["N"])
+    assert list(rows)[-1] == UNATTRIBUTED
+    assert sum(rows.values()) == nanos(body["total_cost_usd"]) == nanos(body["books_total_usd"]) == total
+    lines = list(csv.reader(io.StringIO(csv_body["body"])))
+    assert lines[-1] == [UNATTRIBUTED, body["rows"][-1]["cost_usd"]]

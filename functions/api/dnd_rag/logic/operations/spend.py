@@ -7,7 +7,9 @@ day's user ledgers (one paged Query of ``LEDGER#<day>``, sort keys ``USER#``) â€
 ``CHARGE`` markers, never a Scan. Each day's rows add up to that day's total once its queries have
 settled (a settle writes the user's ledger a moment before the total; a dead request's hold is
 reclaimed within ``BUDGET_LEASE_SECONDS``): the report carries both sums, ``total`` and
-``books_total``, so a difference is visible rather than hidden.
+``books_total``, so a difference is visible rather than hidden. The user ledgers are kept 3 days,
+the day's total 403: per user, what a day's total has beyond its ledgers is the row
+``UNATTRIBUTED``, so the rows still add up to the days' totals.
 
 User ids are hashed (``hashed_user_id``, as in the logs) unless the operator asks for raw ids with
 a reason; that request is audited like an operator action before anything is read.
@@ -42,6 +44,9 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 MAX_REASON_CHARS = 500
 RAW_IDS_ACTION = "spend_raw_ids"
+# The user row of a day's total no user ledger accounts for: the ledgers are kept 3 days, the day's
+# total 403 (dal/money/budget.py). Not a user id: those have no spaces (models/domain.py).
+UNATTRIBUTED = "(user ledger expired)"
 
 DATE_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -210,6 +215,7 @@ class SpendExport:
                         totals[model] = totals.get(model, 0) + cost
                         sort_keys[model] = model
             else:
+                attributed = 0
                 for user_id, cost in self._books.user_costs(day).items():
                     if not cost:
                         continue
@@ -217,4 +223,8 @@ class SpendExport:
                     key = user_id if query.raw_ids else hashed
                     totals[key] = totals.get(key, 0) + cost
                     sort_keys[key] = hashed
+                    attributed += cost
+                if books.spent > attributed:  # the day's user ledgers are gone (kept 3 days)
+                    totals[UNATTRIBUTED] = totals.get(UNATTRIBUTED, 0) + books.spent - attributed
+                    sort_keys[UNATTRIBUTED] = "~"  # after every hashed id
         return sort_keys, totals, books_total
