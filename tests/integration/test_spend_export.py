@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dnd_rag.container import Container
 from dnd_rag.dal.money.budget import BOOKS_KEEP_SECONDS, KEEP_SECONDS
@@ -357,3 +359,43 @@ def test_a_day_whose_user_ledgers_expired_keeps_its_total_in_an_unattributed_use
     assert sum(rows.values()) == nanos(body["total_cost_usd"]) == nanos(body["books_total_usd"]) == total
     lines = list(csv.reader(io.StringIO(csv_body["body"])))
     assert lines[-1] == [UNATTRIBUTED, body["rows"][-1]["cost_usd"]]
+
+
+near_dates = st.sampled_from(
+    [*DAYS, "2025-10-19", "2025-10-18", "2026-11-23", "2026-02-29", "2024-02-29", "0001-01-01"]
+)
+any_value = st.one_of(near_dates, st.text(max_size=30), st.integers(-3, 10_000).map(str))
+spend_query = st.fixed_dictionaries(
+    {},
+    optional={
+        "from": any_value,
+        "to": any_value,
+        "group_by": st.one_of(st.sampled_from(["day", "user", "model"]), st.text(max_size=8)),
+        "format": st.one_of(st.sampled_from(["json", "csv"]), st.text(max_size=8)),
+        "raw_ids": st.one_of(st.sampled_from(["true", "false", "1", "0"]), st.text(max_size=6)),
+        "reason": st.text(max_size=600),
+        "limit": any_value,
+        "next": st.one_of(st.text(max_size=60), st.binary(max_size=40).map(lambda b: b.hex())),
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(seeded, base_env, dynamodb):
+    """An app on a table of its own: fuzzed raw-id exports audit into their own trail."""
+    env = {**base_env, "TABLE_NAME": f"spendfuzz-{uuid.uuid4().hex[:12]}"}
+    ensure_table(dynamodb, env["TABLE_NAME"])
+    return create_app(Container(load_settings(env), clock=seeded[1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(query=spend_query)
+def test_any_query_an_admin_sends_is_answered_200_or_a_clear_400_never_500(fuzz_app, query):
+    event = http_event("GET", "/api/admin/spend", token="dev-admin")
+    event["queryStringParameters"] = query
+    response = call(fuzz_app, event)
+
+    status = response["statusCode"]
+    assert status in (200, 400), response
+    if status == 400:
+        assert parse(response)[1]["error"] == "validation_error"
