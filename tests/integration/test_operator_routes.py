@@ -31,6 +31,7 @@ ADMIN_ROUTES = [
     ("DELETE", f"/api/admin/users/{ALICE}/block", None),
     ("POST", f"/api/admin/users/{ALICE}/reset", None),
     ("GET", "/api/admin/audit", None),
+    ("GET", "/api/admin/spend", None),
 ]
 
 

@@ -40,6 +40,12 @@ def test_routes_reach_the_lambda_handler_including_a_catch_all():
     assert ("ANY", "$default") in routes  # `/` and every unknown path or method reach our code
 
 
+def test_every_route_of_the_function_is_declared_in_the_template():
+    routes = {(r.method, r.path) for r in http_routes(TEMPLATE)}
+
+    assert {(method, path) for path, methods in ROUTE_METHODS.items() for method in methods} <= routes
+
+
 def test_table_has_point_in_time_recovery_and_ttl():
     table = TEMPLATE["Resources"]["RulesChatTable"]["Properties"]
 
@@ -252,6 +258,7 @@ def test_the_operator_routes_and_their_refresh_interval_are_declared():
         ("DELETE", "/api/admin/users/{user_id}/block"),
         ("POST", "/api/admin/users/{user_id}/reset"),
         ("GET", "/api/admin/audit"),
+        ("GET", "/api/admin/spend"),
     } <= routes
     assert (refresh["Default"], refresh["MaxValue"]) == (4, 5)
     assert variables["CONTROLS_REFRESH_SECONDS"] == {"Ref": "ControlsRefreshSeconds"}

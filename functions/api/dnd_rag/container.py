@@ -27,6 +27,7 @@ from dnd_rag.logic.money.user_budget import UserBudget
 from dnd_rag.logic.money.wallet import Wallet
 from dnd_rag.logic.operations.controls import ControlsCache
 from dnd_rag.logic.operations.operator import OperatorService
+from dnd_rag.logic.operations.spend import SpendExport
 from dnd_rag.logic.operations.usage import UsageService
 from dnd_rag.logic.ports import AlertChannel, Embedder, Generator, UserSpendReset
 from dnd_rag.logic.query import QueryService
@@ -191,6 +192,11 @@ class Container:
                 self.limiter, self.plans, self.budget, self.ledgers, self.clock, self.controls, self.user_budget
             ),
         )
+
+    @property
+    def spend(self) -> SpendExport:
+        """The spend export (GET /api/admin/spend), from the per-day books."""
+        return self._once("spend", lambda: SpendExport(self.ledgers, self.clock, self.operator))
 
     @property
     def replays(self) -> ReplayGate:

@@ -200,6 +200,11 @@ def nanos_to_usd(nanos: int) -> Decimal:
     return Decimal(nanos) / NANOS_PER_USD
 
 
+def usd_exact(nanos: int) -> str:
+    """Dollars as an exact decimal string, every nano-dollar kept: 123456 -> "0.000123456"."""
+    return f"{nanos_to_usd(nanos):.9f}"
+
+
 def usd_for_display(nanos: int) -> float:
     """Dollars for a response body: rounded to the micro-dollar, as every amount in the API is."""
     return round(float(nanos_to_usd(nanos)), 6)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
@@ -26,7 +26,14 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 from dnd_rag.container import Container
 from dnd_rag.errors import InvalidRequestError
 from dnd_rag.handlers.openapi import BEARER, responses
-from dnd_rag.handlers.presenters import admin_usage_response, audit_response, operator_response
+from dnd_rag.handlers.presenters import (
+    admin_usage_response,
+    audit_response,
+    operator_response,
+    spend_csv,
+    spend_response,
+)
+from dnd_rag.logic.operations.spend import DEFAULT_LIMIT, MAX_DAYS, MAX_LIMIT, MAX_REASON_CHARS, SpendQuery
 from dnd_rag.models.api import (
     DEFAULT_AUDIT_LIMIT,
     MAX_AUDIT_LIMIT,
@@ -35,6 +42,7 @@ from dnd_rag.models.api import (
     BudgetOverrideRequest,
     OperatorActionResponse,
     PauseRequest,
+    SpendResponse,
 )
 from dnd_rag.models.domain import USER_ID_DESCRIPTION, USER_ID_MAX_CHARS, User, is_valid_user_id
 from dnd_rag.observability import hashed_user_id, logger, metrics
@@ -48,6 +56,7 @@ ROUTE_METHODS: dict[str, set[str]] = {
     "/api/admin/users/{user_id}/block": {"PUT", "DELETE"},
     "/api/admin/users/{user_id}/reset": {"POST"},
     "/api/admin/audit": {"GET"},
+    "/api/admin/spend": {"GET"},
 }
 ADMIN_ERRORS = (401, 403, 429, 500, 503)
 # How old the auth API's word on a token may be for the operator routes (queries: TOKEN_CACHE_TTL):
@@ -226,4 +235,44 @@ def admin_router(container: Container, guard: OperatorGuard) -> Router:
     ) -> AuditResponse:
         return audit_response(container.operator.audit(limit))
 
+    @router.get(
+        "/api/admin/spend",
+        middlewares=admin,
+        summary=f"Spend over up to {MAX_DAYS} UTC days per day, user or model, as JSON or CSV (role admin)",
+        description="From the per-day books, in exact dollars; user ids hashed unless raw_ids=true with a "
+        "reason (audited). Paged: limit rows, then ?next=<cursor> (JSON: next; CSV: the X-Next-Cursor header).",
+        security=BEARER,
+        responses=_spend_responses(),
+    )
+    def spend(
+        start: Annotated[str, Query(alias="from", max_length=10, description="First UTC day, YYYY-MM-DD.")],
+        end: Annotated[str, Query(alias="to", max_length=10, description="Last UTC day, YYYY-MM-DD, inclusive.")],
+        group_by: Annotated[Literal["day", "user", "model"], Query(description="The rows' key.")] = "day",
+        output: Annotated[Literal["json", "csv"], Query(alias="format", description="json or csv.")] = "json",
+        raw_ids: Annotated[bool, Query(description="Raw user ids instead of hashed (needs reason).")] = False,
+        reason: Annotated[str | None, Query(max_length=MAX_REASON_CHARS, description="Why raw ids (audited).")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Rows per page (1..{MAX_LIMIT}).")] = (
+            DEFAULT_LIMIT
+        ),
+        cursor: Annotated[
+            str | None, Query(alias="next", max_length=2048, description="The previous page's next.")
+        ] = None,
+    ):  # no return annotation: Powertools would try to document Response itself (the 200 is in responses)
+        who, request_id = who_and_request()
+        query = SpendQuery(start, end, group_by, raw_ids, reason, limit, cursor)
+        report = container.spend.export(who, query, request_id)
+        if output == "json":
+            body = spend_response(report).model_dump_json()
+            return Response(200, content_types.APPLICATION_JSON, body)
+        headers = {"Content-Disposition": f'attachment; filename="spend-{start}-{end}-{group_by}.csv"'}
+        if report.next_cursor is not None:
+            headers["X-Next-Cursor"] = report.next_cursor
+        return Response(200, "text/csv; charset=utf-8", spend_csv(report), headers=headers)
+
     return router
+
+
+def _spend_responses() -> dict[int, Any]:
+    documented = responses(SpendResponse, 400, *ADMIN_ERRORS)
+    documented[200]["content"]["text/csv"] = {"schema": {"type": "string", "description": "<group_by>,cost_usd rows"}}
+    return documented

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -11,6 +13,7 @@ from dnd_rag.logic.common.clock import iso
 from dnd_rag.logic.money.budget import budget_info, percentage
 from dnd_rag.logic.operations.forecast import forecast_data
 from dnd_rag.logic.operations.operator import Change
+from dnd_rag.logic.operations.spend import SpendReport
 from dnd_rag.logic.operations.usage import AdminReport, UsageReport
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.logic.query import QueryOutcome
@@ -32,6 +35,8 @@ from dnd_rag.models.api import (
     QueryResponse,
     RateLimitOut,
     SourceOut,
+    SpendResponse,
+    SpendRowOut,
     TodayOut,
     UsageOut,
     UsageResponse,
@@ -42,7 +47,7 @@ from dnd_rag.models.controls import AuditEntry, Controls
 from dnd_rag.models.domain import User
 from dnd_rag.models.money import UserTotals
 from dnd_rag.observability import metrics
-from dnd_rag.pricing import usd_for_display
+from dnd_rag.pricing import usd_exact, usd_for_display
 
 
 def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> QueryResponse:
@@ -220,3 +225,30 @@ def record_query_metrics(outcome: QueryOutcome, budget_limit: int) -> None:
         metrics.add_metric(
             name="BudgetPercentage", unit=MetricUnit.Percent, value=percentage(outcome.totals.spent, budget_limit)
         )
+
+
+def spend_response(report: SpendReport) -> SpendResponse:
+    return SpendResponse(
+        first_day=report.start,
+        last_day=report.end,
+        days=report.days,
+        group_by=report.group_by,
+        user_ids=report.user_ids,
+        rows=[
+            SpendRowOut.model_validate({report.group_by: row.key, "cost_usd": usd_exact(row.cost)})
+            for row in report.rows
+        ],
+        total_cost_usd=usd_exact(report.total),
+        books_total_usd=usd_exact(report.books_total),
+        next=report.next_cursor,
+        audit_id=report.audit_id,
+    )
+
+
+def spend_csv(report: SpendReport) -> str:
+    """The page as CSV: a header row (the group key, ``cost_usd``), then one line per row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([report.group_by, "cost_usd"])
+    writer.writerows([row.key, usd_exact(row.cost)] for row in report.rows)
+    return out.getvalue()

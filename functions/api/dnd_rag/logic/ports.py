@@ -264,6 +264,25 @@ class LedgerReader(Protocol):
     def models(self, day: str) -> list[LedgerRow]: ...
 
 
+@dataclass(frozen=True)
+class DayBooks:
+    """What the books say of one UTC day: its budget total and its per-model ledger (nano-dollars)."""
+
+    day: str
+    spent: int  # every shard's ``spent``, summed: the day's total
+    models: dict[str, int]  # model -> cost
+
+
+class SpendBooks(Protocol):
+    """The per-day aggregates the spend export reads (one Query of a day's partition each, no Scan)."""
+
+    def day_books(self, day: str) -> DayBooks: ...
+
+    def user_costs(self, day: str) -> dict[str, int]:
+        """Each user's ledgered cost of ``day`` (nano-dollars), by user id."""
+        ...
+
+
 class Mailer(Protocol):
     max_seconds: float  # the longest one send may take: one attempt, within its timeouts
 

@@ -285,8 +285,8 @@ class AuditOut(BaseModel):
     id: str
     at: str = Field(description="When (ISO 8601, UTC, microseconds).")
     who: str = Field(description="The operator's user id.")
-    action: str = Field(description="budget, pause, resume, block, unblock or reset.")
-    target: str = Field(description="service, budget, or the user id acted on.")
+    action: str = Field(description="budget, pause, resume, block, unblock, reset, spend_raw_ids or denied.")
+    target: str = Field(description="service, budget, spend export, the user id acted on, or the attempt denied.")
     before: dict[str, Any]
     after: dict[str, Any]
     request_id: str
@@ -303,6 +303,37 @@ class AuditResponse(BaseModel):
     """``GET /api/admin/audit``: the latest operator actions, newest first."""
 
     entries: list[AuditOut]
+
+
+class SpendRowOut(BaseModel):
+    """One row of the spend export: its group key (``day``, ``user`` or ``model``) and its cost."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": {"type": "string"}})
+
+    cost_usd: str = Field(description='Exact dollars, every nano-dollar kept ("0.000123456").')
+
+
+class SpendResponse(BaseModel):
+    """``GET /api/admin/spend``: one page of what the books say was spent, per day, user or model."""
+
+    first_day: str = Field(description="from, as asked (UTC day).")
+    last_day: str = Field(description="to, as asked (UTC day, inclusive).")
+    days: int
+    group_by: Literal["day", "user", "model"]
+    user_ids: Literal["hashed", "raw"] = Field(
+        description="hashed: the first 16 hex digits of the id's SHA-256, as in the logs; "
+        "raw: as the auth API gives them (audited)."
+    )
+    rows: list[SpendRowOut] = Field(
+        description='This page: {"day"|"user"|"model": key, "cost_usd": "..."}; days by date, '
+        "models by name, users by hashed id."
+    )
+    total_cost_usd: str = Field(description="Every row of the range (all pages), exact.")
+    books_total_usd: str = Field(
+        description="The days' budget totals, summed; equal to total_cost_usd once the range's queries have settled."
+    )
+    next: str | None = Field(description="Pass as ?next= for the following page; null on the last page.")
+    audit_id: str | None = Field(description="The audit entry of a raw-id export.")
 
 
 class ErrorResponse(BaseModel):

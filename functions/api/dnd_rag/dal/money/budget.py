@@ -1,6 +1,7 @@
 """The daily budget, its alert claims and the usage ledgers in DynamoDB.
 
-Items (all expire with TTL a few days after their UTC day):
+Items (all expire with TTL three days after their UTC day; the shards 403 days after it, for the
+spend export):
   BUDGET#<day> / TOTAL        ``spent``, ``committed`` (spent + open holds), ``requests``;
                               ``h_<id>`` = {a: amount, l: lease end, u: user, m: model} per open hold;
                               ``o_<id>`` = end of grace, per hold charged in full as an orphan;
@@ -36,10 +37,14 @@ from dnd_rag.errors import StoreUnavailableError
 from dnd_rag.logic.common.clock import utc_day
 from dnd_rag.logic.money.shards import merge_shards
 from dnd_rag.logic.operations.forecast import bucket_attribute
-from dnd_rag.logic.ports import LedgerRow
+from dnd_rag.logic.ports import DayBooks, LedgerRow
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, TokenUsage
 
 KEEP_SECONDS = 3 * 86_400
+# The day's budget shards (its total and per-model ledger, no user data once its holds have
+# settled) are the books the spend export reads: kept as far back as it reaches (400 days), plus
+# the three days every other item of the day gets.
+BOOKS_KEEP_SECONDS = (400 + 3) * 86_400
 STALE_CURVE_MINUTES = (70, 80, 90, 100, 110, 120)  # always older than the forecast's one-hour window
 HOLD_PREFIX = "h_"
 USER_HOLD_PREFIX = "uh_"
@@ -231,7 +236,7 @@ class DynamoBudgetStore:
             ":zero": number(0),
             ":one": number(1),
             ":headroom": number(headroom),
-            ":expires": number(expires_at + KEEP_SECONDS),
+            ":expires": number(expires_at + BOOKS_KEEP_SECONDS),
         }
         if max_holds is not None:
             condition += " AND (attribute_not_exists(nholds) OR nholds < :max_holds)"
@@ -630,6 +635,17 @@ class DynamoBudgetStore:
         """The whole day: every shard summed (their holds, orphans and spend curves merged)."""
         return merge_shards(day, list(self.read_shards(day).values()))
 
+    def day_books(self, day: str) -> DayBooks:
+        """The day's total and its per-model costs, from the same Query of its shards."""
+        items = self._shard_items(day).values()
+        models: dict[str, int] = {}
+        for item in items:
+            for name, value in item.items():
+                match = _MODEL_ATTRIBUTE.match(name)
+                if match and match.group(1) == "cost":
+                    models[match.group(2)] = models.get(match.group(2), 0) + int(value["N"])
+        return DayBooks(day, sum(int_value(item, "spent") for item in items), models)
+
     def model_rows(self, day: str) -> list[LedgerRow]:
         fields: dict[str, dict[str, int]] = {}
         for item in self._shard_items(day).values():
@@ -708,6 +724,13 @@ class DynamoLedgers:
             if "LastEvaluatedKey" not in page:
                 return rows
             request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def day_books(self, day: str) -> DayBooks:
+        return self._budget.day_books(day)
+
+    def user_costs(self, day: str) -> dict[str, int]:
+        """Each user's ledgered cost of the day (the spend export; one paged Query of its partition)."""
+        return {row.name: row.cost for row in self._users(day)}
 
     def top_users(self, day: str, limit: int) -> list[LedgerRow]:
         return sorted(self._users(day), key=lambda row: (-row.cost, row.name))[:limit]

@@ -191,6 +191,15 @@ class OperatorService:
         self._done(entry)
         return self._outcome(self._cache.current(now), entry, now)
 
+    def record_action(self, who: User, action: str, target: str, after: dict[str, Any], request_id: str) -> AuditEntry:
+        """Audit an action that changes no control (a spend export with raw user ids) as every
+        change is: the entry written first (a failed write is a 503 and nothing is done), then the
+        ``OperatorAction`` metric, the ``operator action`` log line and the ``operator_action`` event."""
+        entry = AuditEntry(uuid.uuid4().hex, self._clock(), who.id, action, target, {}, after, request_id)
+        self._store.record(entry)
+        self._done(entry)
+        return entry
+
     def audit(self, limit: int) -> list[AuditEntry]:
         return self._store.audit(limit)
 
