@@ -288,7 +288,10 @@ def test_every_answer_to_an_allowed_origin_carries_one_allow_origin_the_gateway_
     assert answers["preflight"].headers["access-control-allow-methods"] == "DELETE,GET,OPTIONS,POST,PUT"
     assert answers["preflight"].headers["access-control-allow-headers"] == "Authorization,Content-Type,Idempotency-Key"
     assert answers["preflight"].headers["access-control-max-age"] == "600"
-    assert answers["throttled"].headers["access-control-expose-headers"] == "Retry-After,X-Request-Id"
+    assert (
+        answers["throttled"].headers["access-control-expose-headers"]
+        == "Retry-After,X-Request-Id,X-Next-Cursor,Content-Disposition"
+    )
     assert answers["integration"].json()["cors_by_gateway"] == "true"  # as the template tells the function
 
 

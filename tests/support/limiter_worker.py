@@ -25,7 +25,9 @@ def main() -> None:
         nonlocal admitted, unavailable
         time.sleep(max(0.0, float(start_at) - time.time()))
         try:
-            limiter.admit(key, policy, time.time())
+            # one arrival time for every thread, as if they came at the same instant: with each its
+            # own clock reading, one read before the first admission is (rightly) short by a few ms
+            limiter.admit(key, policy, float(start_at))
         except (RateLimitedError, DailyLimitExceededError):  # 429: not admitted
             return
         except ServiceError as exc:  # 503 (a slow machine's store timed out): given back, not admitted

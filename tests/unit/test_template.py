@@ -90,7 +90,11 @@ def test_the_gateway_allows_what_the_function_allowed_when_it_owned_cors():
 
     assert cors["AllowCredentials"] is True
     assert set(cors["AllowHeaders"]) == ALLOWED_HEADERS
-    assert set(cors["ExposeHeaders"]) == EXPOSED_HEADERS == {"Retry-After", "X-Request-Id"}
+    assert (
+        set(cors["ExposeHeaders"])
+        == EXPOSED_HEADERS
+        == {"Retry-After", "X-Request-Id", "X-Next-Cursor", "Content-Disposition"}
+    )
     assert cors["MaxAge"] == PREFLIGHT_MAX_AGE_SECONDS
     routes_methods = set().union(*ROUTE_METHODS.values()) | {"OPTIONS"}
     assert set(cors["AllowMethods"]) == routes_methods == {"GET", "POST", "PUT", "DELETE", "OPTIONS"}  # SPEC §3

@@ -71,6 +71,11 @@ class RateLimitedError(ServiceError):
     code = "rate_limited"
 
 
+class LimiterContendedError(RateLimitedError):
+    """Every attempt of one admission met another writer's change: no verdict on the limit itself
+    (a caller that can wait a moment may try again)."""
+
+
 class DailyLimitExceededError(ServiceError):
     code = "daily_limit_exceeded"
 

@@ -61,7 +61,7 @@ class JsonBodyValidation(OpenAPIRequestValidationMiddleware):
 # What a browser may send and read, and how long it may keep a preflight's answer: the same here and
 # in template.yaml's CorsConfiguration (tests/unit/test_template.py compares them).
 ALLOWED_HEADERS = {"Authorization", "Content-Type", "Idempotency-Key"}
-EXPOSED_HEADERS = {"Retry-After", "X-Request-Id"}
+EXPOSED_HEADERS = {"Retry-After", "X-Request-Id", "X-Next-Cursor", "Content-Disposition"}
 PREFLIGHT_MAX_AGE_SECONDS = 600
 
 

@@ -11,10 +11,10 @@ A slot held for a sign-in still being checked is not a failure yet: an office be
 address whose people sign in at once would otherwise be refused for its own valid tokens. So a
 charge refused while other charges of the address are in flight (recorded on the item, neither
 given back nor kept as failures, younger than ``in_flight_seconds``) waits for them, briefly, and
-tries again: valid ones give their slots back within the auth API's answer time; guesses keep
-theirs (``Slot.keep`` removes their id, so nobody waits for a failure) and the waiters are then
-refused. Parallel guesses still reach the auth API at most ``capacity`` times; they only learn so
-a little later.
+tries again (so does one whose every attempt met another writer's change): valid ones give their
+slots back within the auth API's answer time; guesses keep theirs (``Slot.keep`` removes their id,
+so nobody waits for a failure) and the waiters are then refused. Parallel guesses still reach
+the auth API at most ``capacity`` times; they only learn so a little later.
 
 An IPv6 client is limited per /64, not per address: one subscriber (one home, one cloud instance)
 is routinely given a whole /64, so per-address buckets would hand an attacker 2^64 of them.
@@ -28,7 +28,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnd_rag.errors import DailyLimitExceededError, IpRateLimitedError, RateLimitedError, ServiceError
+from dnd_rag.errors import (
+    DailyLimitExceededError,
+    IpRateLimitedError,
+    LimiterContendedError,
+    RateLimitedError,
+    ServiceError,
+)
 from dnd_rag.logic.limits.rate_limit import Admission, Policy, RateLimiter
 from dnd_rag.observability import logger
 
@@ -81,12 +87,14 @@ class FailedAuthGuard:
         waited, pause = 0.0, 0.05
         while True:
             try:
-                return Slot(self._limiter, self._admit(ip))
-            except IpRateLimitedError:
-                now = self._clock()
-                in_flight = self._limiter.in_flight_ids(_key(ip), since=now - self._in_flight_seconds)
-                if in_flight == 0 or waited >= self._in_flight_seconds:
-                    raise
+                return Slot(self._limiter, self._limiter.admit(_key(ip), self._policy, self._clock()))
+            except (RateLimitedError, DailyLimitExceededError) as exc:
+                # others are at it right now: their sign-ins still being checked, or their writes
+                # changing the item under every attempt of ours (no verdict on the limit)
+                since = self._clock() - self._in_flight_seconds
+                busy = isinstance(exc, LimiterContendedError) or self._limiter.in_flight_ids(_key(ip), since) > 0
+                if not busy or waited >= self._in_flight_seconds:
+                    raise _blocked(exc.retry_after) from None
             step = min(pause * random.uniform(0.5, 1.5), self._in_flight_seconds - waited)  # noqa: S311 (jitter)
             self._sleep(step)
             waited, pause = waited + step, min(pause * 2, 0.4)

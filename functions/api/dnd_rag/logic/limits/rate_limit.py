@@ -38,7 +38,13 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from dnd_rag.errors import DailyLimitExceededError, RateLimitedError, ServiceError, StoreUnavailableError
+from dnd_rag.errors import (
+    DailyLimitExceededError,
+    LimiterContendedError,
+    RateLimitedError,
+    ServiceError,
+    StoreUnavailableError,
+)
 from dnd_rag.logic.common.bounded_map import BoundedMap
 from dnd_rag.logic.common.clock import iso, next_midnight, utc_day
 from dnd_rag.logic.ports import LimitStore
@@ -166,7 +172,7 @@ class RateLimiter:
             if error is not None:
                 raise error
             state = observed
-        raise RateLimitedError(
+        raise LimiterContendedError(
             "Too many concurrent requests. Please retry.",
             retry_after=1,
             rate_info={"remaining_burst": 0, "retry_after": 1},
