@@ -28,7 +28,7 @@ def test_the_origins_are_the_ones_the_function_is_given_and_the_rest_is_the_temp
         allow_origins=("http://localhost:3000", ALLOWED),
         allow_methods=("DELETE", "GET", "OPTIONS", "POST", "PUT"),
         allow_headers=("Authorization", "Content-Type", "Idempotency-Key"),
-        expose_headers=("Retry-After", "X-Request-Id"),
+        expose_headers=("Retry-After", "X-Request-Id", "X-Next-Cursor", "Content-Disposition"),
         allow_credentials=True,
         max_age=600,
     )
@@ -49,7 +49,7 @@ def test_an_answer_to_an_allowed_origin_exposes_retry_after_and_the_request_id()
     assert cors().headers_for("POST", {"origin": ALLOWED}) == {
         "Access-Control-Allow-Origin": ALLOWED,
         "Access-Control-Allow-Credentials": "true",
-        "Access-Control-Expose-Headers": "Retry-After,X-Request-Id",
+        "Access-Control-Expose-Headers": "Retry-After,X-Request-Id,X-Next-Cursor,Content-Disposition",
     }
 
 
@@ -81,7 +81,7 @@ def test_the_integration_s_cors_headers_are_replaced_never_doubled():
     refused = with_gateway_cors(cors(), "GET", {"origin": "https://evil.example"}, from_the_function)
 
     assert [v for k, v in sent.items() if k.lower() == "access-control-allow-origin"] == [ALLOWED]
-    assert sent["Access-Control-Expose-Headers"] == "Retry-After,X-Request-Id"
+    assert sent["Access-Control-Expose-Headers"] == "Retry-After,X-Request-Id,X-Next-Cursor,Content-Disposition"
     assert (sent["X-Request-Id"], sent["Vary"]) == ("r1", "Origin")
     assert not [k for k in refused if k.lower().startswith("access-control-")]
     assert with_gateway_cors(None, "GET", {"origin": ALLOWED}, from_the_function) == from_the_function
