@@ -355,6 +355,7 @@ def bench_utilization(env: dict[str, str], usd: str, containers: int) -> dict[st
         "DAILY_USER_REQUEST_LIMIT": str(10**9),
         "ANSWER_CACHE_TTL": "0",  # the same question again and again: every one must be computed and paid
         "MAX_IN_FLIGHT_PER_USER": "1000",  # 4 containers, 3 users: the global budget is measured here
+        "USER_DAILY_BUDGET_USD": "none",  # 3 users at the default $0.05 cap could never spend $1
     }
     limit = usd_to_nanos(load_settings(run_env).daily_budget_usd)
     tokens = ["dev-alice", "dev-bob", "dev-admin"]

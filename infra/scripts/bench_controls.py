@@ -78,6 +78,9 @@ def _bench_controls(env: dict[str, str], baseline_p50: float, samples: int) -> N
         "TOKEN_BUCKET_CAPACITY": str(10**9),
         "DAILY_USER_REQUEST_LIMIT": str(10**9),
         "ANSWER_CACHE_TTL": "0",  # one question again and again: every one must be answered, not a cache hit
+        # alice asks hundreds of times: past the default $0.05 cap her refusals (429, remembered for
+        # 5 s without a read) would be counted as answers and hide when the pause reached container B
+        "USER_DAILY_BUDGET_USD": "none",
     }
     settings = load_settings(run_env)
     refresh = settings.controls_refresh_seconds
