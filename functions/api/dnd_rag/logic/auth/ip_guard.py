@@ -87,7 +87,7 @@ class FailedAuthGuard:
         waited, pause = 0.0, 0.05
         while True:
             try:
-                return Slot(self._limiter, self._limiter.admit(_key(ip), self._policy, self._clock()))
+                return Slot(self._limiter, self._admit(ip))
             except (RateLimitedError, DailyLimitExceededError) as exc:
                 # others are at it right now: their sign-ins still being checked, or their writes
                 # changing the item under every attempt of ours (no verdict on the limit)
@@ -102,15 +102,16 @@ class FailedAuthGuard:
     def record_failure(self, ip: str) -> None:
         """Count a failure that did not need the auth API (a rejection from the negative cache);
         past the budget it is answered 429 like a fresh guess."""
-        Slot(self._limiter, self._admit(ip)).keep()
+        try:
+            admission = self._admit(ip)
+        except (RateLimitedError, DailyLimitExceededError) as exc:
+            raise _blocked(exc.retry_after) from None
+        Slot(self._limiter, admission).keep()
 
     def _admit(self, ip: str) -> Admission:
         # each charge is its own admission, named by a fresh request id (``admit`` makes one), so a
         # write the SDK resends after a lost answer counts it once, and its refund gives it back once
-        try:
-            return self._limiter.admit(_key(ip), self._policy, self._clock())
-        except (RateLimitedError, DailyLimitExceededError) as exc:
-            raise _blocked(exc.retry_after) from None
+        return self._limiter.admit(_key(ip), self._policy, self._clock())
 
 
 def client_network(ip: str) -> str:
