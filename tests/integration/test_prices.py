@@ -88,7 +88,7 @@ def test_a_reasoning_model_gets_minimal_effort_and_settles_its_reasoning_tokens(
     assert spent(dynamodb, table) == billed_nanos(openai_state.billed_records(), "gpt-5-nano", EMBEDDING_MODEL)
 
 
-def test_reasoning_that_eats_the_whole_cap_is_paid_in_full_and_its_empty_answer_not_kept(
+def test_reasoning_that_eats_the_whole_cap_twice_is_paid_in_full_and_its_empty_answer_not_kept(
     make_app, call, priced, openai_state, dynamodb, table
 ):
     # Given a reasoning model that thinks past the completion cap, and the answer cache on
@@ -100,11 +100,18 @@ def test_reasoning_that_eats_the_whole_cap_is_paid_in_full_and_its_empty_answer_
 
     status, body, _ = ask(call, app, token)
 
-    # Then the cap was billed as reasoning, no answer came back, and the books hold what was billed
-    [chat] = chats(openai_state)
-    assert (chat["reasoning_tokens"], chat["completion_tokens"]) == (200, 200)
+    # Then the cap was billed as reasoning, and so was twice the cap when asked again (the budget
+    # covers it: tests/integration/test_model_ladder.py), no answer came back, and the books hold
+    # what was billed
+    first, second = chats(openai_state)
+    assert (first["reasoning_tokens"], first["completion_tokens"]) == (200, 200)
+    assert (second["reasoning_tokens"], second["completion_tokens"]) == (400, 400)
     assert status == 200, body
     assert body["answer"] == ""
+    assert body["errors"] == [
+        "The model spent the whole answer length (200 tokens) reasoning and wrote no answer, "
+        "nor with 400 tokens when asked again."
+    ]
     assert spent(dynamodb, table) == billed_nanos(openai_state.billed_records(), "gpt-5-mini", EMBEDDING_MODEL)
     # and the empty answer is not served again from the cache: the next ask is computed again
     openai_state.control({"reasoning_tokens": None})

@@ -21,7 +21,7 @@ from dnd_rag.logic.limits.plans import PlanBook
 from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.limits.replays import ReplayGate
 from dnd_rag.logic.money.budget import Budget
-from dnd_rag.logic.money.fitting import Fitter, Floors
+from dnd_rag.logic.money.fitting import Fitter, Floors, Ladder
 from dnd_rag.logic.money.spending import PaidCalls
 from dnd_rag.logic.money.user_budget import UserBudget
 from dnd_rag.logic.money.wallet import Wallet
@@ -36,7 +36,7 @@ from dnd_rag.logic.retrieval.prompt import PROMPT_VERSION
 from dnd_rag.logic.retrieval.rag import RagService
 from dnd_rag.models.controls import AuditEntry
 from dnd_rag.models.limits import UserLimits
-from dnd_rag.pricing import usd_to_nanos
+from dnd_rag.pricing import PriceBook, usd_to_nanos
 from dnd_rag.settings import Settings
 
 if TYPE_CHECKING:
@@ -107,18 +107,20 @@ class Container:
     def _build_queries(self) -> QueryService:
         s = self.settings
         rag = self.rag
-        fitter = Fitter(
-            rag.generator.prompt_tokens,
-            s.price_book,
-            s.max_completion_tokens,
-            Floors(s.budget_min_passages, s.budget_min_completion_tokens),
+        floors = Floors(s.budget_min_passages, s.budget_min_completion_tokens)
+        # one Fitter per model of the ladder, each counting with its model's tokenizer
+        ladder = Ladder(
+            [
+                Fitter(generator.prompt_tokens, book, s.max_completion_tokens, floors)
+                for generator, book in [(rag.generator, s.price_book), *self._fallbacks()]
+            ]
         )
         return QueryService(
             rag,
             self.limiter,
             self.plans,
             Wallet(self.budget, self.user_budget, self.clock),
-            fitter,
+            ladder,
             self.clock,
             s.max_question_chars,
             controls=self.controls,
@@ -381,14 +383,29 @@ class Container:
 
     def _build_generator(self) -> Generator:
         if self.settings.llm_provider == "openai":
-            from dnd_rag.providers.openai_provider import OpenAIGenerator
-
-            s = self.settings
-            effort = s.reasoning_effort if s.reasoning_model else None
-            return OpenAIGenerator(self._openai_client(), s.openai_model, s.reasoning_model, effort)
+            return self._openai_generator(self.settings.openai_model)
         from dnd_rag.providers.offline import ExtractiveGenerator
 
         return ExtractiveGenerator()
+
+    def _openai_generator(self, model: str) -> Generator:
+        from dnd_rag.providers.openai_provider import OpenAIGenerator
+
+        s = self.settings
+        reasoning = s.price_book_for(model).chat.reasoning
+        return OpenAIGenerator(self._openai_client(), model, reasoning, s.reasoning_effort if reasoning else None)
+
+    def _fallbacks(self) -> list[tuple[Generator, PriceBook]]:
+        """The cheaper models of OPENAI_MODEL_FALLBACKS, each with its generator and prices (none with
+        the offline answerer: it is one model)."""
+
+        def build() -> list[tuple[Generator, PriceBook]]:
+            s = self.settings
+            if s.llm_provider != "openai":
+                return []
+            return [(self._openai_generator(model), s.price_book_for(model)) for model in s.openai_model_fallbacks]
+
+        return self._once("fallbacks", build)
 
     def chroma_client(self) -> Any:
         from dnd_rag.providers.chroma_store import connect
@@ -413,4 +430,5 @@ class Container:
             s.openai_timeout_seconds,
             s.chroma_timeout_seconds,
             s.retrieval_entity_queries,
+            fallbacks=self._fallbacks(),
         )

@@ -121,6 +121,12 @@ class Settings(BaseModel):
     # frozen for good) is replaced after it; longer than any delivery job may take
     alert_claim_seconds: float = Field(default=60.0, alias="ALERT_CLAIM_SECONDS", le=3600)
     openai_model: str = Field(default="gpt-4o-mini", alias="OPENAI_MODEL", min_length=1)
+    # The model ladder: cheaper chat models tried, in order, when OPENAI_MODEL's standard query does
+    # not fit what the budget leaves, before fewer passages or a smaller cap (logic/money/fitting.py).
+    # Each must be in the price file and cheaper than the one before it (checked at cold start).
+    openai_model_fallbacks: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=list, alias="OPENAI_MODEL_FALLBACKS"
+    )
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
     openai_timeout_seconds: float = Field(default=8.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=25)
@@ -302,6 +308,48 @@ class Settings(BaseModel):
         """The chat model bills hidden reasoning tokens (the price file says so)."""
         return self.price_book.chat.reasoning
 
+    @property
+    def chat_models(self) -> list[str]:
+        """The model ladder: OPENAI_MODEL, then each of OPENAI_MODEL_FALLBACKS (cheapest last)."""
+        return [self.openai_model, *self.openai_model_fallbacks]
+
+    def price_book_for(self, chat_model: str) -> PriceBook:
+        """The prices of one model of the ladder (with the configured embedding model)."""
+        return PriceBook.for_models(chat_model, self.embedding_model, self.prices)
+
+
+def ladder_problem(settings: Settings) -> str | None:
+    """Why OPENAI_MODEL_FALLBACKS cannot be a ladder of the price file in effect, or None.
+
+    Each fallback must be priced and cheaper than the model before it: its input and output prices
+    each at most that model's, and not both the same (so a fallback's standard query never costs
+    more than the one before it, for the same tokens)."""
+    prices = settings.prices
+    previous = settings.openai_model
+    for model in settings.openai_model_fallbacks:
+        if model not in prices.chat:
+            return (
+                f"OPENAI_MODEL_FALLBACKS: no price for {model!r} in price file {prices.version}; "
+                f"known: {', '.join(sorted(prices.chat))}"
+            )
+        before, after = prices.chat[previous], prices.chat[model]
+        if (
+            after.input > before.input
+            or after.output > before.output
+            or (after.input, after.output)
+            == (
+                before.input,
+                before.output,
+            )
+        ):
+            return (
+                f"OPENAI_MODEL_FALLBACKS: {model!r} (${after.input} input, ${after.output} output per 1M tokens) "
+                f"is not cheaper than {previous!r} before it (${before.input}, ${before.output}); "
+                "list cheaper models only, cheapest last"
+            )
+        previous = model
+    return None
+
 
 def _defaults_for_providers(env: dict[str, str]) -> None:
     """Offline providers unless an OpenAI key is configured (SPEC §6)."""
@@ -322,13 +370,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(_describe(exc)) from None
     except (UnknownModelError, PriceFileError) as exc:
         raise ConfigError(str(exc)) from None
+    problem = ladder_problem(settings)
+    if problem is not None:
+        raise ConfigError(problem)
     if settings.llm_provider == "openai":  # a model a price override adds must also be countable
         from dnd_rag.providers.tokenizer import encoding_name
 
-        try:
-            encoding_name(settings.openai_model)
-        except ValueError as exc:
-            raise ConfigError(f"OPENAI_MODEL: {exc} (holds are priced on exact token counts)") from None
+        for variable, model in (
+            ("OPENAI_MODEL", settings.openai_model),
+            *(("OPENAI_MODEL_FALLBACKS", fallback) for fallback in settings.openai_model_fallbacks),
+        ):
+            try:
+                encoding_name(model)
+            except ValueError as exc:
+                raise ConfigError(f"{variable}: {exc} (holds are priced on exact token counts)") from None
     return settings
 
 

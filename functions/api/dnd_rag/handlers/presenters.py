@@ -66,6 +66,7 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
             for p in answer.passages
         ],
         diagnostics=answer.diagnostics,
+        errors=answer.errors,
         usage=UsageOut(
             prompt_tokens=answer.usage.prompt_tokens,
             completion_tokens=answer.usage.completion_tokens,

@@ -26,7 +26,7 @@ from dnd_rag.logic.common.clock import Deadline, utc_day
 from dnd_rag.logic.common.concurrently import together
 from dnd_rag.logic.limits.plans import PlanBook
 from dnd_rag.logic.limits.rate_limit import Admission, Policy, RateLimiter
-from dnd_rag.logic.money.fitting import Fit, Fitter
+from dnd_rag.logic.money.fitting import Fit, Ladder
 from dnd_rag.logic.money.spending import Tab
 from dnd_rag.logic.money.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.logic.operations.controls import ControlsCache
@@ -84,7 +84,7 @@ class QueryService:
         limiter: RateLimiter,
         plans: PlanBook,
         budget: Wallet,
-        fitter: Fitter,
+        fitter: Ladder,
         clock: Callable[[], float],
         max_question_chars: int,
         controls: ControlsCache | None = None,
@@ -238,6 +238,7 @@ class QueryService:
             generation.model,
             tab.charged,
             diagnostics(retrieval, fit, tab.usage, generate_ms, reserved) if debug else [],
+            list(generation.errors),
         )
         return answer, totals, fit, tab
 
@@ -261,9 +262,10 @@ class QueryService:
         hold, seen = self._budget.open(user.id, limits, model, embedding + estimate, user.email)
         if hold is not None:
             return Tab(self._budget, hold, seen)
-        # The cheapest query this container has seen (or, before any, a prompt with no passage):
-        # when even that cannot fit in what is unspent, refuse now rather than pay for an embedding.
-        smallest = embedding + (self._smallest_chat or self._fitter.chat_bound(frame, floor=True))
+        # The cheapest query this container has seen (or, before any, a prompt with no passage, on
+        # the cheapest model): when even that cannot fit in what is unspent, refuse now rather than
+        # pay for an embedding.
+        smallest = embedding + (self._smallest_chat or self._fitter.floor_bound(question))
         waits = 0
         # a user at the in-flight limit is refused at once; when spent, no wait can help
         while seen.refused_by != BY_IN_FLIGHT and not self._budget.spent_out(seen, limits, smallest):
@@ -276,7 +278,8 @@ class QueryService:
         raise self._budget.refusal(seen, limits, smallest)
 
     def _fit(self, question: str, retrieval: Retrieval, tab: Tab, frame: int, deadline: Deadline) -> Fit:
-        """The standard form if the budget covers it, else the richest form that fits, else 503."""
+        """The standard form if the budget covers it, else the richest form that fits (a cheaper
+        model's standard form first, then fewer passages and a smaller cap on the cheapest), else 503."""
         passages = retrieval.passages
         standard = self._fitter.standard(question, passages)
         if passages:  # learn how large passages really are, for the next first hold
@@ -298,6 +301,8 @@ class QueryService:
             if fit is not None:
                 if tab.cover(fit.bound):
                     tab.degraded_by = "user_budget_low" if by_user_cap else "budget_low"
+                    if fit.model != standard.model:  # a fallback answers: its cost is booked under it
+                        tab.model = fit.model
                     return fit
                 refits += 1
                 continue

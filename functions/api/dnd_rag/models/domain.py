@@ -88,6 +88,7 @@ class Generation:
     cached_tokens: int = 0  # prompt tokens served from OpenAI's prefix cache (billed at the cached price)
     reasoning_tokens: int = 0
     truncated: bool = False  # the completion cap cut the answer (finish_reason "length")
+    errors: tuple[str, ...] = ()  # what the caller should know of a poor answer (an empty one not retried)
 
     @property
     def usage(self) -> TokenUsage:

@@ -39,6 +39,7 @@ class Tab:
         self.seen = seen  # both books as this request's last hold write found or left them
         self.refused: Seen | None = None  # the state seen when a cover was refused
         self.degraded_by = "budget_low"  # which money a degraded fit was cut to: budget_low / user_budget_low
+        self.model: str | None = None  # the chat model the query was fitted to, when not the hold's (a fallback)
 
     def cover(self, more: int) -> bool:
         """Make the hold cover what is charged plus ``more``; False if the budget refuses."""
@@ -60,7 +61,8 @@ class Tab:
 
     def close(self) -> BudgetTotals:
         """Settle: the hold is replaced by what was charged (the books keep every billable cent)."""
-        return self._budget.settle(self.hold, Charge(self.hold.user_id, self.hold.model, self.usage, self.charged))
+        model = self.model or self.hold.model  # booked under the model that answered (the per-model ledger)
+        return self._budget.settle(self.hold, Charge(self.hold.user_id, model, self.usage, self.charged))
 
 
 @dataclass(frozen=True)

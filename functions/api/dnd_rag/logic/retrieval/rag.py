@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dnd_rag.errors import AttemptError, UpstreamError
@@ -14,11 +14,16 @@ from dnd_rag.logic.money.spending import PaidCall, PaidCalls, Tab
 from dnd_rag.logic.ports import Embedder, Generator, Retriever
 from dnd_rag.logic.retrieval.entities import choose, comparison_entities
 from dnd_rag.logic.retrieval.prompt import embedding_token_bound
-from dnd_rag.models.domain import Embedding, Generation, Passage
-from dnd_rag.observability import logger
+from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt
+from dnd_rag.observability import logger, metrics
 from dnd_rag.pricing import PriceBook, TokenUsage
 
 RETRIEVAL_ATTEMPTS = 2
+# A reasoning model that spends the whole completion cap thinking returns an empty answer, billed
+# in full. It is asked once more with twice the cap (never more than this: the most
+# MAX_COMPLETION_TOKENS itself may be), if the budget covers that second attempt as well.
+EMPTY_ANSWER_RETRY_FACTOR = 2
+EMPTY_ANSWER_RETRY_MAX_TOKENS = 16384
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,16 @@ class Answer:
     model: str
     cost_nanos: int
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class _RetryNotCoveredError(Exception):
+    """The budget refused to cover an attempt of the empty answer's retry."""
+
+
+def reasoned_to_nothing(generation: Generation) -> bool:
+    """A reasoning model spent the whole completion cap thinking: no answer, but every token billed."""
+    return not generation.answer and generation.truncated and generation.reasoning_tokens > 0
 
 
 class RagService:
@@ -51,11 +66,16 @@ class RagService:
         timeout_seconds: float,
         retrieval_timeout_seconds: float,
         entity_queries: bool = True,
+        fallbacks: Sequence[tuple[Generator, PriceBook]] = (),
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
         self.generator = generator
         self._prices = prices
+        # every model of the ladder (OPENAI_MODEL_FALLBACKS): its generator and its prices, by the
+        # model a Fit is priced for
+        self._chat = {prices.chat_model: (generator, prices)}
+        self._chat.update({book.chat_model: (fallback, book) for fallback, book in fallbacks})
         self._paid = paid_calls
         self._timeout = timeout_seconds
         self._retrieval_timeout = retrieval_timeout_seconds
@@ -115,16 +135,61 @@ class RagService:
         raise UpstreamError("The rules index is unavailable right now. Please retry.", reason="chroma: deadline")
 
     def generate(self, fit: Fit, deadline: Deadline, tab: Tab, not_covered: Callable[[], Exception]) -> Generation:
-        call = PaidCall("chat completion", fit.bound, self._timeout)
+        """The chat completion of ``fit``, on the model it was fitted for. An answer a reasoning
+        model cut to nothing is asked again once, with a larger cap, if the budget covers it."""
+        generator, prices = self._chat.get(fit.model, (self.generator, self._prices))
+        generation = self._chat_call(
+            generator, prices, fit.prompt, fit.max_completion_tokens, fit.bound, deadline, tab, not_covered
+        )
+        if not reasoned_to_nothing(generation):
+            return generation
+        return self._retry_larger(generator, prices, fit, generation, deadline, tab)
+
+    def _chat_call(
+        self,
+        generator: Generator,
+        prices: PriceBook,
+        prompt: Prompt,
+        cap: int,
+        bound: int,
+        deadline: Deadline,
+        tab: Tab,
+        not_covered: Callable[[], Exception],
+    ) -> Generation:
         generation: Generation = self._paid.run(
             tab,
-            call,
-            lambda timeout: self.generator.generate(fit.prompt, fit.max_completion_tokens, timeout),
-            lambda result: (self._prices.cost_nanos(result.usage), result.usage),
+            PaidCall("chat completion", bound, self._timeout),
+            lambda timeout: generator.generate(prompt, cap, timeout),
+            lambda result: (prices.cost_nanos(result.usage), result.usage),
             deadline,
             not_covered,
         )
         return generation
+
+    def _retry_larger(
+        self, generator: Generator, prices: PriceBook, fit: Fit, first: Generation, deadline: Deadline, tab: Tab
+    ) -> Generation:
+        """The second (and last) attempt at an answer reasoning ate whole: twice the cap, through the
+        same hold grown first; both attempts stay on the books. When the budget will not grow the hold,
+        or the attempt fails, the empty first answer is returned with an ``errors`` entry saying so."""
+        cap = min(fit.max_completion_tokens * EMPTY_ANSWER_RETRY_FACTOR, EMPTY_ANSWER_RETRY_MAX_TOKENS)
+        cut = fit.max_completion_tokens
+        spent = f"The model spent the whole answer length ({cut} tokens) reasoning and wrote no answer"
+        if cap <= fit.max_completion_tokens:
+            return replace(first, errors=(f"{spent}.",))
+        bound = prices.cost_nanos(TokenUsage(prompt_tokens=fit.prompt_tokens, completion_tokens=cap))
+        if not tab.cover(bound):
+            metrics.add_metric(name="EmptyAnswerNotRetried", unit="Count", value=1)
+            return replace(first, errors=(f"{spent}; the budget left does not cover asking again with {cap} tokens.",))
+        metrics.add_metric(name="EmptyAnswerRetried", unit="Count", value=1)
+        logger.info("retrying an answer reasoning cut to nothing", extra={"cap": cut, "retry_cap": cap})
+        try:
+            second = self._chat_call(generator, prices, fit.prompt, cap, bound, deadline, tab, _RetryNotCoveredError)
+        except (UpstreamError, _RetryNotCoveredError):
+            return replace(first, errors=(f"{spent}; asking again with {cap} tokens failed.",))
+        if reasoned_to_nothing(second):
+            return replace(second, errors=(f"{spent}, nor with {cap} tokens when asked again.",))
+        return second
 
 
 def _ms(seconds: float) -> float:
