@@ -189,3 +189,25 @@ def test_an_answer_reasoning_cut_to_nothing_is_not_asked_again_when_the_budget_d
         "the budget left does not cover asking again with 400 tokens."
     ]
     assert spent(dynamodb, table) == billed_nanos(openai_state.billed_records(), "gpt-5-mini", EMBEDDING_MODEL)
+
+
+def test_a_fallback_with_another_tokenizer_is_held_on_its_own_token_count(
+    make_app, call, priced, openai_state, dynamodb, table
+):
+    # Given gpt-4o (o200k_base) falling back to gpt-3.5-turbo (cl100k_base), and $0.005 left: less than
+    # gpt-4o's standard query (~$0.010), more than gpt-3.5-turbo's (~$0.002)
+    app, container = make_app(
+        {**priced, "OPENAI_MODEL": "gpt-4o", "OPENAI_MODEL_FALLBACKS": "gpt-3.5-turbo", "DAILY_BUDGET_USD": "0.005"}
+    )
+
+    status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}", debug=True)
+
+    # Then the prompt was counted with gpt-3.5-turbo's encoding: exactly what OpenAI billed for it
+    assert status == 200, body
+    assert body["meta"]["degraded"]["model"] == "gpt-3.5-turbo"
+    [chat] = chats(openai_state)
+    budget = next(d for d in body["diagnostics"] if d["stage"] == "budget")
+    assert budget["prompt_tokens_counted"] == chat["prompt_tokens"]
+    billed = billed_nanos(openai_state.billed_records(), "gpt-3.5-turbo", EMBEDDING_MODEL)
+    assert spent(dynamodb, table) == billed
+    assert books_by_model(container) == {"gpt-3.5-turbo": billed}
