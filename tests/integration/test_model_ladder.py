@@ -211,3 +211,26 @@ def test_a_fallback_with_another_tokenizer_is_held_on_its_own_token_count(
     billed = billed_nanos(openai_state.billed_records(), "gpt-3.5-turbo", EMBEDDING_MODEL)
     assert spent(dynamodb, table) == billed
     assert books_by_model(container) == {"gpt-3.5-turbo": billed}
+
+
+def test_the_last_cents_no_configured_query_could_use_are_answered_by_the_cheapest_model(
+    make_app, call, priced, openai_state, dynamodb, table
+):
+    # Given $0.0001: less than gpt-5-mini's smallest query (2 passages, a 100-token cap: ~$0.0003),
+    # more than gpt-5-nano's
+    env = {**priced, "OPENAI_MODEL": "gpt-5-mini", "DAILY_BUDGET_USD": "0.0001"}
+
+    # Without a fallback the day is spent for gpt-5-mini: refused before any paid call
+    app, _ = make_app(env)
+    status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}")
+    assert (status, body["error"], body["reason"]) == (503, "budget_exceeded", "spent"), body
+    assert openai_state.billed_records() == []
+
+    # With gpt-5-nano on the ladder it is not spent: gpt-5-nano answers with what is left
+    app, _ = make_app({**env, "OPENAI_MODEL_FALLBACKS": "gpt-5-nano"})
+    status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}")
+
+    assert status == 200, body
+    assert body["meta"]["degraded"]["model"] == "gpt-5-nano"
+    billed = billed_nanos(openai_state.billed_records(), "gpt-5-nano", EMBEDDING_MODEL)
+    assert spent(dynamodb, table) == billed <= 100_000

@@ -333,15 +333,8 @@ def ladder_problem(settings: Settings) -> str | None:
                 f"known: {', '.join(sorted(prices.chat))}"
             )
         before, after = prices.chat[previous], prices.chat[model]
-        if (
-            after.input > before.input
-            or after.output > before.output
-            or (after.input, after.output)
-            == (
-                before.input,
-                before.output,
-            )
-        ):
+        no_dearer = after.input <= before.input and after.output <= before.output
+        if not no_dearer or (after.input, after.output) == (before.input, before.output):
             return (
                 f"OPENAI_MODEL_FALLBACKS: {model!r} (${after.input} input, ${after.output} output per 1M tokens) "
                 f"is not cheaper than {previous!r} before it (${before.input}, ${before.output}); "
