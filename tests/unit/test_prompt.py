@@ -2,6 +2,7 @@
 
 from dnd_rag.logic.retrieval.prompt import build_messages
 from dnd_rag.models.domain import Passage
+from dnd_rag.providers.tokenizer import encoding
 
 # --- the question fenced in its own message (issue 19) ---------------------------------------------
 
@@ -30,3 +31,27 @@ def test_the_system_prompt_tells_passages_and_question_apart():
     assert "<question>" in system
     assert "never a passage" in system
     assert "only" in system
+
+
+# --- laid out for OpenAI's prefix cache (issue 20) -------------------------------------------------
+
+
+def test_two_questions_over_the_same_passages_share_every_token_before_the_question():
+    # OpenAI's prompt cache serves the longest shared prefix (>= 1,024 tokens): the stable system
+    # prompt first, then the passages, the caller's question last and alone
+    passages = [
+        Passage(str(n), f"Rule {n}: a fighter of level {n} needs {n * 1000} XP. " * 20, f"s{n}.md", 0.5)
+        for n in range(8)
+    ]
+    first = build_messages("How much XP for 9th level?", passages)
+    second = build_messages("What does a 9th-level fighter need?", passages)
+    enc = encoding("gpt-5-mini")
+
+    def tokens(messages):
+        return [token for message in messages for value in message.values() for token in enc.encode(value)]
+
+    assert first[:-1] == second[:-1]
+    shared = tokens(first[:-1])
+    assert tokens(second)[: len(shared)] == shared
+    assert len(shared) >= 1024
+    assert len(tokens(first)) - len(shared) < 20  # only the fenced question differs
