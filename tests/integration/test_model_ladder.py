@@ -234,3 +234,40 @@ def test_the_last_cents_no_configured_query_could_use_are_answered_by_the_cheape
     assert body["meta"]["degraded"]["model"] == "gpt-5-nano"
     billed = billed_nanos(openai_state.billed_records(), "gpt-5-nano", EMBEDDING_MODEL)
     assert spent(dynamodb, table) == billed <= 100_000
+
+
+def test_a_user_cap_too_small_for_gpt5_mini_is_answered_by_gpt5_nano_and_that_answer_is_not_cached(
+    make_app, call, priced, openai_state, dynamodb, table
+):
+    # Given the day's budget plenty, the user's own cap $0.0008 (less than gpt-5-mini's standard
+    # query, more than gpt-5-nano's), and the answer cache on
+    app, container = make_app(
+        {
+            **priced,
+            "OPENAI_MODEL": "gpt-5-mini",
+            "OPENAI_MODEL_FALLBACKS": "gpt-5-nano",
+            "USER_DAILY_BUDGET_USD": "0.0008",
+            "PLAN_LIMITS": '{"pro": {"daily_usd": 1}}',
+            "ANSWER_CACHE_TTL": "60",
+        }
+    )
+    token = f"u-{uuid.uuid4().hex}"
+
+    status, body, _ = ask(call, app, token)
+
+    assert status == 200, body
+    assert body["meta"]["degraded"] == {
+        "reason": "user_budget_low",
+        "k": 15,
+        "max_completion_tokens": CAP,
+        "model": "gpt-5-nano",
+    }
+    # and gpt-5-nano's answer is not kept under gpt-5-mini's key: a user with money (plan pro, a $1
+    # cap) asking the same is answered by gpt-5-mini
+    status, other, _ = ask(call, app, f"u-{uuid.uuid4().hex}.pro")
+    assert (status, other["meta"]["cache"], other["usage"]["model"]) == (200, "miss", "gpt-5-mini"), other
+    assert [chat["model"] for chat in chats(openai_state)] == ["gpt-5-nano", "gpt-5-mini"]
+    assert spent(dynamodb, table) == sum(r["cost_nanos"] for r in openai_state.billed_records())
+    # and each query is booked under the model that answered it (its embedding with it)
+    embedding_1, nano, embedding_2, mini = (r["cost_nanos"] for r in openai_state.billed_records())
+    assert books_by_model(container) == {"gpt-5-nano": embedding_1 + nano, "gpt-5-mini": embedding_2 + mini}
