@@ -17,7 +17,7 @@ import pytest
 from dnd_rag.logic.common.clock import utc_day
 from dnd_rag.pricing import PriceBook, TokenUsage
 from tests.integration.test_prices import EMBEDDING_MODEL, ask, chats, spent
-from tests.support.billing import billed_nanos
+from tests.support.billing import billed_nanos, fetch_billed
 
 CAP = 500  # MAX_COMPLETION_TOKENS's default
 
@@ -39,7 +39,7 @@ def books_by_model(container):
 
 
 def test_a_budget_too_small_for_gpt5_mini_is_answered_by_gpt5_nano_with_every_passage_and_the_whole_cap(
-    make_app, call, priced, openai_state, dynamodb, table
+    make_app, call, priced, openai_state, fake_openai, dynamodb, table
 ):
     # Given gpt-5-mini with gpt-5-nano as its fallback, and $0.0008 left: less than gpt-5-mini's
     # standard query (~$0.0015), more than gpt-5-nano's (~$0.0003)
@@ -60,8 +60,9 @@ def test_a_budget_too_small_for_gpt5_mini_is_answered_by_gpt5_nano_with_every_pa
     }
     assert len(body["sources"]) == 15
     assert body["usage"]["model"] == "gpt-5-nano"
-    # and the one chat call OpenAI billed was gpt-5-nano's, asked as a reasoning model (max_completion_tokens)
-    [chat] = chats(openai_state)
+    # and the one chat call OpenAI billed (GET /_billed) was gpt-5-nano's
+    records = fetch_billed(fake_openai[0])
+    [chat] = [record for record in records if record["path"].endswith("/chat/completions")]
     assert chat["model"] == "gpt-5-nano"
     assert (
         standard_bound("gpt-5-mini", chat["prompt_tokens"])
@@ -69,7 +70,7 @@ def test_a_budget_too_small_for_gpt5_mini_is_answered_by_gpt5_nano_with_every_pa
         >= standard_bound("gpt-5-nano", chat["prompt_tokens"])
     )
     # and the day's books equal what was billed, to the nano-dollar, booked under the model that answered
-    billed = billed_nanos(openai_state.billed_records(), "gpt-5-nano", EMBEDDING_MODEL)
+    billed = billed_nanos(records, "gpt-5-nano", EMBEDDING_MODEL)
     assert spent(dynamodb, table) == billed
     assert books_by_model(container) == {"gpt-5-nano": billed}
 
