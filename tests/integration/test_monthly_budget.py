@@ -167,7 +167,7 @@ def test_the_month_alerts_go_out_once_each_on_every_channel_from_two_containers_
     recipient,
     aws_endpoint,
     dynamodb,
-    receiver,
+    receiver,  # noqa: F811 - the fixture imported above
     sns_topic,  # noqa: F811
 ):
     # Given a month of ~12 queries (days of 100), e-mail, SNS and a webhook configured
@@ -202,7 +202,8 @@ def test_the_month_alerts_go_out_once_each_on_every_channel_from_two_containers_
     expected = {event_id("budget_threshold", MONTH, f"month:{t}@{monthly}") for t in (80, 100)}
     assert state.delivered_ids() == dict.fromkeys(expected, 1)
     bodies = {b["data"]["threshold"]: b for b in state.delivered_of("budget_threshold")}
-    assert bodies[80]["day"] == MONTH and bodies[80]["data"]["period"] == "month"
+    assert bodies[80]["day"] == MONTH
+    assert bodies[80]["data"]["period"] == "month"
     assert bodies[80]["data"]["spent_usd"] >= 0.8 * bodies[80]["data"]["budget_usd"]
     assert sorted(m["MessageAttributes"]["event_id"]["StringValue"] for m in published()) == sorted(expected)
     subjects = [m["subject"] for m in sent_alerts(aws_endpoint, recipient)]
@@ -224,7 +225,7 @@ def test_an_operator_lowers_and_raises_the_month_audited_and_usage_shows_it(make
     # Given a month of $10 and days of $5 on the 7th, nothing spent yet
     clock = Clock(at(7))
     env = {**base_env, "TABLE_NAME": table, "DAILY_BUDGET_USD": "5", "MONTHLY_BUDGET_USD": "10"}
-    app, container = make_app(env, clock=clock)
+    app, _ = make_app(env, clock=clock)
     other, _ = make_app(env, clock=clock)  # another container
     status, usage, _ = parse(call(app, http_event("GET", "/api/usage", token="dev-alice")))
     assert status == 200
