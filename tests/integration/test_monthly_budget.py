@@ -275,3 +275,6 @@ def test_no_monthly_budget_shows_none_and_a_body_without_either_budget_is_refuse
     app, _ = make_app({**base_env, "TABLE_NAME": table}, clock=Clock(at(8)))
     assert parse(call(app, http_event("GET", "/api/usage", token="dev-alice")))[1]["month"] is None
     assert admin(call, app, "PUT", "/api/admin/budget", {})[0] == 400
+    status, error, _ = admin(call, app, "PUT", "/api/admin/budget", {"monthly_budget_usd": 0})
+    assert status == 400
+    assert "monthly_budget_usd" in {detail["field"] for detail in error["details"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from dnd_rag import SERVICE_NAME, __version__
 
@@ -285,13 +285,6 @@ class BudgetOverrideRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    daily_budget_usd: float | None = Field(
-        default=None,
-        ge=NANO_USD,
-        le=MAX_BUDGET_OVERRIDE_USD,
-        strict=True,
-        description=f"USD, from 0.000000001 to {MAX_BUDGET_OVERRIDE_USD}; digits past the 9th decimal are dropped.",
-    )
     monthly_budget_usd: float | None = Field(
         default=None,
         ge=NANO_USD,
@@ -299,12 +292,21 @@ class BudgetOverrideRequest(BaseModel):
         strict=True,
         description=f"USD, from 0.000000001 to {MAX_MONTH_OVERRIDE_USD}: this month's budget until it ends.",
     )
+    daily_budget_usd: float | None = Field(
+        default=None,
+        validate_default=True,
+        ge=NANO_USD,
+        le=MAX_BUDGET_OVERRIDE_USD,
+        strict=True,
+        description=f"USD, from 0.000000001 to {MAX_BUDGET_OVERRIDE_USD}; digits past the 9th decimal are dropped.",
+    )
 
-    @model_validator(mode="after")
-    def _one_of_them(self) -> BudgetOverrideRequest:
-        if self.daily_budget_usd is None and self.monthly_budget_usd is None:
+    @field_validator("daily_budget_usd")
+    @classmethod
+    def _one_of_them(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("monthly_budget_usd") is None:
             raise ValueError("give daily_budget_usd, monthly_budget_usd or both")
-        return self
+        return value
 
     @property
     def nanos(self) -> int | None:
