@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from dnd_rag.dal.money.budget import DynamoBudgetStore
 from dnd_rag.logic.common.clock import month_end
+from dnd_rag.logic.money.budget import Budget, Charge
+from dnd_rag.logic.money.month import MonthBudget
 from dnd_rag.models.events import event_id
-from dnd_rag.pricing import NANOS_PER_USD
+from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
 from tests.integration.test_alert_channels import receiver, sns_topic  # noqa: F401 - fixtures
 from tests.integration.test_budget import ask, sent_alerts, usd
@@ -278,3 +281,54 @@ def test_no_monthly_budget_shows_none_and_a_body_without_either_budget_is_refuse
     status, error, _ = admin(call, app, "PUT", "/api/admin/budget", {"monthly_budget_usd": 0})
     assert status == 400
     assert "monthly_budget_usd" in {detail["field"] for detail in error["details"]}
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_hold_of_yesterday_still_growing_after_midnight_counts_at_its_shards_limit(dynamodb, table, shards):
+    # Given days of 800, a month of 1,000, and a query that held 100 at 23:59:50 on the 1st
+    store = DynamoBudgetStore(dynamodb, table)
+    clock = Clock(at(1, hour=23) + 3590)
+    budget = Budget(store, limit=800, clock=clock, shards=shards, month=MonthBudget(store, 1_000, {}.get, clock))
+    hold, _ = budget.open("late", MODEL, 100)
+    assert hold is not None
+
+    # When the 2nd starts with the hold still open: it may still grow to its shard's limit
+    clock.now += 15
+    share = 800 // shards
+    assert budget.limit_for(day_of(2)) == min(800, 1_000 - share)  # its shard of the 1st counts at its limit
+    # and it does grow, against the 1st's budget, and settles
+    grown, _ = budget.resize(hold, share)
+    assert grown is not None
+    budget.settle(grown, Charge("late", MODEL, TokenUsage(1, 1, 1), share))
+
+    # Then the 2nd gets what the month really left (re-read once the 1st holds nothing)
+    clock.now += 5
+    month = MonthBudget(store, 1_000, {}.get, clock)  # a container that sees the 1st closed
+    assert Budget(store, limit=800, clock=clock, shards=shards, month=month).limit_for(day_of(2)) == min(
+        800, 1_000 - share
+    )
+    # and however the 2nd spends, the month holds: the 1st's final spend plus the 2nd's limit
+    assert spent_on(dynamodb, table, day_of(1)) + budget.limit_for(day_of(2)) <= 1_000
+
+
+def test_an_operator_lowering_the_month_below_what_today_holds_closes_every_shard(make_app, call, table):
+    # Given days of $1 over 4 shards on the 9th, a month of $10, and money held unevenly
+    env = {"TABLE_NAME": table, "DAILY_BUDGET_USD": "1", "MONTHLY_BUDGET_USD": "10"}
+    env |= {"BUDGET_SHARDS": "4", "BUDGET_MIN_SHARD_USD": "0"}
+    clock = Clock(at(9))
+    app, container = make_app(env, clock=clock)
+    budget = container.budget
+    held = [budget.open(f"u-{uuid.uuid4().hex[:6]}", MODEL, 100_000_000)[0] for _ in range(5)]
+    assert all(hold is not None for hold in held)
+    committed = {n: s.committed for n, s in budget._store.read_shards(day_of(9)).items()}
+
+    # When an operator lowers the month to $0.30: less than today holds ($0.50)
+    status, _, _ = admin(call, app, "PUT", "/api/admin/budget", {"monthly_budget_usd": 0.3})
+    assert status == 200
+
+    # Then the day's shard limits add up to what the month leaves, none above what it holds: nothing more is admitted
+    limits = budget.shard_limits(day_of(9))
+    assert sum(limits) == 300_000_000
+    assert all(limit <= committed.get(n, 0) for n, limit in enumerate(limits))
+    assert budget.open("late", MODEL, 1)[0] is None
+    assert budget.period_of(day_of(9)) == "month"
