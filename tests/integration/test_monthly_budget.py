@@ -7,8 +7,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import boto3
 import pytest
 
+from dnd_rag.dal.dynamo import CLIENT_CONFIG
 from dnd_rag.dal.money.budget import DynamoBudgetStore
 from dnd_rag.logic.common.clock import month_end
 from dnd_rag.logic.money.budget import Budget, Charge
@@ -16,6 +18,7 @@ from dnd_rag.logic.money.month import MonthBudget
 from dnd_rag.models.events import event_id
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
+from infra.scripts.round_trips import RoundTripRecorder
 from tests.integration.test_alert_channels import receiver, sns_topic  # noqa: F401 - fixtures
 from tests.integration.test_budget import ask, sent_alerts, usd
 from tests.support.billing import billed_nanos
@@ -332,3 +335,31 @@ def test_an_operator_lowering_the_month_below_what_today_holds_closes_every_shar
     assert all(limit <= committed.get(n, 0) for n, limit in enumerate(limits))
     assert budget.open("late", MODEL, 1)[0] is None
     assert budget.period_of(day_of(9)) == "month"
+
+
+def test_the_month_adds_no_round_trip_and_no_write_to_an_answered_query_on_a_warm_container(
+    make_app, call, base_env, any_user_auth_url, table, dynamodb
+):
+    # Given a month with earlier days on the books, and a container that has read them once
+    env = {**base_env, "TABLE_NAME": table, "AUTH_API_URL": any_user_auth_url, "MONTHLY_BUDGET_USD": "25"}
+    env |= {"BUDGET_SHARDS": "1"}
+    clock = Clock(at(1))
+    first, _ = make_app(env, clock=clock)
+    assert ask(call, first, "u-early")[0] == 200
+    clock.now = at(6)
+    client = boto3.client("dynamodb", config=CLIENT_CONFIG)
+    app, _ = make_app(env, clock=clock, dynamodb_client=client)
+    token = f"u-{uuid.uuid4().hex}"
+    assert ask(call, app, token)[0] == 200  # cold: the month's previous days read (once)
+    trips = RoundTripRecorder(client)
+
+    # When it answers the next query
+    trips.start()
+    status, body, _ = ask(call, app, token)
+    trips.stop()
+
+    # Then the same 4 steps as without a month, and the month is in the answer's budget
+    assert status == 200
+    steps = [sorted(step) for step in trips.steps()]
+    assert steps == [["UpdateItem"], ["UpdateItem", "UpdateItem"], ["TransactWriteItems"], ["UpdateItem"]]
+    assert body["meta"]["cost"]["daily_budget"] == 1.0  # the month ($25, $24.99… left) does not cap the day
