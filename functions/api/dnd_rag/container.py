@@ -23,7 +23,6 @@ from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter
 from dnd_rag.logic.limits.replays import ReplayGate
 from dnd_rag.logic.money.budget import Budget
 from dnd_rag.logic.money.fitting import Fitter, Floors
-from dnd_rag.logic.money.month import MonthBudget
 from dnd_rag.logic.money.spending import PaidCalls
 from dnd_rag.logic.money.user_budget import UserBudget
 from dnd_rag.logic.money.wallet import Wallet
@@ -248,6 +247,7 @@ class Container:
 
     def _build_budget(self) -> Budget:
         from dnd_rag.dal.money.budget import DynamoBudgetStore
+        from dnd_rag.logic.money.month import MonthBudget
 
         s = self.settings
         store = DynamoBudgetStore(self.dynamodb(), s.table_name)
