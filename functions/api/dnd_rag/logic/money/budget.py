@@ -538,9 +538,12 @@ class Budget:
     def _may_cross(self, shard: BudgetTotals) -> bool:
         assert shard.shard is not None
         limit = self.shard_limits(shard.day)[shard.shard]
-        own = self.day_budget(shard.day)  # what the day's alerts were sent for
+        own = self.day_budget(shard.day)  # what the day's alerts were sent for (its own budget)
+        effective = self.limit_for(shard.day)  # the shards' limits' sum: below ``own`` when the month caps
         sent = self._alerts_seen.get(shard.day, {})
-        warning = sent.get(WARNING_PERCENT) != own and shard.spent * 100 >= limit * WARNING_PERCENT
+        # some shard's spend reaches its share of 80 % of ``own`` when the day's does
+        warning = sent.get(WARNING_PERCENT) != own and shard.spent * 100 * effective >= own * WARNING_PERCENT * limit
         smallest = self._smallest_query or 1
-        exhausted = sent.get(EXHAUSTED_PERCENT) != own and limit - shard.spent < smallest
-        return warning or exhausted or self._month_may_cross(shard, limit, self.limit_for(shard.day))
+        by_day = effective >= own  # the month does not cap the day: the day's 100 % is the day's own
+        exhausted = by_day and sent.get(EXHAUSTED_PERCENT) != own and limit - shard.spent < smallest
+        return warning or exhausted or self._month_may_cross(shard, limit, effective)
