@@ -363,3 +363,22 @@ def test_the_month_adds_no_round_trip_and_no_write_to_an_answered_query_on_a_war
     steps = [sorted(step) for step in trips.steps()]
     assert steps == [["UpdateItem"], ["UpdateItem", "UpdateItem"], ["TransactWriteItems"], ["UpdateItem"]]
     assert body["meta"]["cost"]["daily_budget"] == 1.0  # the month ($25, $24.99… left) does not cap the day
+
+
+def test_a_new_month_starts_whole_while_the_last_days_late_hold_is_judged_against_its_own_month(dynamodb, table):
+    # Given November's last day, its month nearly spent, and a query holding money at 23:59:50
+    store = DynamoBudgetStore(dynamodb, table)
+    clock = Clock(at(29))
+    budget = Budget(store, limit=800, clock=clock, month=MonthBudget(store, 1_000, {}.get, clock))
+    early = budget.open("early", MODEL, 700)[0]
+    budget.settle(early, Charge("early", MODEL, TokenUsage(1, 1, 1), 700))
+    clock.now = at(30, hour=23) + 3590
+    late, _ = budget.open("late", MODEL, 100)
+    assert late is not None
+
+    # When December starts: it has its whole budget, with no previous day counted
+    clock.now += 15
+    assert budget.limit_for("2026-12-01") == 800
+    # while November's late hold still grows only within what November left its last day (300)
+    assert budget.resize(late, 301)[0] is None
+    assert budget.resize(late, 300)[0] is not None
