@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dnd_rag.logic.alerts.budget_alerts import BudgetAlerts, MailChannel
 from dnd_rag.logic.alerts.events import OperatorEvents, QuotaEvents
+from dnd_rag.logic.alerts.month_alerts import MonthAlerts
 from dnd_rag.logic.alerts.notifier import Notifier
 from dnd_rag.logic.alerts.timing import COMPOSE_SECONDS
 from dnd_rag.logic.auth.authenticator import Authenticator
@@ -184,7 +185,15 @@ class Container:
             spend_reset=self.user_budget if self.spend_reset is None else self.spend_reset,
             on_action=self.operator_events.on_audit if self.on_operator_action is None else self.on_operator_action,
             shard_split=self.budget.override_split,
+            configured_month_budget=self.configured_month_budget,
+            month_split=self.budget.month_split,
         )
+
+    @property
+    def configured_month_budget(self) -> int | None:
+        """MONTHLY_BUDGET_USD in nano-dollars (None: no monthly budget unless an operator sets one)."""
+        usd = self.settings.monthly_budget_usd
+        return usd_to_nanos(usd) if usd is not None else None
 
     @property
     def usage(self) -> UsageService:
@@ -240,6 +249,7 @@ class Container:
 
     def _build_budget(self) -> Budget:
         from dnd_rag.dal.money.budget import DynamoBudgetStore
+        from dnd_rag.logic.money.month import MonthBudget
 
         s = self.settings
         store = DynamoBudgetStore(self.dynamodb(), s.table_name)
@@ -264,6 +274,9 @@ class Container:
             holds_per_shard=s.budget_holds_per_shard,
             min_shard=usd_to_nanos(s.budget_min_shard_usd),
             override_shards=controls.shard_limits,
+            month=MonthBudget(store, self.configured_month_budget, controls.month_override, self.clock),
+            month_observer=MonthAlerts(notifier, self.clock) if notifier.enabled else None,
+            month_shards=controls.month_shard_limits,
         )
 
     @property

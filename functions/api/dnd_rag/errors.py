@@ -89,15 +89,24 @@ class IpRateLimitedError(ServiceError):
 class BudgetExceededError(ServiceError):
     """The global daily budget cannot cover this query: the kill switch.
 
-    ``cause`` is the body's ``reason``: ``spent`` (nothing fits until midnight) or ``in_flight``
-    (running queries hold the rest; retry shortly)."""
+    ``cause`` is the body's ``reason``: ``spent`` (nothing fits until midnight, or until the next
+    month when ``period`` is ``month``) or ``in_flight`` (running queries hold the rest; retry shortly)."""
 
     code = "budget_exceeded"
 
-    def __init__(self, message: str, *, cause: str, retry_after: int, budget_info: dict[str, float]) -> None:
-        super().__init__(message, retry_after=retry_after, reason=f"budget {cause}", budget_info=budget_info)
+    def __init__(
+        self, message: str, *, cause: str, retry_after: int, budget_info: dict[str, float], period: str = "day"
+    ) -> None:
+        super().__init__(
+            message,
+            retry_after=retry_after,
+            reason=f"budget {cause}" if period == "day" else f"{period} budget {cause}",
+            budget_info=budget_info,
+        )
         self.cause = cause
+        self.period = period  # "day", or "month" when what the month leaves the day is what refused
         self.context["reason"] = cause
+        self.context["period"] = period
 
 
 class UserBudgetExceededError(ServiceError):

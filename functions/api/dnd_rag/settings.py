@@ -70,6 +70,13 @@ def _none_is_no_cap(value: Any) -> Any:
     return value
 
 
+def _unset_is_none(value: Any) -> Any:
+    """An optional budget: empty (a template parameter left blank), ``none`` or ``off`` is no budget."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+        return None
+    return value
+
+
 def _parse_json(value: Any) -> Any:
     if isinstance(value, str):
         return json.loads(value) if value.strip() else {}
@@ -104,6 +111,10 @@ class Settings(BaseModel):
     # how many of a user's queries may run at once
     user_daily_budget_usd: Annotated[Decimal | None, BeforeValidator(_none_is_no_cap)] = Field(
         default=DEFAULT_USER_DAILY_BUDGET_USD, alias="USER_DAILY_BUDGET_USD", ge=0, allow_inf_nan=False
+    )
+    # the global budget of a UTC calendar month beside the daily one (unset, empty or "none": none)
+    monthly_budget_usd: Annotated[Decimal | None, BeforeValidator(_unset_is_none)] = Field(
+        default=None, alias="MONTHLY_BUDGET_USD", ge=0, allow_inf_nan=False
     )
     max_in_flight_per_user: int = Field(default=2, alias="MAX_IN_FLIGHT_PER_USER", ge=1, le=1000)
     alert_email: str | None = Field(default=None, alias="ALERT_EMAIL")

@@ -159,13 +159,14 @@ def admin_router(container: Container, guard: OperatorGuard) -> Router:
     @router.put(
         "/api/admin/budget",
         middlewares=admin,
-        summary="Set today's global budget until the next UTC midnight (role admin)",
+        summary="Set today's global budget until the next UTC midnight, and/or this month's until it ends (role admin)",
         security=BEARER,
         responses=responses(OperatorActionResponse, 400, 413, *ADMIN_ERRORS),
     )
     def set_budget(request: Annotated[BudgetOverrideRequest, Body()]) -> OperatorActionResponse:
         who, request_id = who_and_request()
-        return operator_response(container.operator.set_budget(who, request.nanos, request_id))
+        change = container.operator.set_budget(who, request.nanos, request_id, monthly=request.monthly_nanos)
+        return operator_response(change)
 
     @router.post(
         "/api/admin/pause",

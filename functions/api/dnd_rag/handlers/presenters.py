@@ -9,15 +9,16 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from dnd_rag.logic.common.clock import iso
+from dnd_rag.logic.common.clock import iso, month_end
 from dnd_rag.logic.money.budget import budget_info, percentage
-from dnd_rag.logic.operations.forecast import forecast_data
+from dnd_rag.logic.operations.forecast import forecast_data, month_forecast_data
 from dnd_rag.logic.operations.operator import Change
 from dnd_rag.logic.operations.spend import SpendReport
-from dnd_rag.logic.operations.usage import AdminReport, UsageReport
+from dnd_rag.logic.operations.usage import AdminReport, MonthReport, UsageReport
 from dnd_rag.logic.ports import LedgerRow
 from dnd_rag.logic.query import QueryOutcome
 from dnd_rag.models.api import (
+    AdminMonthOut,
     AdminUsageResponse,
     AuditOut,
     AuditResponse,
@@ -30,6 +31,9 @@ from dnd_rag.models.api import (
     ForecastOut,
     MetaOut,
     ModelLedgerOut,
+    MonthForecastOut,
+    MonthOut,
+    MonthOverrideOut,
     OperatorActionResponse,
     PauseOut,
     QueryResponse,
@@ -111,6 +115,28 @@ def usage_response(user: User, report: UsageReport, max_k: int) -> UsageResponse
         today=TodayOut(**{**_ledger_fields(report.ledger), "requests": standing.daily_count}),
         budget=BudgetOut(**budget_info(report.budget.spent, report.budget_limit)),
         user_budget=_user_budget(report),
+        month=MonthOut(**_month_fields(report.month)) if report.month is not None else None,
+    )
+
+
+def _month_fields(month: MonthReport) -> dict[str, Any]:
+    return {
+        "month": month.month,
+        "spent": usd_for_display(month.spent),
+        "budget": usd_for_display(month.budget),
+        "percentage": percentage(month.spent, month.budget),
+        "remaining": usd_for_display(max(0, month.budget - month.spent)),
+        "reset_at": iso(month_end(month.month)),
+    }
+
+
+def _admin_month(month: MonthReport | None) -> AdminMonthOut | None:
+    if month is None:
+        return None
+    return AdminMonthOut(
+        **_month_fields(month),
+        forecast=MonthForecastOut(**month_forecast_data(month.forecast)),
+        override=usd_for_display(month.override) if month.override is not None else None,
     )
 
 
@@ -150,12 +176,27 @@ def admin_usage_response(report: AdminReport) -> AdminUsageResponse:
         forecast=ForecastOut(**forecast_data(report.forecast)),
         models=[ModelLedgerOut(model=row.name, **_ledger_fields(row)) for row in report.models],
         top_users=[UserLedgerOut(user_id=row.name, email=row.email, **_ledger_fields(row)) for row in report.top_users],
-        overrides=controls_out(report.controls, report.budget_limit, report.budget_override),
+        overrides=controls_out(
+            report.controls,
+            report.budget_limit,
+            report.budget_override,
+            report.month.budget if report.month is not None else None,
+            report.month.override if report.month is not None else None,
+        ),
+        month=_admin_month(report.month),
     )
 
 
-def controls_out(controls: Controls, daily_budget: int, override: int | None) -> ControlsOut:
-    """The controls in force; ``override`` is today's operator budget (None when none applies today)."""
+def controls_out(
+    controls: Controls,
+    daily_budget: int,
+    override: int | None,
+    monthly_budget: int | None = None,
+    month_override: int | None = None,
+) -> ControlsOut:
+    """The controls in force; ``override`` is today's operator budget (None when none applies today),
+    ``month_override`` this month's."""
+    month = controls.month_override
     paused = controls.paused
     budget = controls.budget_override
     return ControlsOut(
@@ -172,6 +213,16 @@ def controls_out(controls: Controls, daily_budget: int, override: int | None) ->
         ),
         daily_budget=usd_for_display(daily_budget),
         blocked_users=sorted(controls.blocked),
+        month_override=(
+            MonthOverrideOut(
+                monthly_budget_usd=usd_for_display(month.nanos),
+                month=month.month,
+                until=iso(month_end(month.month)),
+            )
+            if month is not None and month_override is not None
+            else None
+        ),
+        monthly_budget=usd_for_display(monthly_budget) if monthly_budget is not None else None,
     )
 
 
@@ -191,7 +242,9 @@ def audit_out(entry: AuditEntry) -> AuditOut:
 def operator_response(change: Change) -> OperatorActionResponse:
     return OperatorActionResponse(
         audit=audit_out(change.entry),
-        controls=controls_out(change.controls, change.daily_budget, change.budget_override),
+        controls=controls_out(
+            change.controls, change.daily_budget, change.budget_override, change.monthly_budget, change.month_override
+        ),
     )
 
 

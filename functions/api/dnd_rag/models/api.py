@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from dnd_rag import SERVICE_NAME, __version__
 
@@ -146,6 +146,7 @@ class UsageResponse(BaseModel):
     today: TodayOut
     budget: BudgetOut
     user_budget: UserBudgetOut
+    month: MonthOut | None = Field(default=None, description="The month's global budget; null: none is set.")
 
 
 class UserBudgetOut(BaseModel):
@@ -171,6 +172,30 @@ class BudgetOut(BaseModel):
     daily_total: float
     daily_budget: float
     percentage: float
+
+
+class MonthOut(BaseModel):
+    """The month's global budget (MONTHLY_BUDGET_USD or an operator's override for the month)."""
+
+    month: str = Field(description="The UTC calendar month, YYYY-MM.")
+    spent: float = Field(description="USD the month's days have spent (earlier days' open holds included).")
+    budget: float = Field(description="The month's budget, USD.")
+    percentage: float
+    remaining: float = Field(description="USD the month has left.")
+    reset_at: str = Field(description="When the next month starts (UTC).")
+
+
+class MonthForecastOut(BaseModel):
+    """When the month's budget runs out at today's current rate."""
+
+    rate_usd_per_hour: float
+    runs_out_at: str | None = Field(description="UTC time the month's budget runs out; null when it lasts the month.")
+    hours_before_month_end: float
+
+
+class AdminMonthOut(MonthOut):
+    forecast: MonthForecastOut
+    override: float | None = Field(description="The month's budget set by an operator, USD, if any.")
 
 
 class LedgerOut(BaseModel):
@@ -212,6 +237,12 @@ class BudgetOverrideOut(BaseModel):
     until: str = Field(description="When the configured budget applies again: the next UTC midnight.")
 
 
+class MonthOverrideOut(BaseModel):
+    monthly_budget_usd: float
+    month: str = Field(description="The UTC month it applies to, YYYY-MM.")
+    until: str = Field(description="When the configured monthly budget applies again: the next month's start.")
+
+
 class ControlsOut(BaseModel):
     """The operator's overrides in force (every container applies them within 5 s)."""
 
@@ -220,6 +251,8 @@ class ControlsOut(BaseModel):
     budget_override: BudgetOverrideOut | None = Field(description="Today's budget set by an operator, if any.")
     daily_budget: float = Field(description="Today's effective global budget, USD.")
     blocked_users: list[str] = Field(description="User ids whose queries answer 403 user_blocked.")
+    month_override: MonthOverrideOut | None = Field(default=None, description="This month's budget set by an operator.")
+    monthly_budget: float | None = Field(default=None, description="This month's global budget, USD; null: none.")
 
 
 class AdminUsageResponse(BaseModel):
@@ -233,11 +266,13 @@ class AdminUsageResponse(BaseModel):
     models: list[ModelLedgerOut]
     top_users: list[UserLedgerOut]
     overrides: ControlsOut
+    month: AdminMonthOut | None = Field(default=None, description="The month's global budget; null: none is set.")
 
 
 # --- operator routes -----------------------------------------------------------------------------
 
 MAX_BUDGET_OVERRIDE_USD = 1000
+MAX_MONTH_OVERRIDE_USD = 31 * MAX_BUDGET_OVERRIDE_USD
 MAX_REASON_CHARS = 500
 NANO_USD = 1e-9
 DEFAULT_AUDIT_LIMIT = 20
@@ -245,22 +280,47 @@ MAX_AUDIT_LIMIT = 100
 
 
 class BudgetOverrideRequest(BaseModel):
-    """``PUT /api/admin/budget``: today's global budget, until the next UTC midnight."""
+    """``PUT /api/admin/budget``: today's global budget until the next UTC midnight, and/or this
+    month's until the month ends (at least one of the two)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    daily_budget_usd: float = Field(
+    monthly_budget_usd: float | None = Field(
+        default=None,
+        ge=NANO_USD,
+        le=MAX_MONTH_OVERRIDE_USD,
+        strict=True,
+        description=f"USD, from 0.000000001 to {MAX_MONTH_OVERRIDE_USD}: this month's budget until it ends.",
+    )
+    daily_budget_usd: float | None = Field(
+        default=None,
+        validate_default=True,
         ge=NANO_USD,
         le=MAX_BUDGET_OVERRIDE_USD,
         strict=True,
         description=f"USD, from 0.000000001 to {MAX_BUDGET_OVERRIDE_USD}; digits past the 9th decimal are dropped.",
     )
 
+    @field_validator("daily_budget_usd")
+    @classmethod
+    def _one_of_them(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("monthly_budget_usd") is None:
+            raise ValueError("give daily_budget_usd, monthly_budget_usd or both")
+        return value
+
     @property
-    def nanos(self) -> int:
+    def nanos(self) -> int | None:
         """The amount as written (the shortest decimal of the parsed number) in whole nano-dollars,
         rounded down like DAILY_BUDGET_USD: a budget is never rounded up."""
-        return int(Decimal(repr(self.daily_budget_usd)) * 10**9)
+        return _nanos(self.daily_budget_usd)
+
+    @property
+    def monthly_nanos(self) -> int | None:
+        return _nanos(self.monthly_budget_usd)
+
+
+def _nanos(usd: float | None) -> int | None:
+    return None if usd is None else int(Decimal(repr(usd)) * 10**9)
 
 
 class PauseRequest(BaseModel):

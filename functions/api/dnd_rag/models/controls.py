@@ -29,6 +29,18 @@ class BudgetOverride:
 
 
 @dataclass(frozen=True)
+class MonthOverride:
+    """The month's global budget, set by an operator; it counts only while ``month`` is this month (UTC)."""
+
+    month: str  # YYYY-MM
+    nanos: int
+    # when it leaves ``day`` (the day it was set) less than the day's own budget: each shard's share
+    # of what it leaves (``split_override``, from what each had committed); empty: none needed
+    day: str = ""
+    shard_limits: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class Controls:
     version: int = 0
     paused: Pause | None = None
@@ -37,6 +49,7 @@ class Controls:
     # still running after midnight are judged against their own day's budget (SPEC §4 "Days end").
     earlier_override: BudgetOverride | None = None
     blocked: frozenset[str] = frozenset()
+    month_override: MonthOverride | None = None
     last_audit_id: str = ""  # the audit entry of the change that made this version
 
 

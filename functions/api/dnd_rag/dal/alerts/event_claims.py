@@ -1,4 +1,5 @@
-"""Delivery claims of alert events in DynamoDB: ``EVENT#<day> / <event id>#<channel>``.
+"""Delivery claims of alert events in DynamoDB: ``EVENT#<day> / <event id>#<channel>`` (``<day>``
+is the month, ``YYYY-MM``, for the monthly budget's alerts).
 
 One item per (event, channel): ``claim_until`` + ``owner`` while a container delivers it,
 ``sent_at`` once delivered; it expires with TTL a few days after its day. Separate items (not
@@ -32,7 +33,7 @@ from dnd_rag.logic.alerts.timing import (
     STORE_WRITE_SECONDS,
     STORE_WRITE_SENDS,
 )
-from dnd_rag.logic.common.clock import next_midnight
+from dnd_rag.logic.common.clock import month_end, next_midnight
 from dnd_rag.logic.ports import ClaimOutcome
 
 KEEP_SECONDS = 3 * 86_400
@@ -64,6 +65,12 @@ def _may_be_lost(exc: Exception) -> bool:
         server_error = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
         return is_transient(exc) or throttled or server_error
     return isinstance(exc, (SdkConnectionError, HTTPClientError))  # no answer: refused, reset, timed out
+
+
+def _keep_until(day: str, now: float) -> float:
+    """A day's claims are kept a few days after it; a month's (``YYYY-MM``, the monthly budget's
+    alerts) a few days after the month ends, so they are never claimed twice within it."""
+    return (month_end(day) if len(day) == len("YYYY-MM") else next_midnight(now)) + KEEP_SECONDS
 
 
 class DynamoEventClaims:
@@ -107,7 +114,7 @@ class DynamoEventClaims:
                     ":until": number(claim_until),
                     ":now": number(now),
                     ":me": {"S": owner},
-                    ":expires": number(next_midnight(now) + KEEP_SECONDS),
+                    ":expires": number(_keep_until(day, now)),
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )

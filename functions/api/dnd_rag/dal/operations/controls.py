@@ -3,7 +3,9 @@
 Items:
   CONTROL / CURRENT           ``version``; ``paused`` = {reason, by, at} while paused; ``budget_day`` +
                               ``budget_nanos`` for today's budget override; ``blocked`` (a string set of
-                              user ids, absent when empty); ``last_audit`` (the entry of the last change)
+                              user ids, absent when empty); ``month`` + ``month_nanos`` (+ ``month_day``,
+                              ``month_shards``) for this month's budget override; ``last_audit`` (the
+                              entry of the last change)
   AUDIT   / <ISO time>#<id>   who, action, target, before/after (JSON), request id; TTL 90 days.
                               Append-only: every write of an entry is conditional on its absence,
                               and the function's IAM policy (template.yaml) refuses any UpdateItem
@@ -25,7 +27,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dnd_rag.dal.dynamo import number, store_errors, with_retries
-from dnd_rag.models.controls import AuditEntry, BudgetOverride, Controls, Pause
+from dnd_rag.models.controls import AuditEntry, BudgetOverride, Controls, MonthOverride, Pause
 
 CONTROL_KEY = {"pk": {"S": "CONTROL"}, "sk": {"S": "CURRENT"}}
 AUDIT_PK = "AUDIT"
@@ -53,6 +55,7 @@ def controls_from_item(item: dict[str, Any] | None) -> Controls:
         budget_override=override,
         earlier_override=earlier,
         blocked=frozenset(item.get("blocked", {}).get("SS", [])),
+        month_override=_month_override(item),
         last_audit_id=item.get("last_audit", {}).get("S", ""),
     )
 
@@ -62,6 +65,15 @@ def _override(item: dict[str, Any], prefix: str) -> BudgetOverride | None:
         return None
     shards = tuple(int(value["N"]) for value in item.get(f"{prefix}_shards", {}).get("L", []))
     return BudgetOverride(item[f"{prefix}_day"]["S"], int(item[f"{prefix}_nanos"]["N"]), shards)
+
+
+def _month_override(item: dict[str, Any]) -> MonthOverride | None:
+    if "month" not in item:
+        return None
+    shards = tuple(int(value["N"]) for value in item.get("month_shards", {}).get("L", []))
+    return MonthOverride(
+        item["month"]["S"], int(item["month_nanos"]["N"]), item.get("month_day", {}).get("S", ""), shards
+    )
 
 
 def _control_item(controls: Controls) -> dict[str, Any]:
@@ -79,6 +91,12 @@ def _control_item(controls: Controls) -> dict[str, Any]:
             item[f"{prefix}_nanos"] = number(override.nanos)
             if override.shard_limits:
                 item[f"{prefix}_shards"] = {"L": [number(limit) for limit in override.shard_limits]}
+    if controls.month_override is not None:
+        item["month"] = {"S": controls.month_override.month}
+        item["month_nanos"] = number(controls.month_override.nanos)
+        if controls.month_override.shard_limits:
+            item["month_day"] = {"S": controls.month_override.day}
+            item["month_shards"] = {"L": [number(limit) for limit in controls.month_override.shard_limits]}
     if controls.blocked:  # DynamoDB has no empty sets: absent means nobody is blocked
         item["blocked"] = {"SS": sorted(controls.blocked)}
     return item

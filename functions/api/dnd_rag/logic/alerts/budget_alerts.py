@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from dnd_rag.logic.alerts.month_alerts import month_mail
 from dnd_rag.logic.alerts.notifier import Due, Notifier
 from dnd_rag.logic.money.budget import percentage
 from dnd_rag.logic.operations.forecast import forecast, forecast_data
@@ -80,6 +81,7 @@ class BudgetAlerts:
         top = self._ledgers.top_users(day, TOP_USERS)
         return {
             "threshold": threshold,
+            "period": "day",
             "spent_usd": usd_for_display(spent),
             "budget_usd": usd_for_display(limit),
             "remaining_usd": usd_for_display(max(0, limit - spent)),
@@ -94,6 +96,8 @@ class BudgetAlerts:
 def budget_mail(event: Event) -> tuple[str, str]:
     """Subject and text of a ``budget_threshold`` e-mail."""
     data, day = event.data, event.day
+    if data.get("period") == "month":
+        return month_mail(data, event.id)
     pct = data["percentage"]
     outlook = data["forecast"]
     if outlook["runs_out_at"] is None:

@@ -29,6 +29,14 @@ def day_end(day: str) -> float:
     return (start + timedelta(days=1)).timestamp()
 
 
+def month_end(month: str) -> float:
+    """Epoch seconds of the UTC midnight that ends ``month`` (YYYY-MM): the start of the next one."""
+    start = datetime.strptime(month + "-01", "%Y-%m-%d").replace(tzinfo=UTC)
+    return (
+        start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    ).timestamp()
+
+
 def iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

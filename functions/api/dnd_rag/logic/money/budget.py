@@ -21,8 +21,9 @@ from functools import partial
 from typing import Protocol
 
 from dnd_rag.errors import BudgetExceededError, ServiceError
-from dnd_rag.logic.common.clock import day_end, day_start, next_midnight, utc_day
+from dnd_rag.logic.common.clock import day_end, day_start, month_end, next_midnight, utc_day
 from dnd_rag.logic.common.concurrently import together
+from dnd_rag.logic.money.month import MonthBudget, cap_in_order, month_of
 from dnd_rag.logic.money.shards import ShardPicker, even_split, merge_shards, shard_count, split_override
 from dnd_rag.logic.operations.forecast import Forecast, forecast
 from dnd_rag.logic.ports import BudgetStore
@@ -55,6 +56,17 @@ class Hold:
     user_limits: UserLimits | None = None  # the limits it was opened under
 
 
+class MonthObserver(Protocol):
+    def pending(self, month: str, budget: int) -> tuple[int, ...]:
+        """The month's thresholds whose alert this container does not know delivered yet."""
+        ...
+
+    def observe(self, day: BudgetTotals, month: str, spent: int, budget: int, exhausted: bool) -> None:
+        """Sees the month's spend (``spent``: its previous days' and ``day``'s); ``exhausted``: what
+        the month leaves ``day`` has no room for the cheapest admissible query. Never raises."""
+        ...
+
+
 class BudgetObserver(Protocol):
     def observe(self, totals: BudgetTotals, exhausted: bool) -> None:
         """Sees states of a whole day's totals (``totals.day``); ``exhausted``: no shard of the day
@@ -65,6 +77,14 @@ class BudgetObserver(Protocol):
 
 def percentage(spent: int, limit: int) -> float:
     return round(100 * spent / limit, 2) if limit else 100.0
+
+
+def month_info(spent: int, budget: int) -> dict[str, float]:
+    return {
+        "monthly_total": usd_for_display(spent),
+        "monthly_budget": usd_for_display(budget),
+        "monthly_percentage": percentage(spent, budget),
+    }
 
 
 def budget_info(spent: int, limit: int) -> dict[str, float]:
@@ -88,8 +108,14 @@ class Budget:
         holds_per_shard: int | None = None,
         min_shard: int = 0,
         override_shards: Callable[[str], tuple[int, ...]] | None = None,
+        month: MonthBudget | None = None,
+        month_observer: MonthObserver | None = None,
+        month_shards: Callable[[str], tuple[int, ...]] | None = None,
     ) -> None:
+        self._month_shards = month_shards  # day -> the split an operator's lowered month left it
         self._store = store
+        self._month = month  # the month's cap on each day (logic/money/month.py); None: no monthly budget
+        self._month_observer = month_observer
         self._configured_limit = limit
         self._effective_limit = effective_limit
         self._clock = clock
@@ -113,27 +139,71 @@ class Budget:
     def shard_count(self) -> int:
         return self._shards
 
-    def limit_for(self, day: str) -> int:
-        """``day``'s budget: ``effective_limit(day, configured)`` (an operator's override for that
-        day) when given, else the configured one. Every decision about a hold uses its own day's."""
+    def day_budget(self, day: str) -> int:
+        """``day``'s own budget: ``effective_limit(day, configured)`` (an operator's override for that
+        day) when given, else the configured one."""
         if self._effective_limit is None:
             return self._configured_limit
         return self._effective_limit(day, self._configured_limit)
 
-    def shard_limits(self, day: str) -> tuple[int, ...]:
-        """Each shard's share of ``day``'s budget; they add up to it. An operator's override for the
-        day carries its own split (what each shard had committed when it was set)."""
-        explicit = self._override_shards(day) if self._override_shards is not None else ()
-        if len(explicit) == self._shards:
-            return explicit
-        return even_split(self.limit_for(day), self._shards)
+    def limit_for(self, day: str) -> int:
+        """``day``'s effective budget: its own, capped by what its month leaves it (the sum of its
+        shards' limits). Every decision about a hold uses its own day's."""
+        return sum(self.shard_limits(day))
 
-    def override_split(self, day: str, budget: int) -> tuple[int, ...]:
-        """The shard limits for ``budget`` set by an operator now (empty with one shard)."""
-        if self._shards == 1:
+    def shard_limits(self, day: str) -> tuple[int, ...]:
+        """Each shard's share of ``day``'s effective budget; they add up to it. An operator's override
+        for the day carries its own split (what each shard had committed when it was set). When the
+        month leaves the day less, the first shards keep their share (``cap_in_order``)."""
+        base = self._own_shard_limits(day)
+        lowered = self._month_shards(day) if self._month_shards is not None else ()
+        if len(lowered) == self._shards:  # an operator lowered the month today: its split
+            base = lowered
+        room = self.month_room(day)
+        return base if room is None or room >= sum(base) else cap_in_order(base, room)
+
+    def _own_shard_limits(self, day: str) -> tuple[int, ...]:
+        explicit = self._override_shards(day) if self._override_shards is not None else ()
+        return explicit if len(explicit) == self._shards else even_split(self.day_budget(day), self._shards)
+
+    def month_split(self, day: str, month_budget: int) -> tuple[int, ...]:
+        """The shard limits of ``day`` when an operator sets its month's budget to ``month_budget`` now
+        and that leaves the day less than its own budget (empty otherwise, or with one shard): each
+        shard keeps what it committed and gets a share of the rest (``split_override``), as a day's
+        override does, so the lowered month is not overshot by shards holding more than a share."""
+        if self._shards == 1 or self._month is None:
+            return ()
+        room = max(0, month_budget - self._month.committed_before(day, self.shard_limits))
+        if room >= sum(self._own_shard_limits(day)):
             return ()
         states = self._store.read_shards(day)
-        return split_override(budget, [states[n].committed if n in states else 0 for n in range(self._shards)])
+        return split_override(room, [states[n].committed if n in states else 0 for n in range(self._shards)])
+
+    def month_room(self, day: str) -> int | None:
+        """What ``day``'s month leaves it (None: no monthly budget)."""
+        return None if self._month is None else self._month.room(day, self.shard_limits)
+
+    def period_of(self, day: str) -> str:
+        """``month`` when what the month leaves ``day`` is less than the day's own budget, else ``day``."""
+        room = self.month_room(day)
+        return "month" if room is not None and room < self.day_budget(day) else "day"
+
+    def month_standing(self, day: str, spent_today: int) -> tuple[int, int] | None:
+        """(what ``day``'s month spent, ``spent_today`` for ``day`` itself; its budget), None without one."""
+        budget = None if self._month is None else self._month.budget(month_of(day))
+        if self._month is None or budget is None:
+            return None
+        return self._month.committed_before(day) + spent_today, budget
+
+    def override_split(self, day: str, budget: int) -> tuple[int, ...]:
+        """The shard limits for ``budget`` set by an operator now (empty with one shard); never more
+        than what the month leaves the day."""
+        if self._shards == 1:
+            return ()
+        room = self.month_room(day)
+        states = self._store.read_shards(day)
+        committed = [states[n].committed if n in states else 0 for n in range(self._shards)]
+        return split_override(budget if room is None else min(budget, room), committed)
 
     def open(
         self, user_id: str, model: str, amount: int, hold_id: str | None = None, now: float | None = None
@@ -290,8 +360,20 @@ class Budget:
         limit = self.limit_for(totals.day)
         info = budget_info(totals.spent, limit)
         metrics.add_metric(name="BudgetRefused", unit="Count", value=1)
+        period = self.period_of(totals.day)
+        month = self.month_standing(totals.day, totals.spent)
+        if month is not None:
+            info = {**info, **month_info(*month)}
         if spent_out:
             self._observe(totals)  # the totals' own day: never recorded under the day it is now
+            if period == "month":
+                return BudgetExceededError(
+                    "The service has reached its monthly budget and is paused until the next month (UTC).",
+                    cause="spent",
+                    retry_after=max(1, math.ceil(month_end(month_of(totals.day)) - now)),
+                    budget_info=info,
+                    period=period,
+                )
             return BudgetExceededError(
                 "The service has reached its daily budget and is paused until midnight UTC.",
                 cause="spent",
@@ -299,10 +381,11 @@ class Budget:
                 budget_info=info,
             )
         return BudgetExceededError(
-            "The rest of today's budget is held by queries that are running now. Please retry shortly.",
+            f"The rest of this {period}'s budget is held by queries that are running now. Please retry shortly.",
             cause="in_flight",
             retry_after=IN_FLIGHT_RETRY_AFTER,
             budget_info=info,
+            period=period,
         )
 
     def totals(self) -> BudgetTotals:
@@ -405,7 +488,7 @@ class Budget:
         """Alerts judge the whole day. A shard's state is enough to know a threshold cannot have
         been crossed: the day's spend reaches 80 % (or leaves no room for the cheapest query) only
         if some shard's does. Only then is the whole day read."""
-        if self._observer is None:
+        if self._observer is None and self._month_observer is None:
             return
         if self._shards == 1:
             shards = {0: totals}
@@ -418,8 +501,15 @@ class Budget:
                 logger.warning("could not read the day's budget for its alerts", extra={"reason": str(exc)})
                 return
         day = merge_shards(totals.day, list(shards.values()))
-        self._alerts_seen[day.day] = dict(day.alerts_sent)
-        self._observer.observe(day, self._exhausted(day.day, shards))
+        exhausted = self._exhausted(day.day, shards)
+        by_month = self.period_of(day.day) == "month"
+        if self._observer is not None:
+            self._alerts_seen[day.day] = dict(day.alerts_sent)
+            # the day's 100 % is the day's own budget running out, not the month's (its own alert)
+            self._observer.observe(day, exhausted and not by_month)
+        month = self.month_standing(day.day, day.spent)
+        if self._month_observer is not None and month is not None:
+            self._month_observer.observe(day, month_of(day.day), *month, exhausted and by_month)
 
     def _exhausted(self, day: str, shards: dict[int, BudgetTotals]) -> bool:
         """No shard has room for the cheapest admissible query (its crumbs cannot be pooled)."""
@@ -430,12 +520,30 @@ class Budget:
             return sum(spent) >= sum(limits)
         return all(limit - used < smallest for limit, used in zip(limits, spent, strict=True))
 
+    def _month_may_cross(self, shard: BudgetTotals, limit: int, day_limit: int) -> bool:
+        """Whether the month's 80 % or 100 % may have been reached, judged as ``_may_cross`` judges
+        the day's: today's spend reaches what the month's 80 % leaves it only if some shard's share does."""
+        if self._month_observer is None or self._month is None:
+            return False
+        month = month_of(shard.day)
+        budget = self._month.budget(month)
+        pending = () if budget is None else self._month_observer.pending(month, budget)
+        if budget is None or not pending:
+            return False
+        left = -(-budget * WARNING_PERCENT // 100) - self._month.committed_before(shard.day)  # to 80 %, today
+        warning = WARNING_PERCENT in pending and (left <= 0 or shard.spent * day_limit >= left * limit)
+        exhausted = EXHAUSTED_PERCENT in pending and self.period_of(shard.day) == "month"
+        return warning or (exhausted and limit - shard.spent < (self._smallest_query or 1))
+
     def _may_cross(self, shard: BudgetTotals) -> bool:
         assert shard.shard is not None
         limit = self.shard_limits(shard.day)[shard.shard]
-        day_limit = self.limit_for(shard.day)
+        own = self.day_budget(shard.day)  # what the day's alerts were sent for (its own budget)
+        effective = self.limit_for(shard.day)  # the shards' limits' sum: below ``own`` when the month caps
         sent = self._alerts_seen.get(shard.day, {})
-        warning = sent.get(WARNING_PERCENT) != day_limit and shard.spent * 100 >= limit * WARNING_PERCENT
+        # some shard's spend reaches its share of 80 % of ``own`` when the day's does
+        warning = sent.get(WARNING_PERCENT) != own and shard.spent * 100 * effective >= own * WARNING_PERCENT * limit
         smallest = self._smallest_query or 1
-        exhausted = sent.get(EXHAUSTED_PERCENT) != day_limit and limit - shard.spent < smallest
-        return warning or exhausted
+        by_day = effective >= own  # the month does not cap the day: the day's 100 % is the day's own
+        exhausted = by_day and sent.get(EXHAUSTED_PERCENT) != own and limit - shard.spent < smallest
+        return warning or exhausted or self._month_may_cross(shard, limit, effective)

@@ -97,14 +97,16 @@ class ShardPicker:
 
     def order(self, day: str, limits: tuple[int, ...], amount: int, max_holds: int) -> list[int]:
         """The shards to try for a hold of ``amount``: likely ones first (random among them), then
-        those this container saw full or short of room moments ago (they may have settled since)."""
+        those this container saw full or short of room moments ago (they may have settled since)
+        and those whose limit could never cover it."""
         now = time.monotonic()
         likely: list[int] = []
         unlikely: list[int] = []
         for shard, limit in enumerate(limits):
             view = self._seen.get((day, shard))
             fresh = view is not None and now - view.seen_at < SEEN_FOR_SECONDS
-            short = fresh and view is not None and (view.committed + amount > limit or view.open_holds >= max_holds)
+            full = view is not None and (view.committed + amount > limit or view.open_holds >= max_holds)
+            short = limit < amount or (fresh and full)  # a shard the month's cap (or an override) closed: last
             (unlikely if short else likely).append(shard)
         self._rng.shuffle(likely)
         unlikely.sort(key=lambda shard: self._room(day, shard, limits[shard]), reverse=True)

@@ -54,6 +54,12 @@ def override_shard_limits(controls: Controls, day: str) -> tuple[int, ...]:
     return ()
 
 
+def month_override_for(controls: Controls, month: str) -> int | None:
+    """The month's budget an operator set for ``month`` (YYYY-MM), in nano-dollars; None if none."""
+    override = controls.month_override
+    return override.nanos if override is not None and override.month == month else None
+
+
 def budget_override(controls: Controls, now: float) -> int | None:
     """Today's budget set by an operator, in nano-dollars; None if there is none for today."""
     return override_for(controls, utc_day(now))
@@ -107,6 +113,15 @@ class ControlsCache:
     def budget_limit(self, day: str, configured: int) -> int:
         """``day``'s effective global budget: the operator's override for that day, else ``configured``."""
         return budget_for_day(self._copy, day, configured)
+
+    def month_override(self, month: str) -> int | None:
+        """``month``'s budget set by an operator (nano-dollars), None when none applies to it."""
+        return month_override_for(self._copy, month)
+
+    def month_shard_limits(self, day: str) -> tuple[int, ...]:
+        """How the month's override splits what it leaves ``day`` over the shards (empty: no split)."""
+        override = self._copy.month_override
+        return override.shard_limits if override is not None and override.day == day else ()
 
     def guard[T](self, user_id: str, admit: Callable[[], T], undo: Callable[[T], None]) -> T:
         """``admit()`` unless the service is paused or ``user_id`` blocked (then nothing is consumed).

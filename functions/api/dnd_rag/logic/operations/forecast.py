@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dnd_rag.logic.common.clock import iso, next_midnight
+from dnd_rag.logic.common.clock import iso, month_end, next_midnight, utc_day
 from dnd_rag.pricing import usd_for_display
 
 BUCKET_SECONDS = 600
@@ -45,26 +45,56 @@ def bucket_attribute(now: float) -> str:
     return f"s_{minute // 60:02d}{minute % 60:02d}"
 
 
-def forecast(buckets: Mapping[int, int], now: float, limit: int, spent: int) -> Forecast:
-    """``buckets``: minute of the day a bucket starts -> nano-dollars spent in it (today only)."""
-    midnight = next_midnight(now)
-    day_start = midnight - 86_400
+def rate_per_hour(buckets: Mapping[int, int], now: float) -> int:
+    """Nano-dollars per hour spent over the last hour of ``buckets`` (today's), or since the day's
+    first spend when that is more recent; never measured over less than one bucket."""
+    day_start = next_midnight(now) - 86_400
     spending = sorted(minute for minute, amount in buckets.items() if amount > 0)
     if not spending:
-        return Forecast(0, None, midnight)
+        return 0
     first_spend = day_start + spending[0] * 60
     hour_ago = now - WINDOW_SECONDS
     window_start = day_start + bucket_of(hour_ago) * 60 if hour_ago >= day_start else day_start
     window_start = max(window_start, first_spend)  # whole buckets: the window starts where one does
     in_window = sum(amount for minute, amount in buckets.items() if day_start + minute * 60 >= window_start)
     elapsed = max(now - window_start, BUCKET_SECONDS)
-    rate_per_hour = int(max(0, in_window) * 3600 / elapsed)
+    return int(max(0, in_window) * 3600 / elapsed)
+
+
+def _run_out(rate: int, now: float, limit: int, spent: int, end: float) -> Forecast:
     if spent >= limit:
-        return Forecast(rate_per_hour, now, midnight)
-    if rate_per_hour <= 0:
+        return Forecast(rate, now, end)
+    if rate <= 0:
+        return Forecast(0, None, end)
+    runs_out_at = now + (limit - spent) * 3600 / rate
+    return Forecast(rate, runs_out_at if runs_out_at < end else None, end)
+
+
+def forecast(buckets: Mapping[int, int], now: float, limit: int, spent: int) -> Forecast:
+    """``buckets``: minute of the day a bucket starts -> nano-dollars spent in it (today only)."""
+    midnight = next_midnight(now)
+    if not any(amount > 0 for amount in buckets.values()):
         return Forecast(0, None, midnight)
-    runs_out_at = now + (limit - spent) * 3600 / rate_per_hour
-    return Forecast(rate_per_hour, runs_out_at if runs_out_at < midnight else None, midnight)
+    return _run_out(rate_per_hour(buckets, now), now, limit, spent, midnight)
+
+
+def month_forecast(buckets: Mapping[int, int], now: float, budget: int, spent: int) -> Forecast:
+    """When the month's ``budget`` runs out at today's current rate (``spent``: the month's so far);
+    ``Forecast.midnight`` is then the month's end."""
+    end = month_end(utc_day(now)[:7])
+    if spent < budget and not any(amount > 0 for amount in buckets.values()):
+        return Forecast(0, None, end)
+    return _run_out(rate_per_hour(buckets, now), now, budget, spent, end)
+
+
+def month_forecast_data(result: Forecast) -> dict[str, Any]:
+    """The month's forecast as events and reports show it."""
+    hours = round(max(0.0, result.midnight - result.runs_out_at) / 3600, 3) if result.runs_out_at is not None else 0.0
+    return {
+        "rate_usd_per_hour": usd_for_display(result.rate_per_hour),
+        "runs_out_at": iso(result.runs_out_at) if result.runs_out_at is not None else None,
+        "hours_before_month_end": hours,
+    }
 
 
 def forecast_data(result: Forecast) -> dict[str, Any]:

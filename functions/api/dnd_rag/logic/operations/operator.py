@@ -28,12 +28,12 @@ from dnd_rag.errors import (
     StoreUnavailableError,
     UserBlockedError,
 )
-from dnd_rag.logic.common.clock import iso, next_midnight, utc_day
+from dnd_rag.logic.common.clock import iso, month_end, next_midnight, utc_day
 from dnd_rag.logic.limits.rate_limit import RateLimiter
-from dnd_rag.logic.operations.controls import ControlsCache, budget_override, effective_budget
+from dnd_rag.logic.operations.controls import ControlsCache, budget_override, effective_budget, month_override_for
 from dnd_rag.logic.ports import ControlStore, UserSpendReset
 from dnd_rag.logic.query import user_key
-from dnd_rag.models.controls import AuditEntry, BudgetOverride, Controls, Pause
+from dnd_rag.models.controls import AuditEntry, BudgetOverride, Controls, MonthOverride, Pause
 from dnd_rag.models.domain import User
 from dnd_rag.observability import hashed_user_id, logger, metrics
 from dnd_rag.pricing import usd_for_display
@@ -53,6 +53,8 @@ class Change:
     entry: AuditEntry
     daily_budget: int  # today's effective budget, nano-dollars
     budget_override: int | None  # today's operator budget, if one applies
+    monthly_budget: int | None = None  # this month's budget (None: no monthly budget)
+    month_override: int | None = None  # this month's operator budget, if one applies
 
 
 class OperatorService:
@@ -67,7 +69,11 @@ class OperatorService:
         on_action: Callable[[AuditEntry], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         shard_split: Callable[[str, int], tuple[int, ...]] | None = None,
+        configured_month_budget: int | None = None,
+        month_split: Callable[[str, int], tuple[int, ...]] | None = None,
     ) -> None:
+        self._configured_month_budget = configured_month_budget
+        self._month_split = month_split  # (day, month budget) -> the day's shard limits it leaves, if lowered
         self._shard_split = shard_split  # (day, budget) -> each shard's limit, from what each committed
         self._store = store
         self._cache = cache
@@ -80,6 +86,11 @@ class OperatorService:
 
     def effective_budget(self, controls: Controls, now: float) -> int:
         return effective_budget(controls, now, self._configured_budget)
+
+    def month_budget(self, controls: Controls, now: float) -> int | None:
+        """This month's budget: the operator's override for it, else the configured one (None: none)."""
+        override = month_override_for(controls, utc_day(now)[:7])
+        return override if override is not None else self._configured_month_budget
 
     def authorize(self, who: User, attempt: str, request_id: str) -> None:
         """Let ``who`` use an operator route (``attempt``: "PUT /api/admin/budget"), or raise 403
@@ -116,18 +127,33 @@ class OperatorService:
             logger.error("could not audit an operator route denial", extra={"reason": exc.reason})
         raise error
 
-    def set_budget(self, who: User, nanos: int, request_id: str) -> Change:
-        """Today's global budget is ``nanos`` until the next UTC midnight."""
+    def set_budget(self, who: User, nanos: int | None, request_id: str, monthly: int | None = None) -> Change:
+        """Today's global budget is ``nanos`` until the next UTC midnight, and (when given) this
+        month's is ``monthly`` until the month ends; one change, one audit entry."""
 
         def edit(current: Controls, now: float) -> tuple[Controls, dict[str, Any], dict[str, Any]]:
-            before = {"daily_budget_usd": usd_for_display(self.effective_budget(current, now))}
-            after = {"daily_budget_usd": usd_for_display(nanos), "until": iso(next_midnight(now))}
-            today, previous = utc_day(now), current.budget_override
-            # the previous day's override outlives midnight while that day's late holds settle
-            earlier = previous if previous is not None and previous.day != today else current.earlier_override
-            shards = self._shard_split(today, nanos) if self._shard_split is not None else ()
-            override = BudgetOverride(today, nanos, shards)
-            changed = replace(current, budget_override=override, earlier_override=earlier)
+            before: dict[str, Any] = {}
+            after: dict[str, Any] = {}
+            changed, today = current, utc_day(now)
+            if nanos is not None:
+                before["daily_budget_usd"] = usd_for_display(self.effective_budget(current, now))
+                after.update({"daily_budget_usd": usd_for_display(nanos), "until": iso(next_midnight(now))})
+                previous = current.budget_override
+                # the previous day's override outlives midnight while that day's late holds settle
+                earlier = previous if previous is not None and previous.day != today else current.earlier_override
+                shards = self._shard_split(today, nanos) if self._shard_split is not None else ()
+                changed = replace(
+                    changed, budget_override=BudgetOverride(today, nanos, shards), earlier_override=earlier
+                )
+                if changed.month_override is not None:  # the day's new split already fits what the month leaves
+                    changed = replace(changed, month_override=replace(changed.month_override, day="", shard_limits=()))
+            if monthly is not None:
+                month = today[:7]
+                month_before = self.month_budget(current, now)
+                before["monthly_budget_usd"] = usd_for_display(month_before) if month_before is not None else None
+                after.update({"monthly_budget_usd": usd_for_display(monthly), "month_until": iso(month_end(month))})
+                split = self._month_split(today, monthly) if self._month_split is not None else ()
+                changed = replace(changed, month_override=MonthOverride(month, monthly, today if split else "", split))
             return changed, before, after
 
         return self._change(who, "budget", "budget", request_id, edit)
@@ -227,7 +253,15 @@ class OperatorService:
         return self._outcome(controls, entry, now)
 
     def _outcome(self, controls: Controls, entry: AuditEntry, now: float) -> Change:
-        return Change(controls, entry, self.effective_budget(controls, now), budget_override(controls, now))
+        month = utc_day(now)[:7]
+        return Change(
+            controls,
+            entry,
+            self.effective_budget(controls, now),
+            budget_override(controls, now),
+            self.month_budget(controls, now),
+            month_override_for(controls, month),
+        )
 
     def _done(self, entry: AuditEntry) -> None:
         metrics.add_metric(name="OperatorAction", unit="Count", value=1)

@@ -12,7 +12,7 @@ from dnd_rag.logic.limits.rate_limit import Policy, RateLimiter, Standing
 from dnd_rag.logic.money.budget import Budget, BudgetTotals
 from dnd_rag.logic.money.user_budget import UserBudget
 from dnd_rag.logic.operations.controls import ControlsCache, budget_override
-from dnd_rag.logic.operations.forecast import Forecast
+from dnd_rag.logic.operations.forecast import Forecast, month_forecast
 from dnd_rag.logic.ports import LedgerReader, LedgerRow
 from dnd_rag.logic.query import user_key
 from dnd_rag.models.controls import Controls
@@ -21,6 +21,17 @@ from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import UserTotals
 
 ADMIN_TOP_USERS = 10
+
+
+@dataclass(frozen=True)
+class MonthReport:
+    """The month's global budget (None in reports when the month has none)."""
+
+    month: str  # YYYY-MM
+    spent: int  # the month's days, today's spend included (earlier days' open holds too)
+    budget: int
+    override: int | None  # the month's budget set by an operator, if any
+    forecast: Forecast  # when it runs out at today's current rate (``midnight``: the month's end)
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,7 @@ class UsageReport:
     budget_limit: int
     user_budget: UserTotals | None = None  # the caller's day against the caller's own limits
     user_limits: UserLimits | None = None
+    month: MonthReport | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class AdminReport:
     controls: Controls  # the operator's overrides in force
     budget_override: int | None  # today's budget set by an operator (nano-dollars), if any
     forecast: Forecast
+    month: MonthReport | None = None
 
 
 class UsageService:
@@ -74,16 +87,27 @@ class UsageService:
         now = self._clock()
         self._current_controls(now)
         plan, policy = self._plans.policy(user.plan)
+        totals = self._budget.totals()
         return UsageReport(
             plan,
             policy,
             self._limiter.peek(user_key(user), policy, now),
             self._ledgers.user(utc_day(now), user.id),
-            self._budget.totals(),
+            totals,
             self._budget.limit,
             self._users.totals(user.id) if self._users is not None else None,
             self._plans.user_limits(user.plan),
+            self._month(totals, now),
         )
+
+    def _month(self, totals: BudgetTotals, now: float) -> MonthReport | None:
+        standing = self._budget.month_standing(totals.day, totals.spent)
+        if standing is None:
+            return None
+        spent, budget = standing
+        month = totals.day[:7]
+        override = self._controls.month_override(month) if self._controls is not None else None
+        return MonthReport(month, spent, budget, override, month_forecast(totals.spend_curve, now, budget, spent))
 
     def admin_report(self) -> AdminReport:
         """The whole service's day (the caller's role is checked by the admin routes)."""
@@ -100,4 +124,5 @@ class UsageService:
             controls,
             budget_override(controls, now),
             self._budget.forecast(totals, now),
+            self._month(totals, now),
         )
