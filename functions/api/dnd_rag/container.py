@@ -34,6 +34,7 @@ from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.retrieval.answer_cache import AnswerCache, CacheScope
 from dnd_rag.logic.retrieval.prompt import PROMPT_VERSION
 from dnd_rag.logic.retrieval.rag import RagService
+from dnd_rag.logic.retrieval.relevance import RelevanceGate
 from dnd_rag.models.controls import AuditEntry
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import usd_to_nanos
@@ -124,6 +125,7 @@ class Container:
             controls=self.controls,
             cache=self.answer_cache,
             quota_events=self.quota_events,
+            relevance=RelevanceGate(s.min_relevance_for(self.embedder.model)),
         )
 
     @property

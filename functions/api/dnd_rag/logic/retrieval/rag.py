@@ -38,6 +38,7 @@ class Answer:
     model: str
     cost_nanos: int
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    answered: bool = True  # False: the relevance gate found nothing to answer from (no chat call)
 
 
 class RagService:
