@@ -28,7 +28,7 @@ _PAIR_WEIGHT = 0.5
 # about something the corpus lacks ("hit points of a Glimmerwight") from one it covers.
 _ATTRIBUTE_WEIGHT = 0.5
 RULES_ATTRIBUTES = frozenset(
-    """level experience point hit armor class range spell damage attack round turn roll bonus save
+    """level experience point hit armor class range damage attack round turn roll bonus save
     saving throw ability score feet minute hour duration need reach become gain work difference rule
     cost speed move action effect target""".split()  # noqa: SIM905 - a word list reads better as text
 )
