@@ -31,6 +31,7 @@ from dnd_rag.logic.money.spending import Tab
 from dnd_rag.logic.money.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.logic.operations.controls import ControlsCache
 from dnd_rag.logic.retrieval.answer_cache import AnswerCache, Lookup
+from dnd_rag.logic.retrieval.moderation import QuestionModeration
 from dnd_rag.logic.retrieval.rag import Answer, RagService, Retrieval, diagnostics
 from dnd_rag.logic.retrieval.relevance import NOT_COVERED, RelevanceGate
 from dnd_rag.models.domain import User
@@ -93,6 +94,7 @@ class QueryService:
         cache: AnswerCache | None = None,
         quota_events: QuotaEvents | None = None,
         relevance: RelevanceGate | None = None,
+        moderation: QuestionModeration | None = None,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -106,6 +108,7 @@ class QueryService:
         self._cache = cache
         self._quota_events = quota_events
         self._relevance = relevance or RelevanceGate()
+        self._moderation = moderation
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
@@ -217,6 +220,8 @@ class QueryService:
         deadline: Deadline,
         lookup: Lookup | None = None,
     ) -> tuple[Answer, BudgetTotals | None, Fit, Tab]:
+        if self._moderation is not None:  # admitted, nothing held yet: a flagged question pays nothing
+            self._moderation.check(question, deadline)
         frame = self._fitter.frame_tokens(question)  # the prompt without passages, counted once
         tab = self._open(user, limits, question, k, frame, deadline)
         try:
