@@ -22,7 +22,7 @@ def test_the_entity_step_covers_comparisons_the_plain_top_k_misses(base_env, tmp
     # Then the entity step covers every comparison where the plain top 3 does not, at no cost in recall
     assert (without.entity_step, with_step.entity_step) == (False, True)
     assert without.comparisons == with_step.comparisons == 10
-    assert without.coverage < 0.6
+    assert without.coverage <= 0.6  # 6 of 10 with offline-hash-1024 (which weighs names more than -384 did)
     assert with_step.coverage == 1.0
     assert with_step.recall == without.recall > 0.9
     assert "comparison coverage" in report([without, with_step])

@@ -23,10 +23,10 @@ DIMENSIONS = 1024  # few hash collisions: a one-word question must not land on a
 _PAIR_WEIGHT = 0.5
 # What a rules question asks (a level, points, a range) rather than what it is about: every entry
 # of a rules book uses these words, so a passage that shares only them is not about the question.
-# They weigh this much of a word of their length; names (a monster, a class, a spell) carry the
+# They weigh this much of another word as long; names (a monster, a class, a spell) carry the
 # similarity, which is what lets the relevance gate (logic/retrieval/relevance.py) tell a question
 # about something the corpus lacks ("hit points of a Glimmerwight") from one it covers.
-_ATTRIBUTE_WEIGHT = 0.5
+_ATTRIBUTE_WEIGHT = 0.4
 RULES_ATTRIBUTES = frozenset(
     """level experience point hit armor class range damage attack round turn roll bonus save
     saving throw ability score feet minute hour duration need reach become gain work difference rule
@@ -41,8 +41,9 @@ def _bucket(feature: str) -> tuple[int, float]:
 
 
 def _weight(word: str) -> float:
-    """Longer words are rarer and say more (a cheap stand-in for inverse document frequency)."""
-    return len(word) * (_ATTRIBUTE_WEIGHT if word in RULES_ATTRIBUTES else 1.0)
+    """Longer words are rarer and say more (a cheap stand-in for inverse document frequency); the
+    square root keeps a short word that matters ("cold", "red") from vanishing beside long ones."""
+    return math.sqrt(len(word)) * (_ATTRIBUTE_WEIGHT if word in RULES_ATTRIBUTES else 1.0)
 
 
 def hash_embedding(text: str) -> list[float]:
