@@ -143,3 +143,14 @@ def test_an_invalid_min_relevance_fails_the_cold_start_naming_it(base_env, corpu
     with pytest.raises(ConfigError, match="MIN_RELEVANCE"):
         importlib.import_module("dnd_rag.handlers.api")
     sys.modules.pop("dnd_rag.handlers.api", None)
+
+
+def test_the_openapi_document_describes_meta_answered(make_app, call):
+    app, _ = make_app()
+
+    status, document, _ = parse(call(app, http_event("GET", "/openapi.json")))
+
+    assert status == 200
+    answered = document["components"]["schemas"]["MetaOut"]["properties"]["answered"]
+    assert answered["type"] == "boolean"
+    assert "don't cover this" in answered["description"]
