@@ -254,6 +254,8 @@ class QueryService:
     def _not_covered(self, retrieval: Retrieval, tab: Tab, debug: bool) -> tuple[Answer, BudgetTotals | None, Fit, Tab]:
         """The fixed answer, settled at the embedding's cost; not cached (a new corpus may cover it)."""
         metrics.add_metric(name="QueryNotCovered", unit="Count", value=1)
+        # the best score on record helps an operator calibrate MIN_RELEVANCE on real questions
+        logger.info("question not covered", extra=self._relevance.diagnostics(retrieval.passages))
         reserved = tab.hold.amount
         totals = self._close(tab)
         nothing = Fit([], [], 0, 0, 0, degraded=False)
