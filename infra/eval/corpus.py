@@ -4,12 +4,16 @@ the questions whose answers they hold, each with the section that answer needs.
 Everything is original and deterministic (seeded): classes with XP tables, dozens of monsters in
 families written from the same templates (so their wording is deliberately similar: the hard
 case for retrieval), and spells. Comparison questions pair monsters of one family.
+
+The unanswerable questions (for the relevance gate) ask what the answerable ones ask, in the same
+words, about monsters, classes and spells the books do not have, plus a few off-topic ones: only
+the name tells them apart, the hard case for a similarity threshold.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 CLASSES = [
@@ -34,6 +38,21 @@ SPELLS = [
 SIZES = ["small", "medium", "large", "huge", "gargantuan"]
 TERRAIN = ["volcanic peaks", "arctic glaciers", "desert canyons", "deep forests", "sunless swamps", "coastal cliffs"]
 TEMPERS = ["greedy", "cunning", "savage", "proud", "patient", "cruel"]
+# Absent from the books (generate() checks): the subjects of the unanswerable questions.
+UNKNOWN_MONSTERS = [
+    "glimmerwight", "owlbear", "beholder", "mind flayer", "basilisk", "manticore", "kraken", "gelatinous cube",
+    "rust monster", "hook horror", "displacer beast", "lich", "troll", "imp", "harpy", "chimera",
+]  # fmt: skip
+UNKNOWN_CLASSES = ["necromancer", "warlock", "sorcerer", "artificer", "witch", "knight", "shaman", "templar"]
+UNKNOWN_SPELLS = [
+    "magic missile", "meteor swarm", "teleport", "prismatic spray", "wish", "moonbeam", "counterspell", "misty step",
+]  # fmt: skip
+OFF_TOPIC = [
+    "What is the capital of France?", "How do I bake banana bread?", "Who won the 1998 World Cup?",
+    "How do I reset my router password?", "hi", "What's the weather tomorrow?", "How much does a used car cost?",
+    "Translate good morning into German.", "What is the boiling point of water at altitude?",
+    "Which stocks should I buy this year?",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ class Question:
 class Corpus:
     books: dict[str, str]  # collection -> Markdown text
     questions: list[Question]
+    unanswerable: list[str] = field(default_factory=list)  # questions no book covers
 
 
 def generate(seed: int = 13, families: int | None = None) -> Corpus:
@@ -58,7 +78,29 @@ def generate(seed: int = 13, families: int | None = None) -> Corpus:
         "eval_monster_manual": _monsters(rng, questions, dict(list(FAMILIES.items())[:families])),
         "eval_spellbook": _spells(rng, questions),
     }
-    return Corpus(books, questions)
+    return Corpus(books, questions, _unanswerable(rng, books))
+
+
+def _unanswerable(rng: random.Random, books: dict[str, str]) -> list[str]:
+    text = " ".join(books.values()).lower()
+    absent = [name for name in [*UNKNOWN_MONSTERS, *UNKNOWN_CLASSES, *UNKNOWN_SPELLS] if name in text]
+    if absent:
+        raise ValueError(f"the books mention {absent}: not unanswerable")
+    questions = []
+    for name in UNKNOWN_MONSTERS:
+        questions += [
+            f"What is the armor class of a {name}?",
+            f"How many hit points does a {name} have?",
+            f"Where does a {name} make its lair?",
+        ]
+    for name in UNKNOWN_CLASSES:
+        questions += [
+            f"How many experience points does a {name} need to reach level {rng.randint(3, 12)}?",
+            f"What die does a {name} roll for hit points?",
+        ]
+    for name in UNKNOWN_SPELLS:
+        questions += [f"What is the range of the {name} spell?", f"What level is the {name} spell?"]
+    return [*questions, *OFF_TOPIC]
 
 
 def _title(words: str) -> str:

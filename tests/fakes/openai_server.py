@@ -18,6 +18,13 @@ and behaves as OpenAI does with them:
   counted inside ``completion_tokens``: a cap they eat whole leaves an empty answer, ``finish_reason``
   ``"length"``. Other models refuse ``reasoning_effort`` (400).
 
+Moderation (``POST /v1/moderations``, free at OpenAI: never billed) answers in OpenAI's shape
+(``{"id", "model", "results": [{"flagged", "categories", "category_scores",
+"category_applied_input_types"}]}``) for the moderation models (others: 404), flagging an input
+deterministically when it contains one of ``FLAGGED_MARKERS``' phrases (case-insensitive). Every
+moderation request processed is recorded in ``state.moderations`` (``{"model", "input", "flagged"}``),
+``GET /_moderations`` over HTTP.
+
 It keeps the ground truth of what OpenAI would bill (SPEC §4 "Budget", §7): ``state.billed`` has one
 record per request the real API would bill — every embeddings or chat request it processed — as
 ``{"path", "model", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
@@ -81,6 +88,20 @@ CACHE_TTL_SECONDS = 300.0
 # Hidden reasoning tokens a reasoning model spends before answering, by reasoning_effort (OpenAI's
 # default effort is medium). Deterministic, so a test knows what it is billed.
 REASONING_TOKENS = {"minimal": 16, "low": 64, "medium": 192, "high": 512}
+
+
+MODERATION_MODELS = ("omni-moderation-latest", "omni-moderation-2024-09-26")
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
+    "violence/graphic",
+)  # fmt: skip
+# A phrase in the input flags these categories (the real model scores meaning; this fake, words).
+FLAGGED_MARKERS = {
+    "kill my neighbour": ("violence", "harassment/threatening"),
+    "build a pipe bomb": ("illicit", "illicit/violent"),
+    "hurt myself": ("self-harm", "self-harm/intent"),
+}
 
 
 def cached_prefix_tokens(shared: int) -> int:
@@ -162,6 +183,7 @@ class FakeOpenAIState:
         self.delay_seconds = 0.0
         self.requests: list[dict[str, Any]] = []  # {"path", "status", "usage"}
         self.billed: list[dict[str, Any]] = []  # {"path", "model", "prompt_tokens", ..., "cost_nanos", ...}
+        self.moderations: list[dict[str, Any]] = []  # {"model", "input", "flagged"}: free, never billed
         self.timeout_after_billing = 0
         self.hold_seconds = 5.0
         self.retry_after: float | None = None
@@ -176,6 +198,7 @@ class FakeOpenAIState:
             self.delay_seconds = 0.0
             self.requests.clear()
             self.billed.clear()
+            self.moderations.clear()
             self.timeout_after_billing = 0
             self.hold_seconds = 5.0
             self.retry_after = None
@@ -222,6 +245,10 @@ class FakeOpenAIState:
         with self.lock:
             return [dict(record) for record in self.billed]
 
+    def moderation_records(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(record) for record in self.moderations]
+
 
 def _rule(raw: dict[str, Any]) -> dict[str, Any]:
     fault = raw.get("fault")
@@ -243,6 +270,25 @@ def _embeddings(request: dict[str, Any], state: FakeOpenAIState) -> dict[str, An
         "data": [{"object": "embedding", "index": i, "embedding": hash_embedding(t)} for i, t in enumerate(inputs)],
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _moderation(request: dict[str, Any], state: FakeOpenAIState) -> dict[str, Any]:
+    _known_model(request, dict.fromkeys(MODERATION_MODELS))
+    inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+    results = []
+    for text in inputs:
+        hits = {c for marker, found in FLAGGED_MARKERS.items() if marker in str(text).lower() for c in found}
+        results.append(
+            {
+                "flagged": bool(hits),
+                "categories": {c: c in hits for c in MODERATION_CATEGORIES},
+                "category_scores": {c: 0.97 if c in hits else 0.0001 for c in MODERATION_CATEGORIES},
+                "category_applied_input_types": {c: ["text"] for c in MODERATION_CATEGORIES},
+            }
+        )
+        with state.lock:
+            state.moderations.append({"model": request["model"], "input": text, "flagged": bool(hits)})
+    return {"id": "modr-fake", "model": request["model"], "results": results}
 
 
 def _known_model(request: dict[str, Any], models: dict[str, Any]) -> None:
@@ -346,6 +392,8 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path.endswith("/_billed"):
                 self._send(200, {"records": state.billed_records()})
+            elif self.path.endswith("/_moderations"):
+                self._send(200, {"records": state.moderation_records()})
             else:
                 self._send(404, {"error": {"message": "unknown path"}})
 
@@ -388,6 +436,19 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 if fault == 429 and retry_after is not None:
                     headers = {"retry-after": f"{retry_after:g}", "retry-after-ms": str(int(retry_after * 1000))}
                 self._send(fault, {"error": {"message": "injected failure", "type": "server_error"}}, headers)
+                return
+            if self.path.endswith("/moderations"):  # free: recorded, never billed
+                try:
+                    result = _moderation(body, state)
+                except RequestError as refused:
+                    with state.lock:
+                        state.requests.append({"path": self.path, "status": refused.status})
+                    self._send(refused.status, refused.body)
+                    return
+                with state.lock:
+                    state.requests.append({"path": self.path, "status": 200})
+                time.sleep(hold if fault == TIMEOUT_AFTER_BILLING else delay)
+                self._send(200, result)
                 return
             try:
                 if self.path.endswith("/embeddings"):

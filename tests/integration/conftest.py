@@ -173,6 +173,9 @@ def base_env(table_name: str, chroma_port: int, auth_url: str) -> dict[str, str]
         # Off unless a test turns it on (tests/integration/test_answer_cache.py): most tests ask the
         # same question again and again and need each one computed, billed and settled.
         "ANSWER_CACHE_TTL": "0",
+        # Off unless a test turns it on (tests/integration/test_relevance_gate.py): many tests ask "hi"
+        # or a question the sample corpus does not cover and need the chat call made, billed and settled.
+        "MIN_RELEVANCE": "0",
         # Concurrency tests of other limits use one user from many threads; the in-flight limit
         # has tests of its own (test_user_limits.py).
         "MAX_IN_FLIGHT_PER_USER": "1000",

@@ -152,7 +152,7 @@ def test_a_collection_of_another_dimension_is_refused_naming_it(base_env, make_a
     ]
     assert mismatch
     assert "8-dimensional" in mismatch[0].why
-    assert "384" in mismatch[0].why
+    assert "1024" in mismatch[0].why
 
 
 def test_a_collection_built_with_another_model_by_our_ingester_is_refused(base_env, make_app, call):

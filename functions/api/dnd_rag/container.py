@@ -33,8 +33,10 @@ from dnd_rag.logic.operations.usage import UsageService
 from dnd_rag.logic.ports import AlertChannel, Embedder, Generator, UserSpendReset
 from dnd_rag.logic.query import QueryService
 from dnd_rag.logic.retrieval.answer_cache import AnswerCache, CacheScope
+from dnd_rag.logic.retrieval.moderation import QuestionModeration
 from dnd_rag.logic.retrieval.prompt import PROMPT_VERSION
 from dnd_rag.logic.retrieval.rag import RagService
+from dnd_rag.logic.retrieval.relevance import RelevanceGate
 from dnd_rag.models.controls import AuditEntry
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.pricing import PriceBook, usd_to_nanos
@@ -127,7 +129,18 @@ class Container:
             controls=self.controls,
             cache=self.answer_cache,
             quota_events=self.quota_events,
+            relevance=RelevanceGate(s.min_relevance_for(self.embedder.model)),
+            moderation=self._build_moderation(),
         )
+
+    def _build_moderation(self) -> QuestionModeration | None:
+        """None unless MODERATION names a model (settings refuse it without OpenAI)."""
+        s = self.settings
+        if s.moderation is None:
+            return None
+        from dnd_rag.providers.openai_provider import OpenAIModerator
+
+        return QuestionModeration(OpenAIModerator(self._openai_client(), s.moderation), s.openai_timeout_seconds)
 
     @property
     def answer_cache(self) -> AnswerCache | None:

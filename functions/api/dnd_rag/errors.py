@@ -51,6 +51,12 @@ class UpstreamError(ServiceError):
     code = "upstream_error"
 
 
+class ContentFlaggedError(ServiceError):
+    """Content moderation (MODERATION) flagged the question: not answered, nothing paid."""
+
+    code = "content_flagged"
+
+
 class PayloadTooLargeError(ServiceError):
     code = "payload_too_large"
 

@@ -12,6 +12,8 @@ import os
 import re
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -34,6 +36,9 @@ _COLLECTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
 DEFAULT_SOURCE_KEYS = ("source", "file_name", "filename", "file_path", "document")
 DEFAULT_TITLE_KEYS = ("title", "section", "heading", "headings", "header")
 DEFAULT_PAGE_KEYS = ("page", "page_number", "page_no", "page_label")
+# The relevance gate's default threshold per embedding model, shipped as data (README "Relevance gate").
+RELEVANCE_DEFAULTS = Path(__file__).with_name("relevance.json")
+ModerationModel = Literal["omni-moderation-latest", "omni-moderation-2024-09-26"]
 
 
 class ConfigError(RuntimeError):
@@ -196,6 +201,13 @@ class Settings(BaseModel):
     )
     # Comparison questions ("red dragon vs white dragon"): one extra query per named entity.
     retrieval_entity_queries: bool = Field(default=True, alias="RETRIEVAL_ENTITY_QUERIES")
+    # The relevance gate (logic/retrieval/relevance.py): unset = the embedding model's default in
+    # relevance.json; 0 = off.
+    min_relevance: float | None = Field(default=None, alias="MIN_RELEVANCE", ge=0, le=1, allow_inf_nan=False)
+    # OpenAI's moderation model checking each question first (flagged: 400 content_flagged); unset/off = none.
+    moderation: Annotated[ModerationModel | None, BeforeValidator(_none_is_no_cap)] = Field(
+        default=None, alias="MODERATION"
+    )
     table_name: str = Field(alias="TABLE_NAME", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     llm_provider: Literal["openai", "offline"] = Field(default="offline", alias="LLM_PROVIDER")
     # The local stack's clock (``make dev`` with LOCAL_CLOCK_START): seconds the stack adds to the
@@ -300,6 +312,15 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _moderation_needs_openai(self) -> Settings:
+        if self.moderation is not None and self.llm_provider != "openai":
+            raise ValueError(
+                "MODERATION needs OpenAI (LLM_PROVIDER=openai, OPENAI_API_KEY set): the offline stack has no "
+                "moderation model; unset MODERATION"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_price_override(self) -> Settings:
         if self.prices_file is not None and self.prices_json is not None:
             raise ValueError("PRICES_FILE and PRICES_PARAMETER are both set; keep one price override")
@@ -313,6 +334,13 @@ class Settings(BaseModel):
     @property
     def price_book(self) -> PriceBook:
         return PriceBook.for_models(self.openai_model, self.embedding_model, self.prices)
+
+    def min_relevance_for(self, embedding_model: str) -> float:
+        """The relevance gate's threshold for ``embedding_model``: MIN_RELEVANCE, else the shipped
+        default for that model, else 0 (off: a model nobody calibrated is not gated)."""
+        if self.min_relevance is not None:
+            return self.min_relevance
+        return relevance_defaults().get(embedding_model, 0.0)
 
     @property
     def reasoning_model(self) -> bool:
@@ -353,6 +381,16 @@ def ladder_problem(settings: Settings) -> str | None:
             )
         previous = model
     return None
+
+
+@cache
+def relevance_defaults() -> dict[str, float]:
+    """The shipped thresholds per embedding model (relevance.json), each in [0, 1]."""
+    models = json.loads(RELEVANCE_DEFAULTS.read_text(encoding="utf-8"))["models"]
+    defaults = {name: float(entry["min_relevance"]) for name, entry in models.items()}
+    if not all(0 <= value <= 1 for value in defaults.values()):
+        raise ConfigError(f"{RELEVANCE_DEFAULTS.name}: every min_relevance must be in [0, 1]")
+    return defaults
 
 
 def _defaults_for_providers(env: dict[str, str]) -> None:

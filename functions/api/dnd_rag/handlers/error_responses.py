@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from dnd_rag.errors import (
     AuthUnavailableError,
     BudgetExceededError,
+    ContentFlaggedError,
     DailyLimitExceededError,
     ForbiddenError,
     IdempotencyKeyReusedError,
@@ -38,6 +39,7 @@ from dnd_rag.observability import logger, metrics
 STATUS_BY_ERROR: dict[type[ServiceError], HTTPStatus] = {
     InvalidRequestError: HTTPStatus.BAD_REQUEST,
     InvalidJsonError: HTTPStatus.BAD_REQUEST,
+    ContentFlaggedError: HTTPStatus.BAD_REQUEST,
     MissingTokenError: HTTPStatus.UNAUTHORIZED,
     ForbiddenError: HTTPStatus.FORBIDDEN,
     UserBlockedError: HTTPStatus.FORBIDDEN,

@@ -92,6 +92,7 @@ def query_response(user: User, outcome: QueryOutcome, budget_limit: int) -> Quer
             ),
             cache=outcome.cache,
             degraded=DegradedOut(**outcome.degraded) if outcome.degraded else None,
+            answered=answer.answered,
         ),
     )
 

@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 from dnd_rag.models.cache import CachedAnswer, CacheRead
 from dnd_rag.models.controls import AuditEntry, Controls
-from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt, User
+from dnd_rag.models.domain import Embedding, Generation, Moderation, Passage, Prompt, User
 from dnd_rag.models.events import Event
 from dnd_rag.models.limits import BucketState, Policy, Shape
 from dnd_rag.models.money import BudgetTotals, Charge, HoldEntry, UserHoldEntry, UserTotals
@@ -40,6 +40,16 @@ class Generator(Protocol):
         ...
 
     def generate(self, prompt: Prompt, max_completion_tokens: int, timeout_seconds: float) -> Generation:
+        """Raises AttemptError when the call fails."""
+        ...
+
+
+class Moderator(Protocol):
+    """One moderation call per ``moderate``: no retries of its own (free at OpenAI; the logic retries)."""
+
+    model: str
+
+    def moderate(self, text: str, timeout_seconds: float) -> Moderation:
         """Raises AttemptError when the call fails."""
         ...
 

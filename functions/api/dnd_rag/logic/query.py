@@ -31,7 +31,9 @@ from dnd_rag.logic.money.spending import Tab
 from dnd_rag.logic.money.wallet import BY_IN_FLIGHT, Wallet
 from dnd_rag.logic.operations.controls import ControlsCache
 from dnd_rag.logic.retrieval.answer_cache import AnswerCache, Lookup
+from dnd_rag.logic.retrieval.moderation import QuestionModeration
 from dnd_rag.logic.retrieval.rag import Answer, RagService, Retrieval, diagnostics
+from dnd_rag.logic.retrieval.relevance import NOT_COVERED, RelevanceGate
 from dnd_rag.models.domain import User
 from dnd_rag.models.limits import UserLimits
 from dnd_rag.models.money import BudgetTotals, TokenUsage
@@ -91,6 +93,8 @@ class QueryService:
         sleep: Callable[[float], None] = time.sleep,
         cache: AnswerCache | None = None,
         quota_events: QuotaEvents | None = None,
+        relevance: RelevanceGate | None = None,
+        moderation: QuestionModeration | None = None,
     ) -> None:
         self._rag = rag
         self._limiter = limiter
@@ -103,6 +107,8 @@ class QueryService:
         self._sleep = sleep
         self._cache = cache
         self._quota_events = quota_events
+        self._relevance = relevance or RelevanceGate()
+        self._moderation = moderation
         self._tokens_per_passage = INITIAL_TOKENS_PER_PASSAGE
         self._smallest_chat: int | None = None  # the cheapest chat form this container has priced
 
@@ -214,10 +220,14 @@ class QueryService:
         deadline: Deadline,
         lookup: Lookup | None = None,
     ) -> tuple[Answer, BudgetTotals | None, Fit, Tab]:
+        if self._moderation is not None:  # admitted, nothing held yet: a flagged question pays nothing
+            self._moderation.check(question, deadline)
         frame = self._fitter.frame_tokens(question)  # the prompt without passages, counted once
         tab = self._open(user, limits, question, k, frame, deadline)
         try:
             retrieval = self._rag.retrieve(question, k, deadline, tab, _no_retry_budget)
+            if not self._relevance.covers(retrieval.passages):  # nothing to answer from: no chat call
+                return self._not_covered(retrieval, tab, debug)
             fit = self._fit(question, retrieval, tab, frame, deadline)
             started = time.perf_counter()
             generation = self._rag.generate(fit, deadline, tab, _no_retry_budget)
@@ -241,6 +251,21 @@ class QueryService:
             list(generation.errors),
         )
         return answer, totals, fit, tab
+
+    def _not_covered(self, retrieval: Retrieval, tab: Tab, debug: bool) -> tuple[Answer, BudgetTotals | None, Fit, Tab]:
+        """The fixed answer, settled at the embedding's cost; not cached (a new corpus may cover it)."""
+        metrics.add_metric(name="QueryNotCovered", unit="Count", value=1)
+        # the best score on record helps an operator calibrate MIN_RELEVANCE on real questions
+        logger.info("question not covered", extra=self._relevance.diagnostics(retrieval.passages))
+        reserved = tab.hold.amount
+        totals = self._close(tab)
+        nothing = Fit([], [], 0, 0, 0, degraded=False)
+        details = []
+        if debug:
+            details = diagnostics(retrieval, nothing, tab.usage, 0.0, reserved)
+            details.insert(1, self._relevance.diagnostics(retrieval.passages))
+        answer = Answer(NOT_COVERED, [], tab.usage, self._rag.generator.model, tab.charged, details, answered=False)
+        return answer, totals, nothing, tab
 
     def _waited(self, number: int, deadline: Deadline) -> bool:
         """Wait for running queries to settle (the ``number``-th time); False when waiting is over."""

@@ -115,6 +115,11 @@ class MetaOut(BaseModel):
     degraded: DegradedOut | None = Field(
         default=None, description="What was reduced to fit the remaining budget; null when nothing was."
     )
+    answered: bool = Field(
+        default=True,
+        description="false: no passage was similar enough to the question (MIN_RELEVANCE); the answer is the "
+        'fixed "The rules I have don\'t cover this.", sources are empty and only the embedding was paid.',
+    )
 
 
 class QueryResponse(BaseModel):

@@ -105,3 +105,11 @@ class Timings:
     """Milliseconds spent in each stage, reported only in debug diagnostics."""
 
     stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Moderation:
+    """A moderation model's verdict on a question."""
+
+    flagged: bool
+    categories: list[str] = field(default_factory=list)  # the flagged ones, in the provider's names

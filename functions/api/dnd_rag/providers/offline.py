@@ -15,10 +15,23 @@ from dnd_rag.logic.retrieval.entities import comparison_entities
 from dnd_rag.logic.retrieval.text import count_tokens, sentences, terms
 from dnd_rag.models.domain import Embedding, Generation, Passage, Prompt
 
-OFFLINE_EMBEDDING_MODEL = "offline-hash-384"
+# The name says how vectors are made: a collection built by another version is rebuilt by the
+# ingester (make dev) or refused by the retriever, never searched with incomparable vectors.
+OFFLINE_EMBEDDING_MODEL = "offline-hash-1024"
 OFFLINE_CHAT_MODEL = "offline-extractive"
-DIMENSIONS = 384
+DIMENSIONS = 1024  # few hash collisions: a one-word question must not land on a frequent word's slot
 _PAIR_WEIGHT = 0.5
+# What a rules question asks (a level, points, a range) rather than what it is about: every entry
+# of a rules book uses these words, so a passage that shares only them is not about the question.
+# They weigh this much of another word as long; names (a monster, a class, a spell) carry the
+# similarity, which is what lets the relevance gate (logic/retrieval/relevance.py) tell a question
+# about something the corpus lacks ("hit points of a Glimmerwight") from one it covers.
+_ATTRIBUTE_WEIGHT = 0.4
+RULES_ATTRIBUTES = frozenset(
+    """level experience point hit armor class range damage attack round turn roll bonus save
+    saving throw ability score feet minute hour duration need reach become gain work difference rule
+    cost speed move action effect target""".split()  # noqa: SIM905 - a word list reads better as text
+)
 
 
 def _bucket(feature: str) -> tuple[int, float]:
@@ -27,16 +40,25 @@ def _bucket(feature: str) -> tuple[int, float]:
     return value % DIMENSIONS, 1.0 if (value >> 32) & 1 else -1.0
 
 
+def _weight(word: str) -> float:
+    """Longer words are rarer and say more (a cheap stand-in for inverse document frequency); the
+    square root keeps a short word that matters ("cold", "red") from vanishing beside long ones."""
+    return math.sqrt(len(word)) * (_ATTRIBUTE_WEIGHT if word in RULES_ATTRIBUTES else 1.0)
+
+
 def hash_embedding(text: str) -> list[float]:
-    """A unit vector: sublinear term counts of words and adjacent word pairs, hashed into 384 slots."""
+    """A unit vector: sublinear counts of words and adjacent word pairs, each weighted by
+    ``_weight``, hashed into 1024 signed slots."""
     words = terms(text)
-    features: dict[str, float] = dict(Counter(words))
-    for pair in itertools.pairwise(words):
-        features[f"{pair[0]}_{pair[1]}"] = features.get(f"{pair[0]}_{pair[1]}", 0.0) + _PAIR_WEIGHT
+    features: dict[str, float] = {
+        word: (1.0 + math.log(count)) * _weight(word) for word, count in Counter(words).items()
+    }
+    for (first, second), count in Counter(itertools.pairwise(words)).items():
+        features[f"{first}_{second}"] = _PAIR_WEIGHT * (1.0 + math.log(count)) * min(_weight(first), _weight(second))
     vector = [0.0] * DIMENSIONS
-    for feature, count in features.items():
+    for feature, value in features.items():
         slot, sign = _bucket(feature)
-        vector[slot] += sign * (1.0 + math.log(count)) if count >= 1 else sign * count
+        vector[slot] += sign * value
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 

@@ -1,4 +1,4 @@
-"""OpenAI embeddings and chat completions through the official SDK, one attempt per call.
+"""OpenAI embeddings, chat completions and moderation through the official SDK, one attempt per call.
 
 The SDK's own retries are off (``max_retries=0``): a retry it made on its own would be billed by
 OpenAI without the budget knowing. The logic retries instead (logic/money/spending.py), paying for each
@@ -13,7 +13,7 @@ from typing import Any
 import openai
 
 from dnd_rag.errors import AttemptError
-from dnd_rag.models.domain import Embedding, Generation, Prompt
+from dnd_rag.models.domain import Embedding, Generation, Moderation, Prompt
 from dnd_rag.providers.tokenizer import count_chat_tokens
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
@@ -131,3 +131,24 @@ class OpenAIGenerator:
             reasoning_tokens=reasoning or 0,
             truncated=choice is not None and choice.finish_reason == "length",
         )
+
+
+class OpenAIModerator:
+    """The moderations endpoint (free at OpenAI: never on the books)."""
+
+    def __init__(self, client: openai.OpenAI, model: str) -> None:
+        self._client = client
+        self.model = model
+
+    def moderate(self, text: str, timeout_seconds: float) -> Moderation:
+        try:
+            response = self._client.with_options(timeout=timeout_seconds).moderations.create(
+                model=self.model, input=text
+            )
+        except openai.OpenAIError as exc:
+            raise classify("moderation", exc) from None
+        if not response.results:
+            raise AttemptError("openai moderation without a result", billable=False, retryable=True)
+        result = response.results[0]
+        categories = result.categories.model_dump(by_alias=True) if result.categories is not None else {}
+        return Moderation(bool(result.flagged), sorted(name for name, flagged in categories.items() if flagged))

@@ -44,6 +44,7 @@ class Answer:
     cost_nanos: int
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    answered: bool = True  # False: the relevance gate found nothing to answer from (no chat call)
 
 
 class _RetryNotCoveredError(Exception):
