@@ -125,8 +125,8 @@ def budget_mail(event: Event) -> tuple[str, str]:
 
 
 class MailChannel:
-    """SES e-mail: budget alerts only (one mail per user's quota would flood the inbox; those
-    events go to SNS and the webhook)."""
+    """SES e-mail: budget alerts and the reconciliation's drift only (one mail per user's quota would
+    flood the inbox; those events go to SNS and the webhook)."""
 
     name = "ses"
 
@@ -135,8 +135,13 @@ class MailChannel:
         self.max_seconds = mailer.max_seconds
 
     def accepts(self, event_type: str) -> bool:
-        return event_type == "budget_threshold"
+        return event_type in ("budget_threshold", "reconciliation_drift")
 
     def deliver(self, event: Event) -> None:
-        subject, body = budget_mail(event)
+        if event.type == "reconciliation_drift":
+            from dnd_rag.logic.operations.reconciliation import drift_mail
+
+            subject, body = drift_mail(event)
+        else:
+            subject, body = budget_mail(event)
         self._mailer.send(subject, body)
