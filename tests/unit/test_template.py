@@ -413,4 +413,5 @@ def test_the_reconciliation_runs_hourly_at_a_quarter_past_only_with_an_admin_key
     assert alarm["Threshold"] == {"Ref": "ReconciliationToleranceUsd"}
     assert variables["RECONCILIATION_TOLERANCE_USD"] == {"Ref": "ReconciliationToleranceUsd"}
     dashboard = resources["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
-    assert "ReconciliationDriftUsd" in dashboard and "ReconciliationSafetyMarginUsd" in dashboard
+    assert "ReconciliationDriftUsd" in dashboard
+    assert "ReconciliationSafetyMarginUsd" in dashboard
