@@ -6,11 +6,14 @@ and the admin route. One injected clock for the service and the fake (no freezeg
 books are kept under is the day OpenAI's records bucket the calls in."""
 
 import json
+import uuid
 
 import httpx
 import pytest
 
+from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
 from dnd_rag.handlers.scheduled import run_task
+from infra.scripts.ingest import ingest
 from tests.fakes.organization_api import DEFAULT_ADMIN_KEY
 from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import sent_alerts
@@ -69,7 +72,8 @@ def reconciliation(call, app, start=DAY, end=DAY):
 
 
 def underpriced_chat_file(tmp_path):
-    """The shipped price file with gpt-4o-mini's input at a tenth (cached input the same) of what OpenAI (the fake) bills."""
+    """The shipped price file with gpt-4o-mini's input at a tenth of what OpenAI (the fake) bills
+    (its cached input the same: never above the input)."""
     from dnd_rag.pricing import SHIPPED_PRICES
 
     prices = json.loads(SHIPPED_PRICES.read_text())
@@ -224,3 +228,57 @@ def test_the_route_is_for_admins_and_validates_its_range_like_the_spend_export(m
     event["rawQueryString"] = "from=bogus"
     status, body, _ = parse(call(app, event))
     assert (status, body["error"]) == (403, "forbidden")  # authorized before validated
+
+
+def spend(call, app, **query):
+    event = http_event("GET", "/api/admin/spend", token="dev-admin")
+    event["queryStringParameters"] = {"from": DAY, "to": DAY, **query}
+    event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in event["queryStringParameters"].items())
+    return parse(call(app, event))
+
+
+def test_an_ingest_is_on_the_books_of_its_day_beside_the_query_budget_and_reconciles(
+    make_app, call, env, clock, openai_state, dynamodb, table, tmp_path
+):
+    # Given a day with a query, and a book ingested with OpenAI embeddings the same day
+    app, container = ask_some(make_app, call, env, clock, count=1)
+    query_spent = int(day_total(dynamodb, table, DAY)["spent"]["N"])
+    embeddings_before = len(openai_state.billed_records())
+    book = tmp_path / f"ingest_line_{uuid.uuid4().hex[:8]}.md"
+    book.write_text("# Owlbear\n\nAn owlbear is a ferocious beast with the body of a bear.\n" * 20)
+    ingest(container, [book], stamp_versions=False)
+    ingest_calls = openai_state.billed_records()[embeddings_before:]
+    ingest_cost = sum(r["cost_nanos"] for r in ingest_calls)
+    assert ingest_calls
+    assert ingest_cost > 0
+
+    # Then the query budget does not count it
+    assert int(day_total(dynamodb, table, DAY)["spent"]["N"]) == query_spent
+    # and the spend export shows it: a (corpus ingest) row, the rows adding up to the day's books
+    status, by_user, _ = spend(call, app, group_by="user")
+    assert status == 200, by_user
+    rows = {row["user"]: row["cost_usd"] for row in by_user["rows"]}
+    assert rows["(corpus ingest)"] == f"{ingest_cost / 1e9:.9f}"
+    assert by_user["total_cost_usd"] == by_user["books_total_usd"] == f"{(query_spent + ingest_cost) / 1e9:.9f}"
+    status, by_model, _ = spend(call, app, group_by="model")
+    assert {row["model"] for row in by_model["rows"]} == {CHAT_MODEL, EMBEDDING_MODEL}
+    assert by_model["total_cost_usd"] == by_user["total_cost_usd"]
+    # and the next day's reconciliation finds every billed cent on the books, embeddings exactly
+    clock.now += 13 * 3600
+    [day] = [d for d in run_task(container, RECONCILE)["days"] if d["day"] == DAY]
+    billed = sum(r["cost_nanos"] for r in openai_state.billed_records())
+    assert (day["books"], day["billed"], day["drift"]) == (query_spent + ingest_cost, billed, 0)
+    [stored] = reconciliation(call, app)[1]["days"]
+    embeddings = next(m for m in stored["models"] if m["model"] == EMBEDDING_MODEL)
+    assert embeddings["difference_usd"] == "0.000000000"
+    assert embeddings["billed_requests"] == len([r for r in openai_state.billed_records() if "embeddings" in r["path"]])
+
+
+def test_an_ingest_call_recorded_twice_is_on_the_books_once(dynamodb, table):
+    books = DynamoIngestBooks(dynamodb, table)
+
+    assert books.record(DAY, "call-1", EMBEDDING_MODEL, 1000, 20_000) is True
+    assert books.record(DAY, "call-1", EMBEDDING_MODEL, 1000, 20_000) is False  # a re-sent write
+    assert books.ingest_cost(DAY) == 20_000
+    [row] = books.ingest_models(DAY)
+    assert (row.name, row.embedding_tokens, row.cost, row.requests) == (EMBEDDING_MODEL, 1000, 20_000, 1)

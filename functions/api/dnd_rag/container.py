@@ -26,6 +26,7 @@ from dnd_rag.logic.money.spending import PaidCalls
 from dnd_rag.logic.money.user_budget import UserBudget
 from dnd_rag.logic.money.wallet import Wallet
 from dnd_rag.logic.operations.controls import ControlsCache
+from dnd_rag.logic.operations.ingest_line import BooksWithIngest
 from dnd_rag.logic.operations.operator import OperatorService
 from dnd_rag.logic.operations.reconciliation import Reconciler, ReconciliationResults
 from dnd_rag.logic.operations.spend import SpendExport
@@ -42,6 +43,7 @@ from dnd_rag.settings import Settings
 
 if TYPE_CHECKING:
     from dnd_rag.dal.money.budget import DynamoLedgers
+    from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
     from dnd_rag.dal.operations.controls import DynamoControlStore
     from dnd_rag.dal.operations.reconciliation import DynamoReconciliationStore
     from dnd_rag.dal.retrieval.answer_cache import DynamoCorpusVersions
@@ -198,7 +200,19 @@ class Container:
     @property
     def spend(self) -> SpendExport:
         """The spend export (GET /api/admin/spend), from the per-day books."""
-        return self._once("spend", lambda: SpendExport(self.ledgers, self.clock, self.operator))
+        return self._once("spend", lambda: SpendExport(self.books, self.clock, self.operator))
+
+    @property
+    def ingest_books(self) -> DynamoIngestBooks:
+        """The corpus ingester's embeddings on the books (dal/money/ingest_books.py)."""
+        from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
+
+        return self._once("ingest_books", lambda: DynamoIngestBooks(self.dynamodb(), self.settings.table_name))
+
+    @property
+    def books(self) -> BooksWithIngest:
+        """The day's books as the spend export and the reconciliation read them: the budget's plus the ingests'."""
+        return self._once("books", lambda: BooksWithIngest(self.ledgers, self.ledgers, self.ingest_books))
 
     @property
     def reconciliation_results(self) -> ReconciliationResults:
@@ -229,7 +243,7 @@ class Container:
         else:
             return None
         return Reconciler(
-            self.ledgers,
+            self.books,
             OpenAIUsageApi(key, s.openai_base_url, s.openai_project_id),
             self._reconciliation_store(),
             self.clock,
