@@ -5,6 +5,7 @@ the results in the emulator's table, the alert on every channel (SES and a real 
 and the admin route. One injected clock for the service and the fake (no freezegun): the day the
 books are kept under is the day OpenAI's records bucket the calls in."""
 
+import io
 import json
 import uuid
 
@@ -13,6 +14,7 @@ import pytest
 
 from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
 from dnd_rag.handlers.scheduled import run_task
+from infra.scripts import reconcile as reconcile_script
 from infra.scripts.ingest import ingest
 from tests.fakes.organization_api import DEFAULT_ADMIN_KEY
 from tests.fakes.webhook_receiver import start_webhook_receiver
@@ -282,3 +284,31 @@ def test_an_ingest_call_recorded_twice_is_on_the_books_once(dynamodb, table):
     assert books.ingest_cost(DAY) == 20_000
     [row] = books.ingest_models(DAY)
     assert (row.name, row.embedding_tokens, row.cost, row.requests) == (EMBEDDING_MODEL, 1000, 20_000, 1)
+
+
+def test_make_reconcile_prints_each_model_and_the_days_drift_and_margin(
+    make_app, call, env, clock, openai_state, fake_openai, aws_endpoint, table, monkeypatch
+):
+    # Given a finished day of queries against the fake OpenAI
+    ask_some(make_app, call, env, clock, count=2)
+    billed = sum(r["cost_nanos"] for r in openai_state.billed_records())
+    # When `make reconcile DAYS=<day>` runs against the local settings (the emulator's table, the fake)
+    for name, value in {
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "TABLE_NAME": table,
+        "OPENAI_BASE_URL": fake_openai[0],
+        "OPENAI_ADMIN_KEY": DEFAULT_ADMIN_KEY,
+        "ALERT_EMAIL": "",
+    }.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    status = reconcile_script.main(["--day", DAY], out=out)
+
+    # Then it reports each model and the day: no drift, the margin, exit status 0
+    printed = out.getvalue()
+    assert status == 0, printed
+    assert DAY in printed
+    assert CHAT_MODEL in printed
+    assert EMBEDDING_MODEL in printed
+    assert f"billed {billed / 1e9:.9f} drift 0.000000000 safety margin" in printed
+    assert printed.rstrip().endswith(": ok")
