@@ -14,6 +14,8 @@ import pytest
 
 from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
 from dnd_rag.handlers.scheduled import run_task
+from dnd_rag.logic.common.clock import day_end
+from dnd_rag.providers.openai_usage import OpenAIUsageApi
 from infra.scripts import reconcile as reconcile_script
 from infra.scripts.ingest import ingest
 from tests.fakes.organization_api import DEFAULT_ADMIN_KEY
@@ -312,3 +314,22 @@ def test_make_reconcile_prints_each_model_and_the_days_drift_and_margin(
     assert EMBEDDING_MODEL in printed
     assert f"billed {billed / 1e9:.9f} drift 0.000000000 safety margin" in printed
     assert printed.rstrip().endswith(": ok")
+
+
+def test_the_usage_api_is_read_page_after_page(fake_openai, make_app, call, env, clock, openai_state):
+    # Given a call billed on DAY and one on the next day
+    ask_some(make_app, call, env, clock, count=1)
+    clock.now += 86_400
+    ask_some(make_app, call, env, clock, count=1)
+    api = OpenAIUsageApi(DEFAULT_ADMIN_KEY, fake_openai[0])
+    start = int(day_end(DAY)) - 86_400
+
+    # When both days are read a bucket per page
+    results = api._results(
+        "/organization/usage/completions",
+        {"start_time": start, "end_time": start + 2 * 86_400, "bucket_width": "1d", "limit": 1, "group_by": "model"},
+    )
+
+    # Then both pages' results are there
+    assert [r["num_model_requests"] for r in results] == [1, 1]
+    assert api.billed_day(DAY).usage[CHAT_MODEL].requests == 1

@@ -77,7 +77,13 @@ def test_books_below_the_bill_beyond_the_tolerance_drift_and_above_it_is_the_saf
 
 @pytest.mark.parametrize(
     ("value", "nanos"),
-    [(0.06, 60_000_000), (0.000000001, 1), (1.000806700, 1_000_806_700), (123.456789012, 123_456_789_012)],
+    [
+        (0.06, 60_000_000),
+        (0.000000001, 1),
+        (1.0008067, 1_000_806_700),
+        (123.456789012, 123_456_789_012),
+        (1.036892247, 1_036_892_247),  # x 1e9 in floats is 1036892246.99...: truncating loses a nano-dollar
+    ],
 )
 def test_the_costs_apis_dollars_are_read_back_to_the_nano_dollar(value, nanos):
     assert nanos_of(value) == nanos
