@@ -112,3 +112,22 @@ def test_a_run_does_every_finished_day_of_the_lookback_until_it_is_final():
     store.put(DayReconciliation("2026-11-20", [], 0, 0, 0, reconciled_at=now, final=True))
     store.put(DayReconciliation("2026-11-21", [], 0, 5, 0, reconciled_at=now, final=True))  # drift, not alerted
     assert reconciler.due_days(now) == ["2026-11-21", DAY]
+
+
+def test_a_run_out_of_time_leaves_the_remaining_days_to_the_next_run():
+    now = day_end(DAY) + 900
+
+    class Books:
+        def models(self, day):
+            return []
+
+    class Records:
+        def billed_day(self, day):
+            return BilledDay()
+
+    reconciler = Reconciler(Books(), Records(), MemoryStore(), lambda: now, EMBED, EMBED_PRICE, 0, lookback_days=3)
+
+    assert [r.day for r in reconciler.run(budget_seconds=-1)] == []
+    assert [r.day for r in reconciler.run()] == ["2026-11-20", "2026-11-21", DAY]
+    # redone on later runs until 48 h after they ended: the 20th ended 48 h 15 min ago, it is final
+    assert reconciler.due_days(now) == ["2026-11-21", DAY]
