@@ -23,7 +23,7 @@ from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import sent_alerts
 from tests.support.budget_items import day_total
 from tests.support.clock import NOON, Clock
-from tests.support.events import http_event, parse
+from tests.support.events import http_event, lambda_context, parse
 
 DAY, NEXT_DAY = "2026-11-22", "2026-11-23"
 CHAT_MODEL, EMBEDDING_MODEL = "gpt-4o-mini", "text-embedding-3-small"
@@ -333,3 +333,11 @@ def test_the_usage_api_is_read_page_after_page(fake_openai, make_app, call, env,
     # Then both pages' results are there
     assert [r["num_model_requests"] for r in results] == [1, 1]
     assert api.billed_day(DAY).usage[CHAT_MODEL].requests == 1
+
+
+def test_the_lambda_entry_point_runs_the_reconcile_task_eventbridge_sends(lambda_module):
+    # the configuration of the integration tier has no admin key: the task says so and does nothing
+    answer = lambda_module.lambda_handler(dict(RECONCILE), lambda_context())
+
+    assert answer["task"] == "reconcile"
+    assert "OPENAI_ADMIN_KEY" in answer["skipped"]
