@@ -19,6 +19,7 @@ from typing import Any
 from dnd_rag.logic.alerts.notifier import Due, Notifier
 from dnd_rag.logic.money.budget import percentage
 from dnd_rag.logic.operations.forecast import forecast, forecast_data
+from dnd_rag.logic.operations.reconciliation import drift_mail
 from dnd_rag.logic.ports import AlertStore, LedgerReader, Mailer
 from dnd_rag.models.events import Event
 from dnd_rag.models.money import EXHAUSTED_PERCENT, WARNING_PERCENT, BudgetTotals
@@ -139,8 +140,6 @@ class MailChannel:
 
     def deliver(self, event: Event) -> None:
         if event.type == "reconciliation_drift":
-            from dnd_rag.logic.operations.reconciliation import drift_mail
-
             subject, body = drift_mail(event)
         else:
             subject, body = budget_mail(event)
