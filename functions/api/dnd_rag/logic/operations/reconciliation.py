@@ -25,6 +25,7 @@ one day and a drift on the next, which the tolerance is there to absorb.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -44,6 +45,9 @@ from dnd_rag.pricing import nanos_to_usd, usd_for_display
 
 SETTLE_SECONDS = 48 * 3600  # a day is reconciled again on every run until then
 DEFAULT_LOOKBACK_DAYS = 7  # finished days a run looks at: any of them never reconciled is done then
+# A run starts no day after this many seconds; a day is 3 calls to OpenAI of at most
+# providers/openai_usage.py's TIMEOUT_SECONDS each (plus pages): the run ends inside the Lambda's 29 s.
+RUN_SECONDS = 12.0
 DRIFT_KEY = "drift"  # one reconciliation_drift event per day, whatever its amount
 _SNAPSHOT = re.compile(r"^(.+)-\d{4}-\d{2}-\d{2}$")  # gpt-4o-mini-2024-07-18 -> gpt-4o-mini
 
@@ -225,8 +229,17 @@ class Reconciler:
         stored = self._store.get(day)
         return stored is not None and stored.final and (stored.alert_sent or not stored.drifting)
 
-    def run(self) -> list[DayReconciliation]:
-        return [self.reconcile(day) for day in self.due_days(self._clock())]
+    def run(self, budget_seconds: float = RUN_SECONDS) -> list[DayReconciliation]:
+        """Reconcile the due days, oldest first, starting none after ``budget_seconds``: the job runs
+        in the API function (29 s); days left over are done by the next hourly run."""
+        started = time.monotonic()
+        results = []
+        for day in self.due_days(self._clock()):
+            if time.monotonic() - started > budget_seconds:
+                logger.warning("reconciliation: out of time, the next run goes on", extra={"day": day})
+                break
+            results.append(self.reconcile(day))
+        return results
 
     def reconcile(self, day: str) -> DayReconciliation:
         """Reconcile one finished day now, store the result, report it and alert on drift."""
