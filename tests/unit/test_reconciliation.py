@@ -40,7 +40,7 @@ def test_a_chat_rows_embedding_share_moves_to_the_embedding_model_at_its_price()
 
     assert books == {
         "gpt-4o-mini": ModelUsage(1000, 100, 1, 300_000 - 50 * EMBED_PRICE),
-        EMBED: ModelUsage(60, 0, 0, 50 * EMBED_PRICE + 200),
+        EMBED: ModelUsage(60, 0, 1, 50 * EMBED_PRICE + 200),  # the ingester's call counts, a query's does not
     }
 
 

@@ -158,7 +158,9 @@ def books_by_model(
         if row.name == embedding_model:  # a row of the embedding model itself (the ingester's line)
             embedding_cost = row.cost
         if row.embedding_tokens or row.name == embedding_model:
-            moved = ModelUsage(row.embedding_tokens, 0, 0, embedding_cost)
+            # a chat row's requests are queries, not embeddings calls; the ingester's are calls
+            calls = row.requests if row.name == embedding_model else 0
+            moved = ModelUsage(row.embedding_tokens, 0, calls, embedding_cost)
             books[embedding_model] = books.get(embedding_model, ModelUsage()) + moved
         if row.name != embedding_model and (row.prompt_tokens or row.completion_tokens or row.cost - embedding_cost):
             chat = ModelUsage(row.prompt_tokens, row.completion_tokens, row.requests, row.cost - embedding_cost)
