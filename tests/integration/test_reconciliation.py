@@ -9,6 +9,7 @@ import io
 import json
 import uuid
 
+import boto3
 import httpx
 import pytest
 
@@ -37,6 +38,21 @@ def receiver():
     yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
     state.release.set()
     server.shutdown()
+
+
+@pytest.fixture
+def topic_and_queue(aws_endpoint):
+    """An SNS topic in the emulator and what it published (an SQS queue subscribed, raw delivery)."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=f"recon-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"recon-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+
+    def published():
+        return sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+
+    return topic, published
 
 
 @pytest.fixture
@@ -165,10 +181,17 @@ def test_after_a_run_of_queries_the_next_days_reconciliation_finds_no_drift_and_
 
 
 def test_an_underpriced_model_raises_reconciliation_drift_once_on_every_channel_and_the_route_shows_it(
-    make_app, call, env, clock, openai_state, tmp_path, aws_endpoint, recipient, receiver
+    make_app, call, env, clock, openai_state, tmp_path, aws_endpoint, recipient, receiver, topic_and_queue
 ):
-    # Given a price file that prices gpt-4o-mini's input at a tenth of what OpenAI bills
-    env = {**env, "PRICES_FILE": underpriced_chat_file(tmp_path), "RECONCILIATION_TOLERANCE_USD": "0.000001"}
+    # Given a price file that prices gpt-4o-mini's input at a tenth of what OpenAI bills, and
+    # e-mail, SNS and a webhook as alert channels
+    topic, published = topic_and_queue
+    env = {
+        **env,
+        "PRICES_FILE": underpriced_chat_file(tmp_path),
+        "RECONCILIATION_TOLERANCE_USD": "0.000001",
+        "ALERT_SNS_TOPIC_ARN": topic,
+    }
     ask_some(make_app, call, env, clock)
 
     # When the scheduled task reconciles the day, and runs again (the next hour, another container)
@@ -190,6 +213,9 @@ def test_an_underpriced_model_raises_reconciliation_drift_once_on_every_channel_
     assert [(e["day"], e["data"]["drift_usd"]) for e in drift_events] == [(DAY, round(day["drift"] / 1e9, 6))]
     mails = [m for m in sent_alerts(aws_endpoint, recipient) if "Books below OpenAI's bill" in m["subject"]]
     assert len(mails) == 1, mails
+    sns = [json.loads(m["Body"]) for m in published()]
+    assert [(e["type"], e["day"]) for e in sns] == [("reconciliation_drift", DAY)]
+    assert sns[0]["id"] == drift_events[0]["id"]  # the same event everywhere: receivers dedupe on it
     # and the route shows the drift, the chat model below its bill, the embeddings not
     status, report, _ = reconciliation(call, app, DAY, NEXT_DAY)
     assert status == 200, report
