@@ -21,7 +21,7 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/functions/api
 # No telemetry from the SAM CLI: CI and tests reach nothing but loopback and the package registries.
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help install dev test unit integration e2e e2e-sam sam-local docker-engine lint format build validate package-size import-time cold-start bench capacity eval clean
+.PHONY: help install dev test unit integration e2e e2e-sam sam-local docker-engine lint format build validate package-size import-time cold-start bench capacity eval reconcile clean
 
 help: ## List the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ bench: install ## Limiter and query cost: latency ratios to a bare GetItem, Dyna
 
 capacity: install ## Budget store at a scaled per-item write ceiling: answered q/s and WCU per query by shard count and load (~5 min)
 	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.scripts.capacity
+
+reconcile: install ## Compare finished UTC days' books with OpenAI's usage/costs records (OPENAI_ADMIN_KEY; DAYS="YYYY-MM-DD ..." to redo days)
+	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.scripts.reconcile $(foreach day,$(DAYS),--day $(day))
 
 eval: install ## Retrieval on a generated corpus: recall@k and comparison coverage, with/without entity queries
 	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.eval.evaluate

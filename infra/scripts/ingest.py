@@ -20,6 +20,10 @@ and dollars to be spent are printed first, and nothing is embedded without ``--y
 the prompt). Configuration comes from the same environment variables as the API (CHROMA_*,
 EMBEDDING_PROVIDER, EMBEDDING_MODEL, OPENAI_*, TABLE_NAME), over ``.env`` and the local stack's defaults.
 
+With OpenAI embeddings every call is put on the books of its UTC day (the spend export's
+``(corpus ingest)`` row, beside the query budget: dal/money/ingest_books.py), so the nightly
+reconciliation with OpenAI's records finds it there.
+
 Every successful run stamps a new corpus version on each collection it wrote to (an item in the
 API's DynamoDB table): answers cached before it are not served again. ``--stamp-only`` stamps
 without ingesting (the served collections, or ``--collection``), for corpora built by another
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +47,7 @@ import httpx
 
 from dnd_rag.container import Container
 from dnd_rag.errors import ServiceError, UpstreamError
+from dnd_rag.logic.common.clock import utc_day
 from dnd_rag.logic.retrieval.chunking import Chunk
 from dnd_rag.pricing import PriceBook, TokenUsage, nanos_to_usd
 from dnd_rag.providers.chroma_store import EMBEDDING_MODEL_KEY, ForeignCollectionError, open_for_writing
@@ -143,7 +149,9 @@ def run(container: Container, targets: list[Target], out: TextIO | None = None) 
     for target in targets:
         for start in range(0, len(target.pending), BATCH):
             batch = target.pending[start : start + BATCH]
-            vectors = embedder.embed([chunk.text for chunk in batch], container.settings.openai_timeout_seconds).vectors
+            embedding = embedder.embed([chunk.text for chunk in batch], container.settings.openai_timeout_seconds)
+            book_embedding(container, embedding.tokens)
+            vectors = embedding.vectors
             target.collection.upsert(
                 ids=[chunk.id for chunk in batch],
                 embeddings=vectors,
@@ -154,6 +162,18 @@ def run(container: Container, targets: list[Target], out: TextIO | None = None) 
         if target.stale:
             target.collection.delete(ids=target.stale)
     progress.done()
+
+
+def book_embedding(container: Container, tokens: int) -> None:
+    """Put one paid embeddings call on the books of its UTC day (the spend export's ``(corpus ingest)``
+    line; the reconciliation compares it with OpenAI's records), beside the query budget. The offline
+    embedder costs nothing and is not booked."""
+    settings = container.settings
+    if settings.embedding_provider != "openai":
+        return
+    cost = settings.price_book.cost_nanos(TokenUsage(embedding_tokens=tokens))
+    day = utc_day(container.clock())  # the local stack's clock under LOCAL_CLOCK_START, as the API's
+    container.ingest_books.record(day, uuid.uuid4().hex, settings.embedding_model, tokens, cost)
 
 
 def ingest(

@@ -47,6 +47,7 @@ def test_the_document_lists_every_route_with_its_error_shape(client):
         "/api/admin/users/{user_id}/reset",
         "/api/admin/audit",
         "/api/admin/spend",
+        "/api/admin/reconciliation",
     }
     query = spec["paths"]["/api/query"]["post"]
     assert set(query["responses"]) == {"200", "400", "401", "403", "409", "413", "422", "429", "500", "502", "503"}

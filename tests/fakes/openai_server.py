@@ -50,6 +50,12 @@ requests (404/400) bill nothing. ``GET /_billed`` returns ``{"records": [...]}``
 
 ``state.peak_active`` is the most billable requests it was answering at once since the last reset.
 
+Each record also carries ``at``: when it was billed, in epoch seconds on ``state.clock`` (the local
+stack's clock, ``LOCAL_CLOCK_START`` honoured; a test may set its own). From these records it serves
+OpenAI's organization usage and costs API (``organization_api``: ``GET /v1/organization/usage/completions``,
+``/v1/organization/usage/embeddings`` and ``/v1/organization/costs``, bucketed by UTC day), to callers
+with the admin key (``state.admin_key``, ``FAKE_OPENAI_ADMIN_KEY``, default ``sk-admin-fake``).
+
 ``POST /_reset`` is ``state.reset()`` over HTTP. Run standalone (the Lambda code must be importable,
 ``PYTHONPATH=functions/api`` as ``make`` and ``tests.support.servers.python_env`` set it):
 ``python -m tests.fakes.openai_server --port N [--prices FILE]`` prints a ready line and serves until killed.
@@ -72,6 +78,8 @@ from typing import Any
 from dnd_rag.pricing import PriceFile, load_prices
 from dnd_rag.providers.offline import hash_embedding
 from dnd_rag.providers.tokenizer import REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, count_text_tokens, encoding
+from infra.local.clock import local_time
+from tests.fakes.organization_api import DEFAULT_ADMIN_KEY, organization_answer
 from tests.support.billing import record_nanos
 
 # Embedding models count with cl100k_base, as OpenAI's text-embedding-3 models do.
@@ -191,6 +199,8 @@ class FakeOpenAIState:
         self.rng = random.Random(0)
         self.active = 0  # billable requests being answered right now
         self.peak_active = 0  # the most at once since the last reset
+        self.clock = local_time  # when a request is billed (its record's ``at``)
+        self.admin_key = os.environ.get("FAKE_OPENAI_ADMIN_KEY", DEFAULT_ADMIN_KEY)  # the usage/costs API's key
 
     def reset(self) -> None:
         with self.lock:
@@ -207,6 +217,7 @@ class FakeOpenAIState:
             self.active = self.peak_active = 0
             self.prompt_cache = PromptCache()  # its lifetime too, which a test may shorten
             self.reasoning_tokens = None
+            self.clock = local_time
 
     def control(self, body: dict[str, Any]) -> None:
         """Apply a ``/_control`` body (see the module docstring); raises ValueError on nonsense."""
@@ -394,6 +405,11 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 self._send(200, {"records": state.billed_records()})
             elif self.path.endswith("/_moderations"):
                 self._send(200, {"records": state.moderation_records()})
+            elif "/organization/" in self.path:
+                status, answer = organization_answer(
+                    self.path, self.headers.get("Authorization"), state.admin_key, state.billed_records(), state.prices
+                )
+                self._send(status, answer)
             else:
                 self._send(404, {"error": {"message": "unknown path"}})
 
@@ -473,6 +489,7 @@ def make_handler(state: FakeOpenAIState) -> type[BaseHTTPRequestHandler]:
                 "reasoning_tokens": usage.get("completion_tokens_details", {}).get("reasoning_tokens", 0),
                 "delivered": fault != TIMEOUT_AFTER_BILLING,
                 "fault": fault,
+                "at": state.clock(),
             }
             record["cost_nanos"] = record_nanos(record, state.prices)
             with state.lock:  # billed on processing, whether or not the client waits for the answer

@@ -47,10 +47,14 @@ from typing import Any
 
 import pytest
 
+from dnd_rag.handlers.scheduled import run_task
+from dnd_rag.logic.common.clock import next_midnight
 from dnd_rag.pricing import NANOS_PER_USD
 from infra.local.bootstrap import ensure_table
+from tests.fakes.organization_api import DEFAULT_ADMIN_KEY
 from tests.support.billing import billed_nanos
 from tests.support.budget_items import day_total
+from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import python_env
 
@@ -534,3 +538,13 @@ def test_the_books_survive_concurrent_queries_with_store_and_openai_faults_and_k
     assert sum("Warning" in s for s in subjects) == 1, (subjects, claims)
     assert sum("exhausted" in s for s in subjects) == 1, (subjects, claims)
     assert len(subjects) == 2, (subjects, claims)
+
+    # and the next day's reconciliation with OpenAI's own records (the fake's organization usage and
+    # costs API, bucketed by the UTC day it billed each call in) finds the books at or above the bill
+    after_midnight = Clock(next_midnight(time.time()) + 15 * 60)
+    reconcile_env = {**env, "OPENAI_ADMIN_KEY": DEFAULT_ADMIN_KEY, "RECONCILIATION_LOOKBACK_DAYS": "1"}
+    _, auditor = make_app(reconcile_env, clock=after_midnight)
+    [day] = run_task(auditor, {"dnd_rag_task": "reconcile"})["days"]
+    assert (day["day"], day["books"], day["billed"]) == (today(), spent, billed), (day, figures)
+    assert day["drift"] == 0, (day, figures)
+    assert day["safety_margin"] == spent - billed, (day, figures)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.support.billing import billed_nanos, fetch_billed
+from tests.support.clock import NOON, Clock
 from tests.support.servers import free_port, python_env, running
 
 CHAT_MODEL = "gpt-4o-mini"
@@ -43,6 +44,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5) -> None:
 
 
 def test_a_delivered_request_is_billed_with_its_usage(base_url: str, openai_state: FakeOpenAIState) -> None:
+    openai_state.clock = Clock(NOON)  # when each request is billed: its record's "at"
     embedding = client(base_url).embeddings.create(model=EMBEDDING_MODEL, input=["one question", "another"])
     chat = client(base_url).chat.completions.create(model=CHAT_MODEL, messages=MESSAGES)
 
@@ -60,6 +62,7 @@ def test_a_delivered_request_is_billed_with_its_usage(base_url: str, openai_stat
             "cost_nanos": embedding_cost,
             "delivered": True,
             "fault": None,
+            "at": NOON,
         },
         {
             "path": "/v1/chat/completions",
@@ -71,6 +74,7 @@ def test_a_delivered_request_is_billed_with_its_usage(base_url: str, openai_stat
             "cost_nanos": chat_cost,
             "delivered": True,
             "fault": None,
+            "at": NOON,
         },
     ]
     assert billed_nanos(openai_state.billed, CHAT_MODEL, EMBEDDING_MODEL) == embedding_cost + chat_cost
@@ -174,8 +178,10 @@ def test_standalone_server_serves_the_billed_record_over_http(tmp_path: Path) ->
     log = tmp_path / "fake_openai.log"
     with running(command, port, log, env=python_env()):
         url = f"http://127.0.0.1:{port}/v1"
+        before = time.time()
         embedding = client(url).embeddings.create(model=EMBEDDING_MODEL, input="standalone")
         records = fetch_billed(url)
+    assert before <= records[0].pop("at") <= time.time()  # billed now, on the local stack's clock
     assert records == [
         {
             "path": "/v1/embeddings",

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from dnd_rag.dal.operations.controls import AUDIT_PK
+from dnd_rag.dal.operations.reconciliation import RECONCILIATION_PK
 from infra.local.template import load_template
 from tests.support.aws_calls import RECORDER
 
@@ -84,6 +85,15 @@ def test_the_function_can_append_to_the_audit_trail_but_never_change_or_delete_a
     assert not allows("dynamodb:UpdateItem", AUDIT_PK)
     assert not allows("dynamodb:DeleteItem", AUDIT_PK)
     assert "dynamodb:BatchWriteItem" not in granted_actions()  # a batch could delete without a Deny's say
+
+
+def test_the_reconciliation_and_the_ingest_line_write_in_their_own_partitions_only():
+    # the job's one item a day, and the ingester's embeddings beside the day's budget
+    assert allows("dynamodb:PutItem", RECONCILIATION_PK)
+    assert allows("dynamodb:UpdateItem", "INGEST#2026-11-22")
+    assert allows("dynamodb:PutItem", "INGEST#2026-11-22")
+    assert not any(allows(action, "RECONCILIATION#x") for action in ITEM_WRITES)  # the exact partition only
+    assert not any(allows(action, "INGEST") for action in ITEM_WRITES)
 
 
 @pytest.mark.parametrize("leading_key", ["ADMIN", "AUDITX", "audit", "", "SOMETHING#else", "USER"])

@@ -32,6 +32,7 @@ ADMIN_ROUTES = [
     ("POST", f"/api/admin/users/{ALICE}/reset", None),
     ("GET", "/api/admin/audit", None),
     ("GET", "/api/admin/spend", None),
+    ("GET", "/api/admin/reconciliation", None),
 ]
 
 

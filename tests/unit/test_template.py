@@ -263,6 +263,7 @@ def test_the_operator_routes_and_their_refresh_interval_are_declared():
         ("POST", "/api/admin/users/{user_id}/reset"),
         ("GET", "/api/admin/audit"),
         ("GET", "/api/admin/spend"),
+        ("GET", "/api/admin/reconciliation"),
     } <= routes
     assert (refresh["Default"], refresh["MaxValue"]) == (4, 5)
     assert variables["CONTROLS_REFRESH_SECONDS"] == {"Ref": "ControlsRefreshSeconds"}
@@ -386,3 +387,31 @@ def test_the_only_explicit_role_is_the_sweeper_s():
     roles = [name for name, resource in TEMPLATE["Resources"].items() if resource["Type"] == "AWS::IAM::Role"]
 
     assert roles == ["SweeperScheduleRole"]
+
+
+def test_the_reconciliation_runs_hourly_at_a_quarter_past_only_with_an_admin_key_read_only_by_name():
+    resources = TEMPLATE["Resources"]
+    schedule = resources["ReconciliationSchedule"]
+    variables = TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+    granted = [resource["Fn::If"] for resource in _statement("ReadApiKeys")["Resource"] if "Fn::If" in resource]
+
+    # hourly at :15 UTC (so 00:15 too, after the sweeper's 5-minute runs closed yesterday's holds)
+    assert schedule["Condition"] == "HasOpenAiAdminKey"
+    assert schedule["Properties"]["ScheduleExpression"] == "cron(15 * * * ? *)"
+    assert schedule["Properties"]["ScheduleExpressionTimezone"] == "UTC"
+    assert json.loads(schedule["Properties"]["Target"]["Input"]) == {"dnd_rag_task": "reconcile"}
+    assert schedule["Properties"]["Target"]["Arn"] == {"Ref": "ApiFunction.Alias"}
+    # the admin key: a parameter name in the environment, granted only when named
+    assert variables["OPENAI_ADMIN_KEY_PARAMETER"] == {"Ref": "OpenAiAdminKeyParameter"}
+    assert TEMPLATE["Parameters"]["OpenAiAdminKeyParameter"]["Default"] == ""
+    [(_condition, arn, otherwise)] = [grant for grant in granted if grant[0] == "HasOpenAiAdminKey"]
+    assert arn["Fn::Sub"].endswith("parameter${OpenAiAdminKeyParameter}")
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    # the drift alarm watches the metric the job emits, at the tolerance
+    alarm = _alarm("ReconciliationDriftAlarm")
+    assert (alarm["MetricName"], alarm["Statistic"]) == ("ReconciliationDriftUsd", "Maximum")
+    assert alarm["Threshold"] == {"Ref": "ReconciliationToleranceUsd"}
+    assert variables["RECONCILIATION_TOLERANCE_USD"] == {"Ref": "ReconciliationToleranceUsd"}
+    dashboard = resources["OperationsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    assert "ReconciliationDriftUsd" in dashboard
+    assert "ReconciliationSafetyMarginUsd" in dashboard

@@ -27,7 +27,9 @@ from dnd_rag.logic.money.spending import PaidCalls
 from dnd_rag.logic.money.user_budget import UserBudget
 from dnd_rag.logic.money.wallet import Wallet
 from dnd_rag.logic.operations.controls import ControlsCache
+from dnd_rag.logic.operations.ingest_line import BooksWithIngest
 from dnd_rag.logic.operations.operator import OperatorService
+from dnd_rag.logic.operations.reconciliation import Reconciler, ReconciliationResults
 from dnd_rag.logic.operations.spend import SpendExport
 from dnd_rag.logic.operations.usage import UsageService
 from dnd_rag.logic.ports import AlertChannel, Embedder, Generator, UserSpendReset
@@ -44,7 +46,9 @@ from dnd_rag.settings import Settings
 
 if TYPE_CHECKING:
     from dnd_rag.dal.money.budget import DynamoLedgers
+    from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
     from dnd_rag.dal.operations.controls import DynamoControlStore
+    from dnd_rag.dal.operations.reconciliation import DynamoReconciliationStore
     from dnd_rag.dal.retrieval.answer_cache import DynamoCorpusVersions
 
 # Failed sign-ins per address are limited by the bucket alone; the daily cap is only a backstop.
@@ -220,7 +224,59 @@ class Container:
     @property
     def spend(self) -> SpendExport:
         """The spend export (GET /api/admin/spend), from the per-day books."""
-        return self._once("spend", lambda: SpendExport(self.ledgers, self.clock, self.operator))
+        return self._once("spend", lambda: SpendExport(self.books, self.clock, self.operator))
+
+    @property
+    def ingest_books(self) -> DynamoIngestBooks:
+        """The corpus ingester's embeddings on the books (dal/money/ingest_books.py)."""
+        from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
+
+        return self._once("ingest_books", lambda: DynamoIngestBooks(self.dynamodb(), self.settings.table_name))
+
+    @property
+    def books(self) -> BooksWithIngest:
+        """The day's books as the spend export and the reconciliation read them: the budget's plus the ingests'."""
+        return self._once("books", lambda: BooksWithIngest(self.ledgers, self.ledgers, self.ingest_books))
+
+    @property
+    def reconciliation_results(self) -> ReconciliationResults:
+        """The stored reconciliations (GET /api/admin/reconciliation)."""
+        return self._once(
+            "reconciliation_results", lambda: ReconciliationResults(self._reconciliation_store(), self.clock)
+        )
+
+    def _reconciliation_store(self) -> DynamoReconciliationStore:
+        from dnd_rag.dal.operations.reconciliation import DynamoReconciliationStore
+
+        return self._once(
+            "reconciliation_store", lambda: DynamoReconciliationStore(self.dynamodb(), self.settings.table_name)
+        )
+
+    def reconciler(self) -> Reconciler | None:
+        """The scheduled reconciliation with OpenAI's records; None without an admin key. Built per run:
+        the key (SSM, deployed) is read by the job that needs it, never on a query's cold start."""
+        from dnd_rag.providers.openai_usage import OpenAIUsageApi
+
+        s = self.settings
+        if s.openai_admin_key is not None:
+            key = s.openai_admin_key.get_secret_value()
+        elif s.openai_admin_key_parameter:
+            from dnd_rag.dal.secrets import read_secret
+
+            key = read_secret("OPENAI_ADMIN_KEY_PARAMETER", s.openai_admin_key_parameter)
+        else:
+            return None
+        return Reconciler(
+            self.books,
+            OpenAIUsageApi(key, s.openai_base_url, s.openai_project_id),
+            self._reconciliation_store(),
+            self.clock,
+            s.embedding_model,
+            s.price_book.embedding,
+            usd_to_nanos(s.reconciliation_tolerance_usd),
+            s.reconciliation_lookback_days,
+            self.notifier,
+        )
 
     @property
     def replays(self) -> ReplayGate:

@@ -147,6 +147,19 @@ class Settings(BaseModel):
     openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL", pattern=r"^https?://\S+$")
     openai_timeout_seconds: float = Field(default=8.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=25)
     embedding_model: str = Field(default="text-embedding-3-small", alias="EMBEDDING_MODEL", min_length=1)
+    # The reconciliation with OpenAI's own records (logic/operations/reconciliation.py): an admin key
+    # with read-only usage access (local: OPENAI_ADMIN_KEY; deployed: the SSM SecureString named by
+    # OPENAI_ADMIN_KEY_PARAMETER, read by the scheduled job only); neither set: the job does nothing.
+    openai_admin_key: SecretStr | None = Field(default=None, alias="OPENAI_ADMIN_KEY")
+    openai_admin_key_parameter: str | None = Field(
+        default=None, alias="OPENAI_ADMIN_KEY_PARAMETER", pattern=r"^/[A-Za-z0-9_.\-/]+$"
+    )
+    openai_project_id: str | None = Field(default=None, alias="OPENAI_PROJECT_ID", pattern=r"^proj_[A-Za-z0-9]{1,64}$")
+    # books below OpenAI's bill by more than this (per UTC day) raise reconciliation_drift
+    reconciliation_tolerance_usd: Decimal = Field(
+        default=Decimal("0.01"), alias="RECONCILIATION_TOLERANCE_USD", ge=0, le=1000, allow_inf_nan=False
+    )
+    reconciliation_lookback_days: int = Field(default=7, alias="RECONCILIATION_LOOKBACK_DAYS", ge=1, le=31)
     # The price file (pricing.py): the shipped prices.json unless PRICES_FILE names another file
     # (local) or PRICES_PARAMETER an SSM parameter holding one (deployed; dal/secrets.py reads it
     # into PRICES_JSON at cold start). One override at most.

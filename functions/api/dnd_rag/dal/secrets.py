@@ -37,3 +37,12 @@ def with_secrets(environ: Mapping[str, str]) -> dict[str, str]:
             except GetParameterError as exc:
                 raise ConfigError(f"{parameter_variable}: SSM parameter {name} could not be read ({exc})") from None
     return resolved
+
+
+def read_secret(variable: str, parameter_name: str) -> str:
+    """One SecureString, read when it is needed rather than at cold start (the reconciliation's admin
+    key: only the scheduled job uses it, so no query's cold start pays for it)."""
+    try:
+        return str(parameters.get_parameter(parameter_name, decrypt=True, max_age=3600))
+    except GetParameterError as exc:
+        raise ConfigError(f"{variable}: SSM parameter {parameter_name} could not be read ({exc})") from None

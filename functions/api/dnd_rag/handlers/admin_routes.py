@@ -30,6 +30,7 @@ from dnd_rag.handlers.presenters import (
     admin_usage_response,
     audit_response,
     operator_response,
+    reconciliation_response,
     spend_csv,
     spend_response,
 )
@@ -42,6 +43,7 @@ from dnd_rag.models.api import (
     BudgetOverrideRequest,
     OperatorActionResponse,
     PauseRequest,
+    ReconciliationResponse,
     SpendResponse,
 )
 from dnd_rag.models.domain import USER_ID_DESCRIPTION, USER_ID_MAX_CHARS, User, is_valid_user_id
@@ -57,6 +59,7 @@ ROUTE_METHODS: dict[str, set[str]] = {
     "/api/admin/users/{user_id}/reset": {"POST"},
     "/api/admin/audit": {"GET"},
     "/api/admin/spend": {"GET"},
+    "/api/admin/reconciliation": {"GET"},
 }
 ADMIN_ERRORS = (401, 403, 429, 500, 503)
 # How old the auth API's word on a token may be for the operator routes (queries: TOKEN_CACHE_TTL):
@@ -269,6 +272,22 @@ def admin_router(container: Container, guard: OperatorGuard) -> Router:
         if report.next_cursor is not None:
             headers["X-Next-Cursor"] = report.next_cursor
         return Response(200, "text/csv; charset=utf-8", spend_csv(report), headers=headers)
+
+    @router.get(
+        "/api/admin/reconciliation",
+        middlewares=admin,
+        summary=f"Our books against OpenAI's usage and costs records, per UTC day and model, up to {MAX_DAYS} days "
+        "(role admin)",
+        description="The scheduled reconciliation's stored results: books - billed in exact dollars and tokens, "
+        "the drift (books below the bill) and the safety margin (books above it).",
+        security=BEARER,
+        responses=responses(ReconciliationResponse, 400, *ADMIN_ERRORS),
+    )
+    def reconciliation(
+        start: Annotated[str, Query(alias="from", max_length=10, description="First UTC day, YYYY-MM-DD.")],
+        end: Annotated[str, Query(alias="to", max_length=10, description="Last UTC day, YYYY-MM-DD, inclusive.")],
+    ) -> ReconciliationResponse:
+        return reconciliation_response(start, end, container.reconciliation_results.between(start, end))
 
     return router
 

@@ -13,6 +13,7 @@ from dnd_rag.logic.common.clock import iso, month_end
 from dnd_rag.logic.money.budget import budget_info, percentage
 from dnd_rag.logic.operations.forecast import forecast_data, month_forecast_data
 from dnd_rag.logic.operations.operator import Change
+from dnd_rag.logic.operations.reconciliation import DayReconciliation
 from dnd_rag.logic.operations.spend import SpendReport
 from dnd_rag.logic.operations.usage import AdminReport, MonthReport, UsageReport
 from dnd_rag.logic.ports import LedgerRow
@@ -38,6 +39,9 @@ from dnd_rag.models.api import (
     PauseOut,
     QueryResponse,
     RateLimitOut,
+    ReconciliationDayOut,
+    ReconciliationModelOut,
+    ReconciliationResponse,
     SourceOut,
     SpendResponse,
     SpendRowOut,
@@ -307,3 +311,48 @@ def spend_csv(report: SpendReport) -> str:
     writer.writerow([report.group_by, "cost_usd"])
     writer.writerows([row.key, usd_exact(row.cost)] for row in report.rows)
     return out.getvalue()
+
+
+def reconciliation_response(start: str, end: str, results: list[DayReconciliation]) -> ReconciliationResponse:
+    found = {result.day for result in results}
+    first = date.fromisoformat(start)
+    span = (date.fromisoformat(end) - first).days + 1
+    missing = [day for n in range(span) if (day := (first + timedelta(days=n)).isoformat()) not in found]
+    return ReconciliationResponse(
+        first_day=start,
+        last_day=end,
+        days=[
+            ReconciliationDayOut(
+                day=r.day,
+                books_usd=usd_exact(r.books),
+                billed_usd=usd_exact(r.billed),
+                difference_usd=usd_exact(r.difference),
+                drift_usd=usd_exact(r.drift),
+                safety_margin_usd=usd_exact(r.safety_margin),
+                tolerance_usd=usd_exact(r.tolerance),
+                drifting=r.drifting,
+                alert_sent=r.alert_sent,
+                final=r.final,
+                reconciled_at=iso(r.reconciled_at),
+                models=[
+                    ReconciliationModelOut(
+                        model=line.model,
+                        books_usd=usd_exact(line.books.cost),
+                        billed_usd=usd_exact(line.billed.cost),
+                        difference_usd=usd_exact(line.difference),
+                        books_input_tokens=line.books.input_tokens,
+                        billed_input_tokens=line.billed.input_tokens,
+                        books_output_tokens=line.books.output_tokens,
+                        billed_output_tokens=line.billed.output_tokens,
+                        books_requests=line.books.requests,
+                        billed_requests=line.billed.requests,
+                    )
+                    for line in r.models
+                ],
+            )
+            for r in results
+        ],
+        not_reconciled=missing,
+        drift_usd=usd_exact(sum(r.drift for r in results)),
+        safety_margin_usd=usd_exact(sum(r.safety_margin for r in results)),
+    )

@@ -4,6 +4,11 @@
 gateway sends the same event on a timer): reclaim the holds of dead requests on yesterday's and
 today's budget, so an orphan of a quiet day is charged to its own day, model and user even when no
 query comes after it (SPEC §4 "Days end").
+
+``{"dnd_rag_task": "reconcile"}`` (template.yaml ``ReconciliationSchedule``, hourly at :15, so also at
+00:15 UTC; ``make reconcile`` locally): compare each finished UTC day of the last
+``RECONCILIATION_LOOKBACK_DAYS`` not yet final with OpenAI's usage and costs records
+(logic/operations/reconciliation.py). Without an admin key it does nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dnd_rag.container import Container
 
 TASK_FIELD = "dnd_rag_task"
 SWEEP = "sweep"
+RECONCILE = "reconcile"
 
 
 def is_scheduled_task(event: dict[str, Any]) -> bool:
@@ -24,6 +30,20 @@ def run_task(container: Container, event: dict[str, Any]) -> dict[str, Any]:
     """Run the task the event names; an unknown task is an error (it fails the invocation, so the
     scheduler's failure metrics and the function's Errors alarm see it)."""
     task = event.get(TASK_FIELD)
+    if task == RECONCILE:
+        return reconcile(container)
     if task != SWEEP:
         raise ValueError(f"unknown scheduled task {task!r}")
     return {"task": SWEEP, "holds_left": container.budget.sweep_recent(container.clock())}
+
+
+def reconcile(container: Container) -> dict[str, Any]:
+    """Reconcile the finished days due; what each day came to (nano-dollars)."""
+    reconciler = container.reconciler()
+    if reconciler is None:
+        return {"task": RECONCILE, "skipped": "no OpenAI admin key (OPENAI_ADMIN_KEY / OPENAI_ADMIN_KEY_PARAMETER)"}
+    days = [
+        {"day": r.day, "books": r.books, "billed": r.billed, "drift": r.drift, "safety_margin": r.safety_margin}
+        for r in reconciler.run()
+    ]
+    return {"task": RECONCILE, "days": days}

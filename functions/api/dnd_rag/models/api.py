@@ -401,6 +401,49 @@ class SpendResponse(BaseModel):
     audit_id: str | None = Field(description="The audit entry of a raw-id export.")
 
 
+class ReconciliationModelOut(BaseModel):
+    """One model of one day: our books against OpenAI's records (dollars exact, as strings)."""
+
+    model: str
+    books_usd: str
+    billed_usd: str = Field(description="OpenAI's costs API for the model's line items.")
+    difference_usd: str = Field(description="books - billed (negative: the books are below the bill).")
+    books_input_tokens: int
+    billed_input_tokens: int = Field(description="OpenAI's usage API (cached tokens included).")
+    books_output_tokens: int
+    billed_output_tokens: int
+    books_requests: int
+    billed_requests: int
+
+
+class ReconciliationDayOut(BaseModel):
+    """One reconciled UTC day."""
+
+    day: str
+    books_usd: str
+    billed_usd: str
+    difference_usd: str = Field(description="books - billed, the day's.")
+    drift_usd: str = Field(description="How far the books are below the bill (0 when they are not).")
+    safety_margin_usd: str = Field(description="How far the books are above the bill: what certainty cost.")
+    tolerance_usd: str
+    drifting: bool = Field(description="drift above the tolerance: reconciliation_drift was raised.")
+    alert_sent: bool
+    final: bool = Field(description="Reconciled 48 h or more after the day ended: no longer re-run.")
+    reconciled_at: str
+    models: list[ReconciliationModelOut]
+
+
+class ReconciliationResponse(BaseModel):
+    """``GET /api/admin/reconciliation``: the stored results of the range, by day."""
+
+    first_day: str
+    last_day: str
+    days: list[ReconciliationDayOut]
+    not_reconciled: list[str] = Field(description="Days of the range with no result (yet).")
+    drift_usd: str = Field(description="The days' drifts, summed.")
+    safety_margin_usd: str = Field(description="The days' safety margins, summed.")
+
+
 class ErrorResponse(BaseModel):
     """The one error shape (SPEC §3); extra context keys ride along."""
 

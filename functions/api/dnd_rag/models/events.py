@@ -17,7 +17,9 @@ from typing import Any, Literal, get_args
 from dnd_rag import SERVICE_NAME
 
 SCHEMA_VERSION = 1
-EventType = Literal["budget_threshold", "user_quota_nearing", "user_quota_exceeded", "operator_action"]
+EventType = Literal[
+    "budget_threshold", "user_quota_nearing", "user_quota_exceeded", "operator_action", "reconciliation_drift"
+]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 

@@ -20,6 +20,7 @@ from dnd_rag.logic.alerts.month_alerts import month_mail
 from dnd_rag.logic.alerts.notifier import Due, Notifier
 from dnd_rag.logic.money.budget import percentage
 from dnd_rag.logic.operations.forecast import forecast, forecast_data
+from dnd_rag.logic.operations.reconciliation import drift_mail
 from dnd_rag.logic.ports import AlertStore, LedgerReader, Mailer
 from dnd_rag.models.events import Event
 from dnd_rag.models.money import EXHAUSTED_PERCENT, WARNING_PERCENT, BudgetTotals
@@ -129,8 +130,8 @@ def budget_mail(event: Event) -> tuple[str, str]:
 
 
 class MailChannel:
-    """SES e-mail: budget alerts only (one mail per user's quota would flood the inbox; those
-    events go to SNS and the webhook)."""
+    """SES e-mail: budget alerts and the reconciliation's drift only (one mail per user's quota would
+    flood the inbox; those events go to SNS and the webhook)."""
 
     name = "ses"
 
@@ -139,8 +140,11 @@ class MailChannel:
         self.max_seconds = mailer.max_seconds
 
     def accepts(self, event_type: str) -> bool:
-        return event_type == "budget_threshold"
+        return event_type in ("budget_threshold", "reconciliation_drift")
 
     def deliver(self, event: Event) -> None:
-        subject, body = budget_mail(event)
+        if event.type == "reconciliation_drift":
+            subject, body = drift_mail(event)
+        else:
+            subject, body = budget_mail(event)
         self._mailer.send(subject, body)

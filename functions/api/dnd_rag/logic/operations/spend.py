@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from dnd_rag.errors import InvalidRequestError
 from dnd_rag.logic.common.clock import utc_day
+from dnd_rag.logic.operations.ingest_line import INGEST_ROW
 from dnd_rag.logic.operations.operator import OperatorService
 from dnd_rag.logic.ports import SpendBooks
 from dnd_rag.models.domain import User
@@ -219,8 +220,9 @@ class SpendExport:
                 for user_id, cost in self._books.user_costs(day).items():
                     if not cost:
                         continue
-                    hashed = self._hash(user_id)
-                    key = user_id if query.raw_ids else hashed
+                    # the ingester's line is no user: never hashed, sorted after the users
+                    hashed = "~" + user_id if user_id == INGEST_ROW else self._hash(user_id)
+                    key = user_id if query.raw_ids or user_id == INGEST_ROW else hashed
                     totals[key] = totals.get(key, 0) + cost
                     sort_keys[key] = hashed
                     attributed += cost
