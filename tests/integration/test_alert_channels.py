@@ -14,7 +14,16 @@ from dnd_rag.logic.common.clock import iso
 from dnd_rag.models.domain import User
 from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
 from tests.fakes.webhook_receiver import start_webhook_receiver
-from tests.integration.test_budget import ask, budget_env, one_query_cost, sent_alerts, today, total_item, usd
+from tests.integration.test_budget import (
+    ask,
+    both_thresholds_in_one_query,
+    budget_env,
+    one_query_cost,
+    sent_alerts,
+    today,
+    total_item,
+    usd,
+)
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
@@ -173,7 +182,7 @@ def test_a_hanging_or_refusing_receiver_costs_a_query_only_its_bounded_timeout(
     url, state = receiver
     state.mode = "hang"
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
-    limit = cost * 5 // 4
+    limit = both_thresholds_in_one_query(cost)
     env = {
         **budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)),
         "ALERT_WEBHOOK_URL": url,

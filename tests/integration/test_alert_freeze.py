@@ -26,6 +26,7 @@ from tests.fakes.webhook_receiver import ReceiverState, start_webhook_receiver
 from tests.integration.test_budget import (
     QUESTION,
     ask,
+    both_thresholds_in_one_query,
     budget_env,
     one_query_cost,
     sent_alerts,
@@ -82,7 +83,7 @@ def test_no_alert_work_outlives_the_request_that_started_it(
     url, state = receiver
     state.mode = "hang"
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
-    limit = cost * 5 // 4
+    limit = both_thresholds_in_one_query(cost)
     env = {
         **budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)),
         "ALERT_WEBHOOK_URL": url,
@@ -127,7 +128,7 @@ def test_a_slow_answer_is_never_followed_by_a_second_send_within_one_claim(
     slow.marker, slow.count, slow.delay = b"Action=SendEmail", 2, 4.0
     monkeypatch.setenv("AWS_ENDPOINT_URL_SES", f"http://127.0.0.1:{proxy.server_address[1]}")
     cost = one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient)
-    limit = cost * 5 // 4
+    limit = both_thresholds_in_one_query(cost)
     env = {
         **budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)),
         "ALERT_WEBHOOK_URL": url,

@@ -64,6 +64,14 @@ def usd(nanos):
     return Decimal(nanos) / NANOS_PER_USD
 
 
+def both_thresholds_in_one_query(cost):
+    """A budget that one query of ``cost`` takes past 80 % and leaves too little for any other: the
+    smallest form (one passage, the completion floor) costs well over 5 % of a standard query, so
+    both alerts are due at once. (A 25 % remainder is not enough: with short top passages the
+    smallest form fits in it, and the 100 % rightly waits.)"""
+    return cost * 21 // 20
+
+
 def one_query_cost(make_app, call, base_env, any_user_auth_url, dynamodb, recipient):
     table = f"budget-{uuid.uuid4().hex[:12]}"
     ensure_table(dynamodb, table)

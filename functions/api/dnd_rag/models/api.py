@@ -288,7 +288,17 @@ class BudgetOverrideRequest(BaseModel):
     """``PUT /api/admin/budget``: today's global budget until the next UTC midnight, and/or this
     month's until the month ends (at least one of the two)."""
 
-    model_config = ConfigDict(extra="ignore")
+    # "at least one of the two, as a number" in the OpenAPI document too, so that a client (or a
+    # fuzzer) reading the schema never takes ``{}`` for a valid request
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "number"}}}
+                for name in ("daily_budget_usd", "monthly_budget_usd")
+            ]
+        },
+    )
 
     monthly_budget_usd: float | None = Field(
         default=None,
