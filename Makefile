@@ -93,7 +93,7 @@ bench: install ## Limiter and query cost: latency ratios to a bare GetItem, Dyna
 capacity: install ## Budget store at a scaled per-item write ceiling: answered q/s and WCU per query by shard count and load (~5 min)
 	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.scripts.capacity
 
-reconcile: install ## Compare finished UTC days' books with OpenAI's usage/costs records (OPENAI_ADMIN_KEY; DAYS="YYYY-MM-DD ..." to redo days)
+reconcile: install ## Compare finished UTC days' books with OpenAI's usage/costs records, then today so far (OPENAI_ADMIN_KEY; DAYS="YYYY-MM-DD ..." to redo days)
 	POWERTOOLS_LOG_LEVEL=WARNING $(PY) -m infra.scripts.reconcile $(foreach day,$(DAYS),--day $(day))
 
 eval: install ## Retrieval on a generated corpus: recall@k and comparison coverage, with/without entity queries

@@ -2,8 +2,13 @@
 local stack's settings, printing per day and model what the books hold, what OpenAI billed, the
 drift and the safety margin.
 
-    python -m infra.scripts.reconcile                    # the finished days the scheduled job would do
-    python -m infra.scripts.reconcile --day 2026-11-22   # these finished days, again (repeatable)
+    python -m infra.scripts.reconcile                    # the finished days the job would do, then today so far
+    python -m infra.scripts.reconcile --day 2026-11-22   # these days, again (repeatable)
+
+Today (or any day given that has not ended) is shown *so far*: compared the same way, but not
+stored, not alerted on, and not counted in the exit status — its queries between their paid call
+and their settle would show as drift that is not there. A run of queries against the fake OpenAI
+can so be checked at once, without waiting for midnight.
 
 It runs the same code as the scheduled task (handlers/scheduled.py): the books in ``make dev``'s
 table in its local emulator (LOCAL_AWS_PORT, TABLE_NAME), OpenAI's organization usage and costs API
@@ -24,6 +29,7 @@ from typing import TextIO
 
 from dnd_rag.container import Container
 from dnd_rag.errors import ServiceError
+from dnd_rag.logic.common.clock import utc_day
 from dnd_rag.logic.operations.reconciliation import DayReconciliation
 from dnd_rag.pricing import usd_exact
 from dnd_rag.settings import load_settings
@@ -32,13 +38,14 @@ from infra.local.clock import clock_environment
 from infra.local.stack import local_environment
 
 
-def report(results: list[DayReconciliation], out: TextIO) -> None:
+def report(results: list[DayReconciliation], out: TextIO, so_far: bool = False) -> None:
     """One block per day: its models (books, billed, difference, tokens), then its verdict."""
     for result in results:
-        print(
-            f"{result.day}  (reconciled {'final' if result.final else 'provisional: re-run until 48 h after'})",
-            file=out,
-        )
+        if so_far:
+            state = "so far: the day has not ended; not stored, no alert"
+        else:
+            state = f"reconciled {'final' if result.final else 'provisional: re-run until 48 h after'}"
+        print(f"{result.day}  ({state})", file=out)
         print(
             f"  {'model':<28} {'books USD':>14} {'billed USD':>14} {'books-billed':>14} "
             f"{'in tok books/billed':>22} {'out tok books/billed':>22}",
@@ -82,13 +89,20 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
             file=sys.stderr,
         )
         return 2
+    today = utc_day(container.clock())
+    asked = [day.isoformat() for day in args.day] if args.day else None
     try:
-        results = [reconciler.reconcile(day.isoformat()) for day in args.day] if args.day else reconciler.run()
+        if asked is None:
+            results, so_far = reconciler.run(), [reconciler.preview(today)]
+        else:
+            results = [reconciler.reconcile(day) for day in asked if day < today]
+            so_far = [reconciler.preview(day) for day in asked if day >= today]
     except (ServiceError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
         print(f"reconcile: {reason}", file=sys.stderr)
         return 2
     report(results, out)
+    report(so_far, out, so_far=True)
     return 1 if any(result.drifting for result in results) else 0
 
 

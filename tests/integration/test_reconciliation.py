@@ -7,6 +7,7 @@ books are kept under is the day OpenAI's records bucket the calls in."""
 
 import io
 import json
+import time
 import uuid
 
 import boto3
@@ -15,7 +16,7 @@ import pytest
 
 from dnd_rag.dal.money.ingest_books import DynamoIngestBooks
 from dnd_rag.handlers.scheduled import run_task
-from dnd_rag.logic.common.clock import day_end
+from dnd_rag.logic.common.clock import day_end, utc_day
 from dnd_rag.providers.openai_usage import OpenAIUsageApi
 from infra.scripts import reconcile as reconcile_script
 from infra.scripts.ingest import ingest
@@ -340,6 +341,58 @@ def test_make_reconcile_prints_each_model_and_the_days_drift_and_margin(
     assert EMBEDDING_MODEL in printed
     assert f"billed {billed / 1e9:.9f} drift 0.000000000 safety margin" in printed
     assert printed.rstrip().endswith(": ok")
+
+
+def test_make_reconcile_shows_today_so_far_without_storing_or_alerting(
+    make_app, call, env, openai_state, fake_openai, aws_endpoint, table, monkeypatch, receiver, tmp_path
+):
+    # Given queries today (on the real clock, the service's and the fake's)
+    app, _ = make_app(env)
+    for _ in range(2):
+        status, body, _ = parse(call(app, http_event("POST", "/api/query", token="dev-alice", body=QUESTION)))
+        assert status == 200, body
+    billed = sum(r["cost_nanos"] for r in openai_state.billed_records())
+    today = utc_day(time.time())
+    for name, value in {
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "TABLE_NAME": table,
+        "OPENAI_BASE_URL": fake_openai[0],
+        "OPENAI_ADMIN_KEY": DEFAULT_ADMIN_KEY,
+        "ALERT_EMAIL": "",
+        "ALERT_WEBHOOK_URL": receiver[0],
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    # When `make reconcile` runs the same day
+    out = io.StringIO()
+    status = reconcile_script.main([], out=out)
+
+    # Then it shows today so far, compared as a finished day is: no drift, the margin
+    printed = out.getvalue()
+    assert status == 0, printed
+    block = printed[printed.index(f"{today}  (so far") :]
+    assert CHAT_MODEL in block
+    assert EMBEDDING_MODEL in block
+    assert f"billed {billed / 1e9:.9f} drift 0.000000000 safety margin" in block
+    # and nothing is stored for today (the route knows only finished days' results)
+    stored = reconciliation(call, app, today, today)[1]
+    assert stored["days"] == [], stored
+
+    # And when a query is booked at a price set too low, today shows the drift, still not stored,
+    # with no alert and exit status 0 (the day has not ended)
+    underpriced = {**env, "PRICES_FILE": underpriced_chat_file(tmp_path)}
+    status, body, _ = parse(
+        call(make_app(underpriced)[0], http_event("POST", "/api/query", token="dev-alice", body=QUESTION))
+    )
+    assert status == 200, body
+    monkeypatch.setenv("RECONCILIATION_TOLERANCE_USD", "0")
+    out = io.StringIO()
+    status = reconcile_script.main([], out=out)
+    block = out.getvalue()[out.getvalue().index(f"{today}  (so far") :]
+    assert status == 0, block
+    assert block.rstrip().endswith(": DRIFT"), block
+    assert receiver[1].delivered_of("reconciliation_drift") == []
+    assert reconciliation(call, app, today, today)[1]["days"] == []
 
 
 def test_the_usage_api_is_read_page_after_page(fake_openai, make_app, call, env, clock, openai_state):

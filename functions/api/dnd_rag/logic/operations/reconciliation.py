@@ -243,13 +243,22 @@ class Reconciler:
             results.append(self.reconcile(day))
         return results
 
+    def preview(self, day: str) -> DayReconciliation:
+        """The day so far (today, usually), compared as the job would, but neither stored nor
+        alerted on nor sent as a metric: a day still running has queries between their paid call
+        and their settle, so only a finished day gets a verdict that counts."""
+        return self._compare(day, self._clock())
+
+    def _compare(self, day: str, now: float) -> DayReconciliation:
+        books = books_by_model(self._books.models(day), self._embedding_model, self._embedding_price)
+        return reconcile_day(day, books, self._records.billed_day(day), self._tolerance, now)
+
     def reconcile(self, day: str) -> DayReconciliation:
         """Reconcile one finished day now, store the result, report it and alert on drift."""
         now = self._clock()
         if now < day_end(day):
             raise ValueError(f"{day} has not ended yet (UTC): only finished days are reconciled")
-        books = books_by_model(self._books.models(day), self._embedding_model, self._embedding_price)
-        result = reconcile_day(day, books, self._records.billed_day(day), self._tolerance, now)
+        result = self._compare(day, now)
         stored = self._store.get(day)
         result = replace(result, alert_sent=stored is not None and stored.alert_sent)
         if result.drifting and not result.alert_sent:
