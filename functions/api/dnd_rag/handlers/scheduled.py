@@ -39,7 +39,7 @@ def run_task(container: Container, event: dict[str, Any]) -> dict[str, Any]:
     alerts = container.pending_alerts()
     if alerts is not None:
         retried = alerts.retry()
-        outcome["alerts"] = {"delivered": retried.delivered, "pending": retried.left}
+        outcome["alerts"] = {"settled": retried.settled, "pending": retried.left}
     return outcome
 
 

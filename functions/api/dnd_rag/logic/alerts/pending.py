@@ -28,7 +28,7 @@ SWEEP_SECONDS = 12.0  # no batch starts unless it ends by then (the function's t
 
 @dataclass(frozen=True)
 class PendingOutcome:
-    delivered: int  # records cleared: every channel has the event
+    settled: int  # records cleared: every channel has the event (delivered now, or before)
     left: int  # records still pending after this sweep
 
 
@@ -45,7 +45,7 @@ class PendingAlerts:
         now = self._clock()
         days = dict.fromkeys([utc_day(now - 86_400), utc_day(now), utc_day(now - 86_400)[:7], utc_day(now)[:7]])
         per_batch = max(1, POOL_SIZE // max(1, len(self._notifier.channel_names)))
-        delivered = left = 0
+        settled = left = 0
         for day in days:
             try:
                 events = self._pending.of_day(day, PER_DAY)
@@ -58,9 +58,9 @@ class PendingAlerts:
                     left += len(events) - start
                     break
                 cleared = self._retry_batch(day, batch)
-                delivered += cleared
+                settled += cleared
                 left += len(batch) - cleared
-        return PendingOutcome(delivered, left)
+        return PendingOutcome(settled, left)
 
     def _retry_batch(self, day: str, batch: list[Event]) -> int:
         settled = self._notifier.emit(*(_due(event) for event in batch), keep_unsettled=False)
