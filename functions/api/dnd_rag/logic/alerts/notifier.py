@@ -6,6 +6,9 @@ write (EventClaims) that a single container wins; the winner composes the event 
 top-users read is paid once), delivers it, then marks it sent. A failed delivery drops the claim,
 so a later request that sees the event due again retries it, with the same event id. A claim
 whose holder died expires after ``claim_seconds`` (ALERT_CLAIM_SECONDS) and is then retried too.
+An event a job left unsettled is also kept pending (one write, on that path only, within the
+bound) for the scheduled sweeper, which retries it through the same claims (logic/alerts/pending.py):
+no later request may come.
 
 Lambda freezes the execution environment as soon as the handler returns: a thread still running
 then makes no progress until the container's next invocation, maybe never (and its claim expires
