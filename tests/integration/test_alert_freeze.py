@@ -65,14 +65,15 @@ class SlowEventWrites:
 
 
 def claim_items(dynamodb: Any, table: str) -> dict[str, dict[str, Any]]:
-    """Today's alert claim items by ``<event id>#<channel>``."""
+    """Today's alert claim items by ``<event id>#<channel>`` (not the pending records beside them,
+    ``PENDING#<event id>``: tests/integration/test_alert_pending.py)."""
     items = dynamodb.query(
         TableName=table,
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": f"EVENT#{today()}"}},
         ConsistentRead=True,
     )["Items"]
-    return {item["sk"]["S"]: item for item in items}
+    return {item["sk"]["S"]: item for item in items if not item["sk"]["S"].startswith("PENDING#")}
 
 
 def test_no_alert_work_outlives_the_request_that_started_it(

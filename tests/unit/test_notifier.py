@@ -18,6 +18,7 @@ import pytest
 from dnd_rag.dal.alerts.event_claims import ALERT_STORE_CONFIG, DynamoEventClaims
 from dnd_rag.dal.alerts.mailer import SES_CONFIG, SesMailer
 from dnd_rag.dal.alerts.sns_channel import SNS_CONFIG, SnsChannel
+from dnd_rag.errors import AlertDeliveryError
 from dnd_rag.logic.alerts import timing
 from dnd_rag.logic.alerts.budget_alerts import MailChannel
 from dnd_rag.logic.alerts.notifier import Due, Notifier
@@ -223,3 +224,77 @@ def test_a_claim_that_could_expire_under_its_own_job_is_refused():
 
     with pytest.raises(ValueError, match="could expire while its job runs"):
         Notifier(MemoryClaims(2.0), [channel], time.time, claim_seconds=5)
+
+
+class MemoryPending:
+    """PendingEvents in memory: what was recorded, in order."""
+
+    def __init__(self, max_seconds: float = 0.1) -> None:
+        self.max_seconds = max_seconds
+        self.recorded: list[Any] = []
+
+    def record(self, event: Any, now: float) -> None:
+        self.recorded.append(event)
+
+    def of_day(self, day: str, limit: int) -> list[Any]:
+        return self.recorded[:limit]
+
+    def clear(self, day: str, event_id: str) -> None:
+        self.recorded = [event for event in self.recorded if event.id != event_id]
+
+
+class FailingChannel(TimedChannel):
+    def deliver(self, event: Any) -> None:
+        raise AlertDeliveryError("webhook answered 500")
+
+
+def test_an_event_left_unsettled_is_kept_pending_once_per_container_composed():
+    claims, pending = MemoryClaims(0.1), MemoryPending()
+    notifier = Notifier(claims, [FailingChannel("webhook", 0.1, 0.0)], time.time, claim_seconds=60, pending=pending)
+    event = budget_event()
+
+    assert notifier.emit(event) == set()
+    time.sleep(1.0)
+    notifier._not_before.pop((event.id, "webhook"))  # its retry time, come: a later request fails again
+    assert notifier.emit(event) == set()
+
+    assert [(e.id, e.data) for e in pending.recorded] == [(event.id, {"threshold": 80})]
+
+
+def test_an_event_another_container_holds_is_kept_pending_and_one_delivered_is_not():
+    claims, pending = MemoryClaims(0.1), MemoryPending()
+    channel = TimedChannel("webhook", 0.1, 0.0)
+    notifier = Notifier(claims, [channel], time.time, claim_seconds=60, pending=pending)
+    held, delivered = budget_event(80), budget_event(100)
+    claims.items[(held.id, "webhook")] = {"claim_until": time.time() + 60, "owner": "another container"}
+
+    assert notifier.emit(held, delivered) == {delivered.id}
+
+    # the holder may die with it: the sweeper retries it once the claim expires
+    assert [e.id for e in pending.recorded] == [held.id]
+
+
+def test_the_sweepers_own_retries_and_a_store_too_slow_to_leave_room_write_no_record():
+    claims, pending = MemoryClaims(0.1), MemoryPending()
+    notifier = Notifier(claims, [FailingChannel("webhook", 0.1, 0.0)], time.time, claim_seconds=60, pending=pending)
+    assert notifier.emit(budget_event(), keep_unsettled=False) == set()
+    assert pending.recorded == []
+
+    # a claim and a drop that take their whole allowance (0.5 s, the record's too), and a delivery
+    # that fails after its whole timeout: the bound has no room left for the record
+    pending = MemoryPending(max_seconds=0.5)
+    slow = MemoryClaims(0.5, claim=0.5, drop=0.5)
+    late = Notifier(slow, [SlowFailingChannel()], time.time, claim_seconds=60, pending=pending)
+    started = time.monotonic()
+    assert late.emit(budget_event()) == set()
+    assert time.monotonic() - started <= late.max_seconds
+    assert pending.recorded == []
+
+
+class SlowFailingChannel(TimedChannel):
+    def __init__(self) -> None:
+        super().__init__("webhook", max_seconds=0.5, takes=0.5)
+
+    def deliver(self, event: Any) -> None:
+        time.sleep(self.takes)
+        raise AlertDeliveryError("timed out")

@@ -15,6 +15,7 @@ from dnd_rag.logic.alerts.budget_alerts import BudgetAlerts, MailChannel
 from dnd_rag.logic.alerts.events import OperatorEvents, QuotaEvents
 from dnd_rag.logic.alerts.month_alerts import MonthAlerts
 from dnd_rag.logic.alerts.notifier import Notifier
+from dnd_rag.logic.alerts.pending import PendingAlerts
 from dnd_rag.logic.alerts.timing import COMPOSE_SECONDS
 from dnd_rag.logic.auth.authenticator import Authenticator
 from dnd_rag.logic.auth.ip_guard import FailedAuthGuard
@@ -355,6 +356,7 @@ class Container:
 
     def _build_notifier(self) -> Notifier:
         from dnd_rag.dal.alerts.event_claims import DynamoEventClaims
+        from dnd_rag.dal.alerts.pending_events import DynamoPendingEvents
 
         s = self.settings
         channels: list[AlertChannel] = []
@@ -373,8 +375,22 @@ class Container:
         claims = DynamoEventClaims(self.alert_dynamodb(), s.table_name)
         # each channel, the claims and the compose read declare their worst case: the notifier's bound
         return Notifier(
-            claims, channels, self.clock, claim_seconds=s.alert_claim_seconds, compose_seconds=COMPOSE_SECONDS
+            claims,
+            channels,
+            self.clock,
+            claim_seconds=s.alert_claim_seconds,
+            compose_seconds=COMPOSE_SECONDS,
+            pending=DynamoPendingEvents(self.alert_dynamodb(), s.table_name),
         )
+
+    def pending_alerts(self) -> PendingAlerts | None:
+        """The sweeper's retry of the alert events requests left unsettled (None: no channel)."""
+        if not self.notifier.enabled:
+            return None
+        from dnd_rag.dal.alerts.pending_events import DynamoPendingEvents
+
+        store = DynamoPendingEvents(self.alert_dynamodb(), self.settings.table_name)
+        return PendingAlerts(self.notifier, store, self.clock)
 
     def alert_dynamodb(self) -> Any:
         """The DynamoDB client of alert work (short timeouts, one SDK attempt: it runs inside the

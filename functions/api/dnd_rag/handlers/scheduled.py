@@ -3,7 +3,8 @@
 ``{"dnd_rag_task": "sweep"}`` (template.yaml ``SweeperSchedule``, every 5 minutes; ``make dev``'s
 gateway sends the same event on a timer): reclaim the holds of dead requests on yesterday's and
 today's budget, so an orphan of a quiet day is charged to its own day, model and user even when no
-query comes after it (SPEC §4 "Days end").
+query comes after it (SPEC §4 "Days end"); then deliver the alert events that requests left
+unsettled (logic/alerts/pending.py), so one is delivered even when no request comes after it.
 
 ``{"dnd_rag_task": "reconcile"}`` (template.yaml ``ReconciliationSchedule``, hourly at :15, so also at
 00:15 UTC; ``make reconcile`` locally): compare each finished UTC day of the last
@@ -34,7 +35,12 @@ def run_task(container: Container, event: dict[str, Any]) -> dict[str, Any]:
         return reconcile(container)
     if task != SWEEP:
         raise ValueError(f"unknown scheduled task {task!r}")
-    return {"task": SWEEP, "holds_left": container.budget.sweep_recent(container.clock())}
+    outcome: dict[str, Any] = {"task": SWEEP, "holds_left": container.budget.sweep_recent(container.clock())}
+    alerts = container.pending_alerts()
+    if alerts is not None:
+        retried = alerts.retry()
+        outcome["alerts"] = {"settled": retried.settled, "pending": retried.left}
+    return outcome
 
 
 def reconcile(container: Container) -> dict[str, Any]:

@@ -238,6 +238,23 @@ class EventClaims(Protocol):
         ...
 
 
+class PendingEvents(Protocol):
+    """Events a request left unsettled on some channel, kept for the scheduled sweeper to retry
+    (one item per event under its day; the claims still decide who delivers)."""
+
+    max_seconds: float  # the longest one ``record`` may take (its client's timeouts and attempts)
+
+    def record(self, event: Event, now: float) -> None:
+        """Keep ``event`` (composed) until ``clear``; writing it again is harmless."""
+        ...
+
+    def of_day(self, day: str, limit: int) -> list[Event]:
+        """Up to ``limit`` events of ``day`` still pending."""
+        ...
+
+    def clear(self, day: str, event_id: str) -> None: ...
+
+
 class AlertChannel(Protocol):
     name: str  # one of notifier.CHANNELS
     max_seconds: float  # the longest one delivery may take: one attempt, within its timeouts

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.config import Config
@@ -67,7 +68,25 @@ def _may_be_lost(exc: Exception) -> bool:
     return isinstance(exc, (SdkConnectionError, HTTPClientError))  # no answer: refused, reset, timed out
 
 
-def _keep_until(day: str, now: float) -> float:
+def resend_write(operation: str, write: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``write()`` (idempotent), sent again after an answer that may have been lost while a whole
+    call still fits in ``STORE_WRITE_SECONDS``, at most ``STORE_WRITE_SENDS`` times."""
+    deadline = time.monotonic() + STORE_WRITE_SECONDS
+    with store_errors(operation):
+        for send in range(1, STORE_WRITE_SENDS + 1):
+            try:
+                return write()
+            except (ClientError, SdkConnectionError, HTTPClientError) as exc:
+                backoff = min(STORE_RESEND_PAUSE_MAX_SECONDS, STORE_RESEND_PAUSE_SECONDS * 2 ** (send - 1))
+                pause = random.random() * backoff  # noqa: S311 - jitter, not a secret
+                fits = time.monotonic() + pause + STORE_CALL_SECONDS <= deadline
+                if send == STORE_WRITE_SENDS or not fits or not _may_be_lost(exc):
+                    raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def keep_until(day: str, now: float) -> float:
     """A day's claims are kept a few days after it; a month's (``YYYY-MM``, the monthly budget's
     alerts) a few days after the month ends, so they are never claimed twice within it."""
     return (month_end(day) if len(day) == len("YYYY-MM") else next_midnight(now)) + KEEP_SECONDS
@@ -82,20 +101,7 @@ class DynamoEventClaims:
 
     def _update(self, operation: str, day: str, event_id: str, channel: str, **kwargs: Any) -> dict[str, Any]:
         key = _key(day, event_id, channel)
-        deadline = time.monotonic() + STORE_WRITE_SECONDS
-        with store_errors(operation):
-            for send in range(1, STORE_WRITE_SENDS + 1):
-                try:
-                    response: dict[str, Any] = self._client.update_item(TableName=self._table, Key=key, **kwargs)
-                    return response
-                except (ClientError, SdkConnectionError, HTTPClientError) as exc:
-                    backoff = min(STORE_RESEND_PAUSE_MAX_SECONDS, STORE_RESEND_PAUSE_SECONDS * 2 ** (send - 1))
-                    pause = random.random() * backoff  # noqa: S311 - jitter, not a secret
-                    fits = time.monotonic() + pause + STORE_CALL_SECONDS <= deadline
-                    if send == STORE_WRITE_SENDS or not fits or not _may_be_lost(exc):
-                        raise
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        return resend_write(operation, lambda: self._client.update_item(TableName=self._table, Key=key, **kwargs))
 
     def claim(self, day: str, event_id: str, channel: str, owner: str, now: float, claim_until: float) -> ClaimOutcome:
         # The claim names its owner, so re-sending it after a lost response finds our own claim
@@ -114,7 +120,7 @@ class DynamoEventClaims:
                     ":until": number(claim_until),
                     ":now": number(now),
                     ":me": {"S": owner},
-                    ":expires": number(_keep_until(day, now)),
+                    ":expires": number(keep_until(day, now)),
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )

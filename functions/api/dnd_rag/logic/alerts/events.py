@@ -35,7 +35,8 @@ class QuotaEvents:
         self._notifier = notifier
         self._clock = clock
         # events whose delivery failed, retried by the user's next request in this container,
-        # even a rejected one (the exceeded event has no later admission to ride on)
+        # even a rejected one (the exceeded event has no later admission to ride on); the user may
+        # never come back: the notifier keeps them pending for the scheduled sweeper too
         self._pending: BoundedMap[tuple[str, str], list[Due]] = BoundedMap(10_000)
 
     def admission_due(self, user_id: str, admission: Admission, daily_limit: int) -> list[Due]:

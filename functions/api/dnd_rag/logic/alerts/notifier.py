@@ -6,6 +6,9 @@ write (EventClaims) that a single container wins; the winner composes the event 
 top-users read is paid once), delivers it, then marks it sent. A failed delivery drops the claim,
 so a later request that sees the event due again retries it, with the same event id. A claim
 whose holder died expires after ``claim_seconds`` (ALERT_CLAIM_SECONDS) and is then retried too.
+An event a job left unsettled is also kept pending (one write, on that path only, within the
+bound) for the scheduled sweeper, which retries it through the same claims (logic/alerts/pending.py):
+no later request may come.
 
 Lambda freezes the execution environment as soon as the handler returns: a thread still running
 then makes no progress until the container's next invocation, maybe never (and its claim expires
@@ -56,7 +59,7 @@ from dnd_rag.errors import AlertDeliveryError
 from dnd_rag.logic.alerts.timing import PICKUP_SECONDS
 from dnd_rag.logic.common.bounded_map import BoundedMap
 from dnd_rag.logic.common.clock import iso
-from dnd_rag.logic.ports import AlertChannel, EventClaims
+from dnd_rag.logic.ports import AlertChannel, EventClaims, PendingEvents
 from dnd_rag.models.events import Event, EventType, event_id
 from dnd_rag.observability import logger, metrics
 
@@ -76,6 +79,7 @@ class Due:
     day: str
     key: str
     compose: Callable[[], dict[str, Any]]
+    occurred_at: str | None = None  # a retry's: when the event was first composed (else: now)
 
     @property
     def id(self) -> str:
@@ -86,7 +90,7 @@ class _Composed:
     """The event of a Due, built once however many channels won their claims."""
 
     def __init__(self, due: Due, now: float) -> None:
-        self._due = due
+        self.due = due
         self._now = now
         self._lock = threading.Lock()
         self._event: Event | None = None
@@ -94,9 +98,14 @@ class _Composed:
     def get(self) -> Event:
         with self._lock:
             if self._event is None:
-                due = self._due
-                self._event = Event(due.type, due.day, due.key, iso(self._now), due.compose())
+                due = self.due
+                self._event = Event(due.type, due.day, due.key, due.occurred_at or iso(self._now), due.compose())
             return self._event
+
+    @property
+    def ready(self) -> bool:
+        """Composed already (recording it costs no compose read)."""
+        return self._event is not None
 
 
 class Notifier:
@@ -107,10 +116,13 @@ class Notifier:
         clock: Callable[[], float],
         claim_seconds: float = CLAIM_SECONDS,
         compose_seconds: float = 0.0,
+        pending: PendingEvents | None = None,
     ) -> None:
         """``compose_seconds``: the longest a ``Due.compose`` may take (a store read for budget
-        events). Refuses a claim that could expire while its job still runs."""
+        events). Refuses a claim that could expire while its job still runs. ``pending``: where an
+        event left unsettled is kept for the scheduled sweeper (None: only later requests retry)."""
         self._claims = claims
+        self._pending = pending
         self._channels = list(channels)
         unknown = [c.name for c in self._channels if c.name not in CHANNELS]
         if unknown:
@@ -134,6 +146,7 @@ class Notifier:
         # and none outlives its request, so a claim applied whose answer was lost is found ours by
         # the next try here, instead of holding every container off until it expires
         self._owners: BoundedMap[tuple[str, str], str] = BoundedMap(10_000)
+        self._recorded: BoundedMap[str, bool] = BoundedMap(10_000)  # event ids this container kept pending
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="alerts")
 
@@ -149,10 +162,14 @@ class Notifier:
         """True when this container knows every channel has the event (no store round trip)."""
         return self._settled.get(event_id) is not None
 
-    def emit(self, *due: Due) -> set[str]:
+    def emit(self, *due: Due, keep_unsettled: bool = True) -> set[str]:
         """Deliver each due event on every channel that takes it, once; the ids now settled
         everywhere. Never raises; returns within ``max_seconds``, once every job it started has
         ended: nothing it started runs after it returns (Lambda freezes the container then).
+
+        An event a job of this call left unsettled (failed, late, busy, outcome unknown) is kept
+        pending for the scheduled sweeper (``keep_unsettled``; the sweeper's own retries pass
+        False: the record is there already): one write, on that path only, inside the bound.
 
         A request may see an event due several times (its hold, its settle): what this container
         already knows is skipped without a round trip — a channel that has the event, a failed or
@@ -163,11 +180,12 @@ class Notifier:
         settled: set[str] = set()
         jobs: dict[Future[Outcome], tuple[str, str]] = {}
         waiting: set[str] = set()  # events with a channel skipped for now
+        composed_of: dict[str, _Composed] = {}
         for item in due:
             if self.settled(item.id):
                 settled.add(item.id)
                 continue
-            composed = _Composed(item, now)
+            composed = composed_of[item.id] = _Composed(item, now)
             for channel in self._channels:
                 slot = (item.id, channel.name)
                 if not channel.accepts(item.type) or self._done.get(slot):
@@ -180,16 +198,42 @@ class Notifier:
                 deliver_by = claim_by + self._store_seconds + self._compose_seconds
                 job = self._pool.submit(self._deliver_once, item, composed, channel, now, (claim_by, deliver_by))
                 jobs[job] = slot
+        unsettled: list[str] = []  # events a job of this call left unsettled on its channel
         if jobs:
             wait(jobs)  # no timeout: each job is bounded (module docstring), and none may outlive us
             for future, (item_id, _channel) in jobs.items():
                 if future.exception() is not None or future.result() not in ("delivered", "already"):
                     waiting.add(item_id)
+                    unsettled.append(item_id)
+        if keep_unsettled and unsettled:
+            self._keep_pending([composed_of[item_id] for item_id in dict.fromkeys(unsettled)], started)
         for item in due:
             if item.id not in waiting:
                 settled.add(item.id)
                 self._settled.put(item.id, True)
         return settled
+
+    def _keep_pending(self, events: list[_Composed], started: float) -> None:
+        """Record each event for the sweeper, once per container, if the write (and a compose not
+        yet made) still ends within this emit's bound: the jobs' worst case leaves that room
+        unless the store itself is slow, and then the record would likely fail too."""
+        if self._pending is None:
+            return
+        for composed in events:
+            due = composed.due
+            if self._recorded.get(due.id):
+                continue
+            needs = self._pending.max_seconds + (0.0 if composed.ready else self._compose_seconds)
+            if time.monotonic() + needs > started + self.max_seconds:
+                logger.warning("alert left to later requests: no time to keep it pending", extra={"event": due.id})
+                continue
+            try:
+                self._pending.record(composed.get(), self._clock())
+            except Exception:  # later requests in this container still retry it
+                logger.exception("alert not kept pending", extra={"event": due.id, "type": due.type})
+                continue
+            self._recorded.put(due.id, True)
+            logger.info("alert kept pending for the sweeper", extra={"event": due.id, "type": due.type})
 
     def _claim_slot(self, slot: tuple[str, str]) -> bool:
         """Reserve (event, channel) for one delivery job in this container, unless one runs or
