@@ -459,3 +459,72 @@ def test_the_next_utc_day_starts_fresh(store):
 
 def test_a_hold_larger_than_the_whole_budget_is_refused(store):
     assert Budget(store, limit=100, clock=Clock()).open("a", "gpt-4o-mini", 101)[0] is None
+
+
+class RivalQueries:
+    """The DynamoDB client of the container under test, with running queries of another container
+    that, moments before its first hold, its growth to the standard form and ``times`` refits to
+    what the refusals showed, take all but one nano-dollar less than it asks: each such write is
+    refused by a margin of one, as when other queries keep growing their holds near the end of the
+    budget. They settle ``settle_after`` seconds after the last one."""
+
+    def __init__(self, client, table, rival, limit, times=3, settle_after=0.05):
+        self._client, self._table, self._rival, self._limit = client, table, rival, limit
+        self._times = times
+        self._left, self._settle_after = times + 2, settle_after  # + its first hold and its standard form
+        self._holds = []
+        self.refused_writes = 0
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def update_item(self, **request):
+        expression = request.get("UpdateExpression", "")
+        values = request.get("ExpressionAttributeValues", {})
+        asks = None
+        if request["Key"]["pk"]["S"].startswith("BUDGET#") and self._left > 0:
+            if expression.startswith("SET #hold.a = :new ADD committed :delta") and int(values[":delta"]["N"]) > 0:
+                asks = int(values[":delta"]["N"])
+            elif expression.startswith("SET #hold = :entry") and self._left == self._times + 2:
+                asks = int(values[":amount"]["N"])
+        if asks is not None:
+            self._left -= 1
+            room = self._limit - int(day_total(self._client, self._table, today()).get("committed", {"N": "0"})["N"])
+            hold, _ = self._rival.open("rival", "gpt-4o-mini", room - asks + 1)
+            assert hold is not None
+            self._holds.append(hold)
+            self.refused_writes += 1
+            if self._left == 0:
+                threading.Timer(self._settle_after, self._settle).start()
+        return self._client.update_item(**request)
+
+    def _settle(self):
+        for hold in self._holds:
+            self._rival.release(hold)
+
+
+def test_a_query_whose_fits_running_queries_keep_taking_waits_for_them_instead_of_a_503(
+    make_app, call, base_env, any_user_auth_url, table, recipient, dynamodb
+):
+    # Given a roomy day, and running queries of another container that take, three times in a row
+    # and each time just before this query's write, all but one nano-dollar less than it grows to
+    # (its first hold too), then settle moments later
+    limit = 10**9
+    env = budget_env(base_env, any_user_auth_url, table, recipient, usd(limit)) | {"BUDGET_SHARDS": "1"}
+    _, rival = make_app(env)
+    client = RivalQueries(dynamodb, table, rival.budget, limit)
+    app, _ = make_app(env, dynamodb_client=client)
+
+    # When it asks
+    status, body, _ = ask(call, app, f"u-{uuid.uuid4().hex}")
+
+    # Then its first hold, its standard form and its three refits were all refused, and it waited
+    # for the running queries rather than answering 503 `in_flight` with the money still there:
+    # answered whole once they settled
+    assert client.refused_writes == 5
+    assert status == 200, body
+    assert body["meta"]["degraded"] is None
+    total = day_total(dynamodb, table, today())
+    # and the books hold its cost alone: every hold, the rivals' included, gone
+    assert int(total["committed"]["N"]) == int(total["spent"]["N"]) > 0
+    assert [name for name in total if name.startswith("h_")] == []

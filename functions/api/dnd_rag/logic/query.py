@@ -48,6 +48,9 @@ INITIAL_TOKENS_PER_PASSAGE = 400
 # than MIN_SECONDS_FOR_QUERY of the deadline left for the query itself.
 IN_FLIGHT_WAITS = (0.1, 0.2, 0.4, 0.8)
 MIN_SECONDS_FOR_QUERY = 5.0
+# A form fitted to what a refusal showed is refused again when running queries took that money in
+# the meantime: after this many such refusals in a row, wait for them as above before fitting again.
+REFITS_BEFORE_WAITING = 3
 
 
 @dataclass(frozen=True)
@@ -318,7 +321,7 @@ class QueryService:
         limits = tab.hold.user_limits
         assert limits is not None
         waits = refits = 0
-        while refits < 3:  # each refusal shows the state that refused it: fit to that, then ask again
+        while True:  # each refusal shows the state that refused it: fit to that, then ask again
             seen = tab.refused
             assert seen is not None
             available, by_user_cap = self._budget.available_to(tab.hold, seen)
@@ -330,12 +333,16 @@ class QueryService:
                         tab.model = fit.model
                     return fit
                 refits += 1
-                continue
-            if self._budget.spent_out(seen, limits, tab.charged + smallest.bound):
+                if refits < REFITS_BEFORE_WAITING:
+                    continue
+                # running queries keep taking what this one fits to: let them settle, then fit afresh
+                # (refusing here is a 503 `in_flight` while money is still there)
+            elif self._budget.spent_out(seen, limits, tab.charged + smallest.bound):
                 break  # spent: no wait can help
             if not self._waited(waits, deadline):
                 break
             waits += 1
+            refits = 0
             if tab.cover(standard.bound):  # running queries settled: maybe the whole query fits now
                 return standard
         assert tab.refused is not None
