@@ -11,7 +11,8 @@ must exit 0.
 Special commands:
 - ``[NAME=value ...] make dev`` starts the stack with those settings, as the reader would in
   another terminal: the stack that was running is stopped first (Ctrl-C), the new one runs in the
-  background and the next command runs once ``$API/health`` answers. Before the first command
+  background and the next command runs once ``$API/health`` answers. Its settings may name
+  earlier assignments (``OPENAI_BASE_URL=$FAKE_OPENAI/v1``). Before the first command
   that needs one, a plain ``make dev`` is started.
 - ``NAME=value`` alone (one shell word: ``API=...``, ``XP='{...}'``) is kept and set again for every
   later command.
@@ -21,7 +22,8 @@ Expected output: a comment ``# → text`` at the end of a command's last line. `
 (stdout and stderr; runs of whitespace count as one space). In a fragment, ``~N`` stands for a
 whole number within 30 % of N (``# → ~30 200 ~370 503``).
 
-The stack gets free ports for LOCAL_API_PORT, LOCAL_AWS_PORT, LOCAL_AUTH_PORT and CHROMA_PORT and
+The stack gets free ports for LOCAL_API_PORT, LOCAL_AWS_PORT, LOCAL_AUTH_PORT and CHROMA_PORT (and
+FAKE_OPENAI_PORT for the fake OpenAI the README starts by hand) and
 a temporary LOCAL_DATA_DIR; every command sees them in its environment, which is why the README
 writes its URLs as ``$API`` (``API=http://127.0.0.1:${LOCAL_API_PORT:-5000}``) and
 ``${LOCAL_AWS_PORT:-4566}``. Settings that would change what the commands print (OpenAI keys,
@@ -55,7 +57,8 @@ NOT_RUN = re.compile(r"^<!--\s*not run:.*-->\s*$")
 MAKE_DEV = re.compile(r"^((?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)make dev\s*$")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=", re.DOTALL)
 CONTINUES = ("\\", "|", "&&", "||")
-PORTS = ("LOCAL_API_PORT", "LOCAL_AWS_PORT", "LOCAL_AUTH_PORT", "CHROMA_PORT")
+# the stack's ports, and the fake OpenAI's that the README starts by hand (FAKE_OPENAI_PORT)
+PORTS = ("LOCAL_API_PORT", "LOCAL_AWS_PORT", "LOCAL_AUTH_PORT", "CHROMA_PORT", "FAKE_OPENAI_PORT")
 # Inherited settings that would change what the README's commands print.
 DROPPED_PREFIXES = ("AWS_", "CHROMA_", "LOCAL_", "OPENAI_", "ALERT_", "BUDGET_", "TOKEN_", "DAILY_", "ANSWER_")
 DROPPED = {
@@ -341,8 +344,9 @@ def _run_one(command: Command, stack: Stack, assignments: list[str]) -> tuple[st
     code = command.code
     dev = MAKE_DEV.match(code)
     try:
-        if dev:
-            stack.start(code, dict(word.split("=", 1) for word in shlex.split(dev.group(1))))
+        if dev:  # its settings may name earlier assignments (``OPENAI_BASE_URL=$FAKE_OPENAI/v1``)
+            settings = dict(word.split("=", 1) for word in shlex.split(dev.group(1)))
+            stack.start("\n".join([*assignments, code]), settings)
             return None, ""
         if stack.process is None:
             stack.start("make dev", {})
