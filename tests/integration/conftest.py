@@ -26,6 +26,7 @@ from infra.local.bootstrap import ensure_table, verify_identities
 from infra.scripts.ingest import document_paths, ingest
 from tests.fakes.auth_faults import AuthScript, start_any_user_auth, start_scripted_auth
 from tests.fakes.openai_server import FakeOpenAIState, start_fake_openai
+from tests.fakes.webhook_receiver import ReceiverState, start_webhook_receiver
 from tests.support.aws_calls import RECORDER
 from tests.support.events import lambda_context
 from tests.support.faults import EmulatorFaults
@@ -252,3 +253,12 @@ def unique_token() -> str:
 
 def corpus_files() -> list[Path]:
     return document_paths([CORPUS])
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, ReceiverState]]:
+    """A webhook receiver (tests/fakes/webhook_receiver.py) for ALERT_WEBHOOK_URL: its URL and state."""
+    server, state = start_webhook_receiver()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
+    state.release.set()
+    server.shutdown()

@@ -14,7 +14,6 @@ from dnd_rag.handlers.scheduled import run_task
 from dnd_rag.logic.common.clock import iso
 from dnd_rag.models.domain import User
 from dnd_rag.models.events import EVENT_TYPES, SCHEMA_VERSION, event_id
-from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import (
     ask,
     both_thresholds_in_one_query,
@@ -28,14 +27,6 @@ from tests.integration.test_budget import (
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
-
-
-@pytest.fixture
-def receiver():
-    server, state = start_webhook_receiver()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
-    state.release.set()
-    server.shutdown()
 
 
 @pytest.fixture

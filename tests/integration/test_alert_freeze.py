@@ -22,7 +22,6 @@ import pytest
 from dnd_rag.models.events import event_id
 from infra.local.api_server import make_api_server
 from tests.fakes.slow_proxy import start_slow_proxy
-from tests.fakes.webhook_receiver import ReceiverState, start_webhook_receiver
 from tests.integration.test_budget import (
     QUESTION,
     ask,
@@ -37,14 +36,6 @@ from tests.integration.test_budget import (
 from tests.support.threads import alert_jobs_running
 
 CLAIM_SECONDS = 10  # ALERT_CLAIM_SECONDS for these tests: the least the settings accept, rounded up
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, ReceiverState]]:
-    server, state = start_webhook_receiver()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
-    state.release.set()
-    server.shutdown()
 
 
 class SlowEventWrites:

@@ -17,7 +17,6 @@ import pytest
 
 from dnd_rag.handlers.scheduled import run_task
 from dnd_rag.models.events import event_id
-from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import (
     ask,
     both_thresholds_in_one_query,
@@ -30,14 +29,6 @@ from tests.integration.test_budget import (
 )
 
 SWEEP = {"dnd_rag_task": "sweep"}
-
-
-@pytest.fixture
-def receiver():
-    server, state = start_webhook_receiver()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
-    state.release.set()
-    server.shutdown()
 
 
 class RecordedWrites:

@@ -21,7 +21,6 @@ from dnd_rag.providers.openai_usage import OpenAIUsageApi
 from infra.scripts import reconcile as reconcile_script
 from infra.scripts.ingest import ingest
 from tests.fakes.organization_api import DEFAULT_ADMIN_KEY
-from tests.fakes.webhook_receiver import start_webhook_receiver
 from tests.integration.test_budget import sent_alerts
 from tests.support.budget_items import day_total
 from tests.support.clock import NOON, Clock
@@ -31,14 +30,6 @@ DAY, NEXT_DAY = "2026-11-22", "2026-11-23"
 CHAT_MODEL, EMBEDDING_MODEL = "gpt-4o-mini", "text-embedding-3-small"
 QUESTION = {"question": "How many experience points does a fighter need to become 9th level?", "k": 5}
 RECONCILE = {"dnd_rag_task": "reconcile"}
-
-
-@pytest.fixture
-def receiver():
-    server, state = start_webhook_receiver()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
-    state.release.set()
-    server.shutdown()
 
 
 @pytest.fixture
