@@ -262,3 +262,27 @@ def receiver() -> Iterator[tuple[str, ReceiverState]]:
     yield f"http://127.0.0.1:{server.server_address[1]}/hooks/dnd-rag", state
     state.release.set()
     server.shutdown()
+
+
+@pytest.fixture
+def sns_topic(aws_endpoint):
+    """A topic in the emulator with an SQS queue subscribed: what SNS published, read back."""
+    sns, sqs = boto3.client("sns"), boto3.client("sqs")
+    topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    queue = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+
+    def published():
+        messages = []
+        while True:
+            batch = sqs.receive_message(
+                QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                messages.append(message)
+                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    return topic, published

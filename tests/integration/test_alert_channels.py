@@ -7,7 +7,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-import boto3
 import pytest
 
 from dnd_rag.handlers.scheduled import run_task
@@ -27,30 +26,6 @@ from tests.integration.test_budget import (
 from tests.support.clock import Clock
 from tests.support.events import http_event, parse
 from tests.support.servers import free_port
-
-
-@pytest.fixture
-def sns_topic(aws_endpoint):
-    """A topic in the emulator with an SQS queue subscribed: what SNS published, read back."""
-    sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    queue = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-
-    def published():
-        messages = []
-        while True:
-            batch = sqs.receive_message(
-                QueueUrl=queue, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0
-            ).get("Messages", [])
-            if not batch:
-                return messages
-            for message in batch:
-                messages.append(message)
-                sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
-
-    return topic, published
 
 
 def spend_until_refused(call, app, tokens):

@@ -19,7 +19,6 @@ from dnd_rag.models.events import event_id
 from dnd_rag.pricing import NANOS_PER_USD, TokenUsage
 from infra.local.bootstrap import ensure_table
 from infra.scripts.round_trips import RoundTripRecorder
-from tests.integration.test_alert_channels import receiver, sns_topic  # noqa: F401 - fixtures
 from tests.integration.test_budget import ask, sent_alerts, usd
 from tests.support.billing import billed_nanos
 from tests.support.budget_items import day_total
@@ -173,8 +172,8 @@ def test_the_month_alerts_go_out_once_each_on_every_channel_from_two_containers_
     recipient,
     aws_endpoint,
     dynamodb,
-    receiver,  # noqa: F811 - the fixture imported above
-    sns_topic,  # noqa: F811
+    receiver,
+    sns_topic,
 ):
     # Given a month of ~12 queries (days of 100), e-mail, SNS and a webhook configured
     url, state = receiver

@@ -10,7 +10,6 @@ import json
 import time
 import uuid
 
-import boto3
 import httpx
 import pytest
 
@@ -30,21 +29,6 @@ DAY, NEXT_DAY = "2026-11-22", "2026-11-23"
 CHAT_MODEL, EMBEDDING_MODEL = "gpt-4o-mini", "text-embedding-3-small"
 QUESTION = {"question": "How many experience points does a fighter need to become 9th level?", "k": 5}
 RECONCILE = {"dnd_rag_task": "reconcile"}
-
-
-@pytest.fixture
-def topic_and_queue(aws_endpoint):
-    """An SNS topic in the emulator and what it published (an SQS queue subscribed, raw delivery)."""
-    sns, sqs = boto3.client("sns"), boto3.client("sqs")
-    topic = sns.create_topic(Name=f"recon-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    queue = sqs.create_queue(QueueName=f"recon-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
-
-    def published():
-        return sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-
-    return topic, published
 
 
 @pytest.fixture
@@ -173,11 +157,11 @@ def test_after_a_run_of_queries_the_next_days_reconciliation_finds_no_drift_and_
 
 
 def test_an_underpriced_model_raises_reconciliation_drift_once_on_every_channel_and_the_route_shows_it(
-    make_app, call, env, clock, openai_state, tmp_path, aws_endpoint, recipient, receiver, topic_and_queue
+    make_app, call, env, clock, openai_state, tmp_path, aws_endpoint, recipient, receiver, sns_topic
 ):
     # Given a price file that prices gpt-4o-mini's input at a tenth of what OpenAI bills, and
     # e-mail, SNS and a webhook as alert channels
-    topic, published = topic_and_queue
+    topic, published = sns_topic
     env = {
         **env,
         "PRICES_FILE": underpriced_chat_file(tmp_path),
